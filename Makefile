@@ -1,0 +1,175 @@
+# tokentrace: top-level build.
+#
+#   make            build everything into build/
+#   make demo       reference server + load + tokentrace, then the report
+#   make test       unit tests, then end-to-end tests (root for the eBPF ones)
+#   make bench      benchmarks; they print figures
+#   make CUDA=1     also build the reference server's CUDA backend
+#
+# Missing Debian packages are installed first by tools/deps.sh (as root).
+# Library flags come from pkg-config; they are read lazily, after that step.
+
+BUILD    := build
+CC       := gcc
+CLANG    := clang
+BPFTOOL  := bpftool
+CUDA_HOME ?= /usr/local/cuda
+NVCC     := $(CUDA_HOME)/bin/nvcc
+ARCH     := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+
+PKGS      = libbpf libelf libcjson libssl libcrypto libzstd zlib
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
+
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 -Wall -Wextra -Wshadow -Wno-missing-field-initializers \
+            -D_GNU_SOURCE -Iinclude -I$(BUILD) -MMD -MP
+LDLIBS   += -lpthread -lm
+SAN      ?=
+
+# ---- sources ---------------------------------------------------------------
+
+BPF_SRCS   := $(wildcard bpf/*.bpf.c)
+BPF_OBJS   := $(BPF_SRCS:bpf/%.bpf.c=$(BUILD)/bpf/%.bpf.o)
+BPF_SKELS  := $(BPF_SRCS:bpf/%.bpf.c=$(BUILD)/%.skel.h)
+
+USER_SRCS  := $(wildcard user/*.c)
+USER_OBJS  := $(USER_SRCS:%.c=$(BUILD)/%.o)
+USER_LIB   := $(BUILD)/libtt.a
+
+REF_SRCS   := $(wildcard tools/refserver/*.c)
+REF_OBJS   := $(REF_SRCS:%.c=$(BUILD)/%.o)
+REF_LIB    := $(BUILD)/librefserver.a
+
+LG_SRCS    := $(wildcard tools/loadgen/*.c)
+LG_OBJS    := $(LG_SRCS:%.c=$(BUILD)/%.o)
+LG_LIB     := $(BUILD)/libloadgen.a
+
+UNIT_SRCS  := $(wildcard tests/unit/*.c)
+UNIT_OBJS  := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
+E2E_SRCS   := $(wildcard tests/e2e/*.c)
+E2E_OBJS   := $(E2E_SRCS:%.c=$(BUILD)/%.o)
+
+# The CUPTI library builds where the CUDA toolkit is installed.
+HAVE_CUPTI := $(shell test -f $(CUDA_HOME)/include/cupti.h && echo 1)
+CUPTI_SRCS := $(wildcard cupti/*.c)
+CUPTI_OBJS := $(CUPTI_SRCS:%.c=$(BUILD)/%.pic.o)
+CUPTI_LIB  := $(BUILD)/libtokentrace_cupti.so
+CUPTI_CFLAGS := -I$(CUDA_HOME)/include -fPIC -fvisibility=hidden
+CUPTI_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcupti -ldl
+CTEST_SRCS := $(wildcard tests/cupti/*.c)
+
+# The reference server's optional CUDA backend (make CUDA=1).
+ifeq ($(CUDA),1)
+REF_CU_SRCS := $(wildcard tools/refserver/*.cu)
+REF_CU_OBJS := $(REF_CU_SRCS:%.cu=$(BUILD)/%.cu.o)
+REF_CUDA_FLAGS := -DREFSERVER_CUDA=1
+REF_CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart
+endif
+
+TARGETS := $(BUILD)/tokentrace $(BUILD)/refserver $(BUILD)/loadgen
+ifeq ($(HAVE_CUPTI),1)
+TARGETS += $(CUPTI_LIB)
+endif
+
+.PHONY: all deps demo test test-unit test-e2e test-cupti bench clean
+.DEFAULT_GOAL := all
+
+all: $(TARGETS)
+ifneq ($(HAVE_CUPTI),1)
+	@echo "tokentrace: no CUDA toolkit at $(CUDA_HOME): skipping libtokentrace_cupti.so"
+endif
+
+deps:
+	@tools/deps.sh
+
+# ---- kernel side -----------------------------------------------------------
+
+# vmlinux.h is generated from the running kernel's BTF, never committed.
+$(BUILD)/vmlinux.h: | deps
+	@mkdir -p $(@D)
+	@test -r /sys/kernel/btf/vmlinux || \
+	  { echo "tokentrace: no BTF at /sys/kernel/btf/vmlinux: the kernel needs CONFIG_DEBUG_INFO_BTF=y" >&2; exit 1; }
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BUILD)/vmlinux.h $(wildcard include/tokentrace/*.h bpf/*.h) | deps
+	@mkdir -p $(@D)
+	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Iinclude -Ibpf -I$(BUILD) -c $< -o $@
+
+$(BUILD)/%.skel.h: $(BUILD)/bpf/%.bpf.o
+	$(BPFTOOL) gen skeleton $< > $@.tmp && mv $@.tmp $@
+
+# ---- user side -------------------------------------------------------------
+
+$(BUILD)/%.o: %.c | deps $(BPF_SKELS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) $(REF_CUDA_FLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+$(USER_LIB): $(filter-out $(BUILD)/user/main.o,$(USER_OBJS))
+	@rm -f $@; ar rcs $@ $^
+$(REF_LIB): $(filter-out $(BUILD)/tools/refserver/main.o,$(REF_OBJS)) $(REF_CU_OBJS)
+	@rm -f $@; ar rcs $@ $^
+$(LG_LIB): $(filter-out $(BUILD)/tools/loadgen/main.o,$(LG_OBJS))
+	@rm -f $@; ar rcs $@ $^
+
+$(BUILD)/tokentrace: $(BUILD)/user/main.o $(USER_LIB)
+	$(CC) $(SAN) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+$(BUILD)/refserver: $(BUILD)/tools/refserver/main.o $(REF_LIB)
+	$(CC) $(SAN) -o $@ $^ $(PKG_LIBS) $(REF_CUDA_LIBS) $(LDLIBS)
+$(BUILD)/loadgen: $(BUILD)/tools/loadgen/main.o $(LG_LIB)
+	$(CC) $(SAN) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(@D)
+	$(NVCC) -O2 -Iinclude -c $< -o $@
+
+# ---- CUPTI injection library -----------------------------------------------
+
+$(BUILD)/%.pic.o: %.c | deps
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) $(CUPTI_CFLAGS) -c $< -o $@
+
+$(CUPTI_LIB): $(CUPTI_OBJS)
+	$(CC) -shared $(SAN) -o $@ $^ $(CUPTI_LIBS) -lpthread
+
+# ---- tests -----------------------------------------------------------------
+
+TEST_LIBS = $(shell pkg-config --libs criterion)
+
+$(BUILD)/tests/unit: $(UNIT_OBJS) $(USER_LIB) $(REF_LIB) $(LG_LIB)
+	$(CC) $(SAN) -o $@ $^ $(TEST_LIBS) $(PKG_LIBS) $(REF_CUDA_LIBS) $(LDLIBS)
+$(BUILD)/tests/e2e: $(E2E_OBJS) $(USER_LIB) $(REF_LIB) $(LG_LIB)
+	$(CC) $(SAN) -o $@ $^ $(TEST_LIBS) $(PKG_LIBS) $(REF_CUDA_LIBS) $(LDLIBS)
+$(BUILD)/tests/cupti: $(CTEST_SRCS) $(filter-out $(BUILD)/cupti/inject.pic.o,$(CUPTI_OBJS)) | deps
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) $(CUPTI_CFLAGS) -o $@ $^ $(TEST_LIBS) $(CUPTI_LIBS) $(LDLIBS)
+
+test: all test-unit test-cupti test-e2e
+
+test-unit: $(BUILD)/tests/unit
+	$(BUILD)/tests/unit --jobs 2
+
+ifeq ($(HAVE_CUPTI),1)
+test-cupti: $(BUILD)/tests/cupti $(CUPTI_LIB)
+	$(BUILD)/tests/cupti --jobs 1
+else
+test-cupti:
+	@echo "tokentrace: no CUDA toolkit: CUPTI library tests skipped"
+endif
+
+# End-to-end tests start real servers on loopback ports, one at a time.
+test-e2e: all $(BUILD)/tests/e2e
+	$(BUILD)/tests/e2e --jobs 1
+
+# ---- the main job and benchmarks -------------------------------------------
+
+demo: all
+	tools/demo.sh
+
+bench: all
+	tools/bench.sh
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
