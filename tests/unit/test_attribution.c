@@ -1,0 +1,202 @@
+/*
+ * Step cost model fit and exact attribution of step time to requests.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "../../user/attribution.h"
+#include "../../user/costmodel.h"
+
+/* Deterministic noise in [-1, 1). */
+static double noise(unsigned *seed)
+{
+	*seed = *seed * 1103515245u + 12345u;
+	return ((*seed >> 8) & 0xffff) / 32768.0 - 1.0;
+}
+
+/* Steps of a batching engine whose true cost is known. */
+static uint32_t synth(struct costmodel_obs *obs, uint32_t n, double fixed,
+		      double pre, double dec, double ctx, double quad,
+		      double noise_frac)
+{
+	unsigned seed = 7;
+	for (uint32_t i = 0; i < n; i++) {
+		struct costmodel_obs *o = &obs[i];
+		costmodel_obs_init(o, 0);
+		uint32_t batch = 1 + i % 16;
+		for (uint32_t b = 0; b < batch; b++) {
+			uint32_t c = 20 + (i * 37 + b * 11) % 500;
+			costmodel_obs_decode(o, c);
+		}
+		if (i % 3 == 0) {
+			uint32_t t = 16 + (i * 13) % 200;
+			costmodel_obs_prefill(o, t, 0);
+		}
+		double ns = fixed + pre * o->x[CM_PREFILL] +
+			    dec * o->x[CM_DECODE] + ctx * o->x[CM_CONTEXT] +
+			    quad * o->x[CM_PREFILL_SQ];
+		o->ns = ns * (1.0 + noise_frac * noise(&seed));
+	}
+	return n;
+}
+
+Test(costmodel, fit_recovers_known_coefficients)
+{
+	static struct costmodel_obs obs[400];
+	uint32_t n = synth(obs, 400, 200e3, 9e3, 40e3, 90, 0, 0.02);
+	struct costmodel m;
+
+	cr_assert_eq(costmodel_fit(obs, n, &m), 0);
+	cr_assert(m.fitted);
+	cr_expect(fabs(m.coef[CM_PREFILL] - 9e3) / 9e3 < 0.05, "prefill %g",
+		  m.coef[CM_PREFILL]);
+	cr_expect(fabs(m.coef[CM_DECODE] - 40e3) / 40e3 < 0.05, "decode %g",
+		  m.coef[CM_DECODE]);
+	cr_expect(fabs(m.coef[CM_CONTEXT] - 90) / 90 < 0.10, "context %g",
+		  m.coef[CM_CONTEXT]);
+	cr_expect(fabs(m.coef[CM_FIXED] - 200e3) / 200e3 < 0.25, "fixed %g",
+		  m.coef[CM_FIXED]);
+	cr_expect(!m.used[CM_PREFILL_SQ], "quadratic term kept without need");
+	cr_expect_gt(m.r2, 0.95);
+}
+
+Test(costmodel, quadratic_term_kept_when_the_data_needs_it)
+{
+	static struct costmodel_obs obs[400];
+	uint32_t n = synth(obs, 400, 100e3, 2e3, 40e3, 50, 80, 0.01);
+	struct costmodel m;
+
+	cr_assert_eq(costmodel_fit(obs, n, &m), 0);
+	cr_assert(m.fitted);
+	cr_expect(m.used[CM_PREFILL_SQ]);
+	cr_expect(fabs(m.coef[CM_PREFILL_SQ] - 80) / 80 < 0.15, "quad %g",
+		  m.coef[CM_PREFILL_SQ]);
+}
+
+Test(costmodel, coefficients_never_negative)
+{
+	/* Context has no effect and noise is large: plain least squares
+	 * would give some terms negative values. */
+	static struct costmodel_obs obs[60];
+	uint32_t n = synth(obs, 60, 0, 5e3, 30e3, 0, 0, 0.3);
+	struct costmodel m;
+
+	cr_assert_eq(costmodel_fit(obs, n, &m), 0);
+	cr_assert(m.fitted);
+	for (int t = 0; t < CM_NTERMS; t++)
+		cr_expect_geq(m.coef[t], 0.0, "%s = %g",
+			      costmodel_term_name(t), m.coef[t]);
+}
+
+Test(costmodel, too_few_steps_is_not_fitted)
+{
+	struct costmodel_obs obs[4];
+	struct costmodel m;
+	uint32_t n = synth(obs, 4, 1, 1, 1, 1, 0, 0);
+
+	cr_assert_eq(costmodel_fit(obs, n, &m), 0);
+	cr_expect(!m.fitted);
+}
+
+/* Two requests in one step: a 100-token prefill and a decode. */
+Test(attribution, step_time_split_by_model_cost)
+{
+	struct costmodel m = { .fitted = true };
+	m.coef[CM_PREFILL] = 1000;
+	m.coef[CM_DECODE] = 1000;
+	struct attr_entry e[] = {
+		{ .request = 0, .phase = ATTR_PREFILL, .tokens = 100 },
+		{ .request = 1, .phase = ATTR_DECODE, .tokens = 1, .context = 10 },
+	};
+	struct attr_step s = { .busy_ns = 101000, .first = 0, .n = 2 };
+	struct attr_request out[2];
+	uint64_t un;
+
+	cr_assert_eq(attribution_run(&s, 1, e, 2, 150000, &m, out, 2, &un),
+		     ATTR_BY_MODEL);
+	cr_expect_eq(out[0].prefill_ns, 100000);
+	cr_expect_eq(out[0].decode_ns, 0);
+	cr_expect_eq(out[1].decode_ns, 1000);
+	cr_expect_eq(un, 49000);
+}
+
+Test(attribution, falls_back_to_tokens_without_a_fit)
+{
+	struct costmodel m = { .fitted = false };
+	struct attr_entry e[] = {
+		{ .request = 0, .phase = ATTR_PREFILL, .tokens = 3 },
+		{ .request = 1, .phase = ATTR_DECODE, .tokens = 1 },
+	};
+	struct attr_step s = { .busy_ns = 400, .first = 0, .n = 2 };
+	struct attr_request out[2];
+	uint64_t un;
+
+	cr_assert_eq(attribution_run(&s, 1, e, 2, 400, &m, out, 2, &un),
+		     ATTR_BY_TOKENS);
+	cr_expect_eq(out[0].prefill_ns, 300);
+	cr_expect_eq(out[1].decode_ns, 100);
+	cr_expect_eq(un, 0);
+}
+
+/* The conservation law, on many random steps with awkward numbers. */
+Test(attribution, sums_add_up_exactly)
+{
+	enum { NS = 2000, NR = 97 };
+	static struct attr_step steps[NS];
+	static struct attr_entry ent[NS * 8];
+	static struct attr_request out[NR];
+	struct costmodel m = { .fitted = true };
+	unsigned seed = 3;
+	uint32_t ne = 0;
+	uint64_t in_steps = 0;
+
+	m.coef[CM_FIXED] = 123457;
+	m.coef[CM_PREFILL] = 3.3;
+	m.coef[CM_DECODE] = 777.7;
+	m.coef[CM_CONTEXT] = 0.13;
+	m.coef[CM_PREFILL_SQ] = 0.011;
+	for (uint32_t i = 0; i < NS; i++) {
+		uint32_t n = (i % 9 == 0) ? 0 : 1 + (uint32_t)((noise(&seed) + 1) * 3.5);
+		steps[i].first = ne;
+		steps[i].n = n;
+		steps[i].busy_ns = 1 + (uint64_t)((noise(&seed) + 1) * 5e6);
+		in_steps += steps[i].busy_ns;
+		for (uint32_t j = 0; j < n; j++, ne++) {
+			ent[ne].request = (i * 7 + j * 13) % NR;
+			ent[ne].phase = j % 3 == 0 ? ATTR_PREFILL : ATTR_DECODE;
+			ent[ne].tokens = ent[ne].phase == ATTR_PREFILL ?
+				1 + (i * 31 + j) % 300 : 1;
+			ent[ne].context = (i + j * 17) % 2000;
+		}
+	}
+	uint64_t total = in_steps + 987654321, un, sum = 0;
+	cr_assert_eq(attribution_run(steps, NS, ent, ne, total, &m, out, NR,
+				     &un), ATTR_BY_MODEL);
+	for (int r = 0; r < NR; r++)
+		sum += out[r].prefill_ns + out[r].decode_ns;
+	cr_expect_eq(sum + un, total);
+	uint64_t empty = 0;
+	for (uint32_t i = 0; i < NS; i++)
+		if (!steps[i].n)
+			empty += steps[i].busy_ns;
+	cr_expect_eq(un, 987654321 + empty);
+}
+
+Test(attribution, rejects_inconsistent_input)
+{
+	struct attr_entry e = { .request = 5, .phase = ATTR_DECODE, .tokens = 1 };
+	struct attr_step s = { .busy_ns = 10, .first = 0, .n = 1 };
+	struct attr_request out[2];
+	uint64_t un;
+
+	cr_expect_eq(attribution_run(&s, 1, &e, 1, 10, NULL, out, 2, &un),
+		     -EINVAL);
+	e.request = 1;
+	cr_expect_eq(attribution_run(&s, 1, &e, 1, 9, NULL, out, 2, &un),
+		     -EINVAL);
+	s.n = 2;
+	cr_expect_eq(attribution_run(&s, 1, &e, 1, 10, NULL, out, 2, &un),
+		     -EINVAL);
+}

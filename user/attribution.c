@@ -1,0 +1,125 @@
+/*
+ * attribution.c - exact integer split of each step's busy time.
+ *
+ * A step's time is shared in proportion to each entry's weight: under a
+ * fitted model, its predicted variable cost plus an equal part of the
+ * fixed per-step cost; without one, the tokens it processed. Shares are
+ * rounded by the largest-remainder method: every entry gets the floor of
+ * its exact share and the few nanoseconds left over (fewer than the number
+ * of entries) go one each to the entries with the largest fractions, so a
+ * step's shares always sum to its busy time exactly. Time outside any
+ * step, and steps that served no request, are unattributed.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attribution.h"
+
+struct share {
+	uint32_t entry;
+	double frac;
+};
+
+static int by_frac_desc(const void *a, const void *b)
+{
+	const struct share *x = a, *y = b;
+	if (x->frac != y->frac)
+		return x->frac < y->frac ? 1 : -1;
+	return x->entry < y->entry ? -1 : x->entry > y->entry;
+}
+
+static double weight(const struct attr_entry *e, const struct costmodel *m,
+		     uint32_t n_in_step)
+{
+	if (!m)
+		return e->phase == ATTR_PREFILL ? e->tokens : 1.0;
+	double var = e->phase == ATTR_PREFILL ?
+		costmodel_prefill_ns(m, e->tokens, e->context) :
+		costmodel_decode_ns(m, e->context);
+	return var + m->coef[CM_FIXED] / n_in_step;
+}
+
+static void credit(struct attr_request *r, const struct attr_entry *e,
+		   uint64_t ns)
+{
+	if (e->phase == ATTR_PREFILL)
+		r->prefill_ns += ns;
+	else
+		r->decode_ns += ns;
+}
+
+/* Split one step. shares has room for s->n entries. */
+static void split_step(const struct attr_step *s,
+		       const struct attr_entry *entries,
+		       const struct costmodel *m, struct attr_request *out,
+		       struct share *shares)
+{
+	const struct attr_entry *e = entries + s->first;
+	double total = 0;
+	for (uint32_t i = 0; i < s->n; i++)
+		total += weight(&e[i], m, s->n);
+
+	uint64_t given = 0;
+	for (uint32_t i = 0; i < s->n; i++) {
+		double exact = total > 0 ?
+			(double)s->busy_ns * weight(&e[i], m, s->n) / total :
+			(double)s->busy_ns / s->n;
+		uint64_t whole = (uint64_t)floor(exact);
+		if (given + whole > s->busy_ns)	/* rounding at 2^53 */
+			whole = s->busy_ns - given;
+		given += whole;
+		credit(&out[e[i].request], &e[i], whole);
+		shares[i].entry = i;
+		shares[i].frac = exact - floor(exact);
+	}
+	qsort(shares, s->n, sizeof(*shares), by_frac_desc);
+	for (uint32_t k = 0; given < s->busy_ns; k = (k + 1) % s->n) {
+		credit(&out[e[shares[k].entry].request], &e[shares[k].entry],
+		       1);
+		given++;
+	}
+}
+
+int attribution_run(const struct attr_step *steps, uint32_t nsteps,
+		    const struct attr_entry *entries, uint32_t nentries,
+		    uint64_t total_busy_ns, const struct costmodel *m,
+		    struct attr_request *out, uint32_t nreq,
+		    uint64_t *unattributed_ns)
+{
+	uint64_t in_steps = 0;
+	uint32_t widest = 0;
+
+	for (uint32_t i = 0; i < nsteps; i++) {
+		const struct attr_step *s = &steps[i];
+		if ((uint64_t)s->first + s->n > nentries)
+			return -EINVAL;
+		for (uint32_t j = 0; j < s->n; j++)
+			if (entries[s->first + j].request >= nreq)
+				return -EINVAL;
+		if (s->n > widest)
+			widest = s->n;
+		in_steps += s->busy_ns;
+	}
+	if (in_steps > total_busy_ns)
+		return -EINVAL;
+
+	if (m && !m->fitted)
+		m = NULL;
+	memset(out, 0, sizeof(*out) * nreq);
+	struct share *shares = calloc(widest ? widest : 1, sizeof(*shares));
+	if (!shares)
+		return -ENOMEM;
+
+	uint64_t unattributed = total_busy_ns - in_steps;
+	for (uint32_t i = 0; i < nsteps; i++) {
+		if (steps[i].n == 0)
+			unattributed += steps[i].busy_ns;
+		else
+			split_step(&steps[i], entries, m, out, shares);
+	}
+	free(shares);
+	*unattributed_ns = unattributed;
+	return m ? ATTR_BY_MODEL : ATTR_BY_TOKENS;
+}

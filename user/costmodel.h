@@ -1,0 +1,61 @@
+/*
+ * costmodel.h - the step cost model: what one forward pass costs as a
+ * function of what it did, fitted by non-negative least squares over the
+ * steps of a trace.
+ *
+ *   step_ns ~= fixed + per_prefill * P + per_decode * D + per_context * C
+ *              [+ per_prefill_sq * Q]
+ *
+ * P = prompt tokens processed in the step, D = decode tokens, C = sum of
+ * the decoding requests' context lengths, Q = sum over prefill chunks of
+ * n * (n + context) (attention over the chunk and what precedes it). The
+ * quadratic term is kept only when it improves the fit enough to pay for
+ * itself (adjusted R^2).
+ */
+#ifndef TT_COSTMODEL_H
+#define TT_COSTMODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum costmodel_term {
+	CM_FIXED = 0,
+	CM_PREFILL,
+	CM_DECODE,
+	CM_CONTEXT,
+	CM_PREFILL_SQ,
+	CM_NTERMS,
+};
+
+/* What one step did, summed over its entries. */
+struct costmodel_obs {
+	double x[CM_NTERMS];	/* x[CM_FIXED] is 1 */
+	double ns;		/* measured step time */
+};
+
+struct costmodel {
+	double coef[CM_NTERMS];	/* ns per unit of each term, >= 0 */
+	bool used[CM_NTERMS];	/* terms the fit kept */
+	double r2;
+	uint32_t steps;		/* observations fitted */
+	bool fitted;		/* false: too few steps, caller falls back */
+};
+
+/* Observation of a step from its totals. */
+void costmodel_obs_init(struct costmodel_obs *o, double step_ns);
+void costmodel_obs_prefill(struct costmodel_obs *o, uint32_t tokens,
+			   uint32_t context);
+void costmodel_obs_decode(struct costmodel_obs *o, uint32_t context);
+
+/* Fit over n observations. Returns 0, or -EINVAL on bad input. */
+int costmodel_fit(const struct costmodel_obs *obs, uint32_t n,
+		  struct costmodel *m);
+
+/* Predicted ns of one entry's variable work (the fixed term excluded). */
+double costmodel_prefill_ns(const struct costmodel *m, uint32_t tokens,
+			    uint32_t context);
+double costmodel_decode_ns(const struct costmodel *m, uint32_t context);
+
+const char *costmodel_term_name(enum costmodel_term t);
+
+#endif
