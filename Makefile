@@ -46,9 +46,11 @@ LG_OBJS    := $(LG_SRCS:%.c=$(BUILD)/%.o)
 LG_LIB     := $(BUILD)/libloadgen.a
 
 UNIT_SRCS  := $(wildcard tests/unit/*.c)
-UNIT_OBJS  := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
+# Test objects go under build/tests/obj/, apart from the binaries
+# build/tests/unit and build/tests/e2e (a folder cannot share their name).
+UNIT_OBJS  := $(UNIT_SRCS:tests/%.c=$(BUILD)/tests/obj/%.o)
 E2E_SRCS   := $(wildcard tests/e2e/*.c)
-E2E_OBJS   := $(E2E_SRCS:%.c=$(BUILD)/%.o)
+E2E_OBJS   := $(E2E_SRCS:tests/%.c=$(BUILD)/tests/obj/%.o)
 
 # The CUPTI library builds where the CUDA toolkit is installed.
 HAVE_CUPTI := $(shell test -f $(CUDA_HOME)/include/cupti.h && echo 1)
@@ -64,7 +66,7 @@ ifeq ($(CUDA),1)
 REF_CU_SRCS := $(wildcard tools/refserver/*.cu)
 REF_CU_OBJS := $(REF_CU_SRCS:%.cu=$(BUILD)/%.cu.o)
 REF_CUDA_FLAGS := -DREFSERVER_CUDA=1
-REF_CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart
+REF_CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
 endif
 
 TARGETS := $(BUILD)/tokentrace $(BUILD)/refserver $(BUILD)/loadgen
@@ -119,6 +121,10 @@ $(BUILD)/refserver: $(BUILD)/tools/refserver/main.o $(REF_LIB)
 $(BUILD)/loadgen: $(BUILD)/tools/loadgen/main.o $(LG_LIB)
 	$(CC) $(SAN) -o $@ $^ $(PKG_LIBS) $(LDLIBS)
 
+$(BUILD)/tests/obj/%.o: tests/%.c | deps $(BPF_SKELS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) $(REF_CUDA_FLAGS) $(PKG_CFLAGS) -c $< -o $@
+
 $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(@D)
 	$(NVCC) -O2 -Iinclude -c $< -o $@
@@ -142,7 +148,7 @@ $(BUILD)/tests/e2e: $(E2E_OBJS) $(USER_LIB) $(REF_LIB) $(LG_LIB)
 	$(CC) $(SAN) -o $@ $^ $(TEST_LIBS) $(PKG_LIBS) $(REF_CUDA_LIBS) $(LDLIBS)
 $(BUILD)/tests/cupti: $(CTEST_SRCS) $(filter-out $(BUILD)/cupti/inject.pic.o,$(CUPTI_OBJS)) | deps
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(SAN) $(CUPTI_CFLAGS) -o $@ $^ $(TEST_LIBS) $(CUPTI_LIBS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(SAN) $(CUPTI_CFLAGS) -o $@ $(filter %.c %.o,$^) $(TEST_LIBS) $(CUPTI_LIBS) $(LDLIBS)
 
 test: all test-unit test-cupti test-e2e
 
