@@ -75,6 +75,8 @@ TARGETS += $(CUPTI_LIB)
 endif
 
 .PHONY: all deps demo test test-unit test-e2e test-cupti bench clean
+# Generated BPF objects and skeletons are kept, not removed as intermediates.
+.SECONDARY: $(BPF_OBJS) $(BPF_SKELS)
 .DEFAULT_GOAL := all
 
 all: $(TARGETS)
