@@ -22,6 +22,7 @@
 
 #define TT_ID_MAX	96
 #define TT_NAME_MAX	64
+#define TT_TOKEN_NS_MAX	(1u << 20)	/* token times kept per request */
 
 /* Direction of bytes, seen from the traced server. */
 enum tt_dir {
@@ -83,6 +84,8 @@ struct tt_request {
 	uint32_t token_events;
 	const uint64_t *token_ns;	/* times of the token events; valid only
 					   during the callback */
+	uint32_t token_ns_len;		/* entries in token_ns: token_events,
+					   or fewer past TT_TOKEN_NS_MAX */
 	int64_t prompt_tokens;		/* -1 if unknown */
 	int64_t completion_tokens;	/* -1 if unknown */
 	enum tt_tokens_source tokens_source;
@@ -115,6 +118,8 @@ struct reqtrack_opts {
 struct reqtrack_stats {
 	uint64_t connections, http_connections, non_http_connections;
 	uint64_t requests, bytes_in, bytes_out, bytes_missing;
+	uint64_t sync_lost;		/* times a stream lost HTTP framing */
+	uint64_t orphan_responses;	/* responses to no request seen */
 };
 
 struct reqtrack;
