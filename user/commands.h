@@ -18,5 +18,6 @@ enum tt_exit {
 };
 
 int cmd_record(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 #endif

@@ -15,6 +15,7 @@ struct command {
 
 static const struct command commands[] = {
 	{ "record", cmd_record, "trace running servers, print one JSON line per request" },
+	{ "run", cmd_run, "start a server under tracing until it exits, then summarise" },
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,851 @@
+/*
+ * run.c - `tokentrace run [opts] -- CMD [ARGS...]`: start a server under
+ * tracing, from its first instruction to its exit.
+ *
+ * In:  the command line (see usage()); the child's compute (CPU source:
+ *      user/cpusource.c; GPU: records of libtokentrace_cupti.so through
+ *      user/cuptirecv.c) and its socket traffic (user/socktrace.c).
+ * Out: the child's own stdout and stderr, untouched; request records as
+ *      JSON lines with -o FILE (0600); the JSON summary with --summary FILE
+ *      (user/runreport.c, 0600); a short text summary on stderr. The exit
+ *      code is CMD's, or 128 + the signal that killed it; 127 when CMD
+ *      cannot be started; tokentrace's own codes (commands.h) for its
+ *      failures before CMD starts.
+ * Assumes: root (or CAP_BPF + CAP_PERFMON) for eBPF; a single thread.
+ *
+ * A race-free start: the child is forked and blocks on a pipe; the parent
+ * puts its pid into the tracers' target maps, notes the window start, and
+ * only then lets it exec CMD. So every CPU slice and every socket of the
+ * server is seen, from exec on. An exec failure comes back to the parent
+ * through a close-on-exec pipe as an errno.
+ *
+ * The child stays in tokentrace's session and process group, so a Ctrl-C
+ * at the terminal reaches both. SIGINT and SIGTERM sent to tokentrace alone
+ * (kill(2), not the terminal) are forwarded to the child; the run then waits
+ * up to RUN_GRACE_S for the child and kills it after that. Signals are read
+ * from a signalfd, so the wait loop is one poll(2) over the signalfd and
+ * the sources' fds, with a 100 ms tick that also drains the sources that
+ * write without wakeups.
+ *
+ * With --compute auto the CPU source always runs and the CUPTI library is
+ * injected when it exists next to the tokentrace binary; the GPU devices
+ * appear in the summary only if records arrive.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "compute.h"
+#include "cpusource.h"
+#include "requests.h"
+#include "runreport.h"
+#include "timeline.h"
+
+#if __has_include("socktrace.h") && !defined(RUN_NO_SOCKTRACE)
+#define RUN_SOCKTRACE 1
+#include "socktrace.h"
+#include "tenant.h"
+#endif
+#if __has_include("cuptirecv.h") && !defined(RUN_NO_CUPTIRECV)
+#define RUN_CUPTIRECV 1
+#include "cuptirecv.h"
+#endif
+
+#define RUN_GRACE_S		5	/* after forwarding a signal */
+#define RUN_TICK_MS		100
+#define RUN_SETTLE_LAG_NS	(30ull * 1000000000ull)
+#define RUN_CUPTI_LIB		"libtokentrace_cupti.so"
+#define RUN_MAX_CUPTI_PIDS	64
+#define RUN_MAX_DEVICES		64	/* the CPU and up to 63 GPUs */
+
+enum run_compute { RUN_AUTO, RUN_CPU, RUN_CUPTI };
+
+struct run_args {
+	enum run_compute compute;
+	const char *summary, *out_path, *tenant_key;
+	double duration_s;
+	char **cmd;
+};
+
+/* Losses a CUPTI library reported, latest per process. */
+struct run_cupti_loss {
+	uint32_t pid;
+	uint64_t dropped;
+};
+
+struct run_state {
+	struct run_args a;
+	struct timeline *tl;
+	struct tt_compute_sink sink;
+	struct cpusource *cs;
+	uint64_t cpu_lost;
+	struct run_cupti_loss cupti[RUN_MAX_CUPTI_PIDS];
+	int ncupti;
+	struct tt_request *reqs;
+	size_t nreqs, capreqs;
+	FILE *out;
+	char tmpdir[64], sock_path[96], lib_path[PATH_MAX];
+	bool have_lib;
+	int sigfd;
+	pid_t child;
+	int child_status;
+	bool child_done;
+	uint64_t start_ns, stop_ns;
+#ifdef RUN_SOCKTRACE
+	struct socktrace *st;
+	struct reqtrack *rt;
+#endif
+#ifdef RUN_CUPTIRECV
+	struct cuptirecv *cr;
+#endif
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: tokentrace run [--compute cupti|cpu|auto] [--summary FILE] [-o FILE]\n"
+"                      [--tenant-key KEY] [--duration S] -- CMD [ARGS...]\n"
+"\n"
+"Starts CMD under tracing: its CPU time (sched_switch), its GPU kernels\n"
+"(CUPTI injection) and its requests (socket tracing), until it exits.\n"
+"\n"
+"  --compute SRC      cpu: on-CPU time of CMD's threads; cupti: GPU work via\n"
+"                     " RUN_CUPTI_LIB " next to tokentrace; auto (default):\n"
+"                     both, GPU devices shown if CMD uses a GPU\n"
+"  --summary FILE     write the JSON summary (tokentrace report's format)\n"
+"                     to FILE at the end, mode 0600\n"
+"  -o, --output FILE  request records as JSON lines, mode 0600\n"
+"  --tenant-key KEY   header:NAME | user | api-key | client-addr\n"
+"  --duration S       send CMD SIGTERM after S seconds\n"
+"\n"
+"Exit code: CMD's, or 128+N if a signal N ended it; 127 if CMD cannot\n"
+"run; 2 usage, 3 not root, 4 kernel feature missing.\n");
+}
+
+/* ---- arguments ----------------------------------------------------------- */
+
+static int parse_compute(const char *s, enum run_compute *c)
+{
+	if (!strcmp(s, "auto"))
+		*c = RUN_AUTO;
+	else if (!strcmp(s, "cpu"))
+		*c = RUN_CPU;
+	else if (!strcmp(s, "cupti"))
+		*c = RUN_CUPTI;
+	else {
+		fprintf(stderr, "tokentrace run: --compute '%s': use cupti, "
+			"cpu or auto\n", s);
+		return -1;
+	}
+	return 0;
+}
+
+/* 0 ok, 1 help shown, -1 usage error. */
+static int parse_args(int argc, char **argv, struct run_args *a)
+{
+	static const struct option longopts[] = {
+		{ "compute", required_argument, 0, 'c' },
+		{ "summary", required_argument, 0, 's' },
+		{ "output", required_argument, 0, 'o' },
+		{ "tenant-key", required_argument, 0, 't' },
+		{ "duration", required_argument, 0, 'd' },
+		{ "help", no_argument, 0, 'h' },
+		{ 0 }
+	};
+	char *end;
+	int opt;
+
+	optind = 1;
+	/* '+': stop at the first non-option, CMD's own flags stay CMD's */
+	while ((opt = getopt_long(argc, argv, "+o:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			if (parse_compute(optarg, &a->compute))
+				return -1;
+			break;
+		case 's': a->summary = optarg; break;
+		case 'o': a->out_path = optarg; break;
+		case 't': a->tenant_key = optarg; break;
+		case 'd':
+			a->duration_s = strtod(optarg, &end);
+			if (*end || end == optarg || a->duration_s <= 0) {
+				fprintf(stderr, "tokentrace run: --duration "
+					"'%s' is not a positive number of "
+					"seconds\n", optarg);
+				return -1;
+			}
+			break;
+		case 'h': usage(stdout); return 1;
+		default: usage(stderr); return -1;
+		}
+	}
+	if (optind >= argc) {
+		fprintf(stderr, "tokentrace run: no command given: "
+			"tokentrace run [opts] -- CMD [ARGS...]\n");
+		return -1;
+	}
+	a->cmd = argv + optind;
+	return 0;
+}
+
+/* ---- privilege, paths ---------------------------------------------------- */
+
+/* Root, or CAP_BPF (39) and CAP_PERFMON (38) in the effective set. */
+static bool can_load_bpf(void)
+{
+	unsigned long long caps = 0;
+	char line[128];
+	FILE *f;
+
+	if (geteuid() == 0)
+		return true;
+	f = fopen("/proc/self/status", "r");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "CapEff: %llx", &caps) == 1)
+			break;
+	fclose(f);
+	return (caps & (1ull << 39)) && (caps & (1ull << 38));
+}
+
+/* The CUPTI library's absolute path: next to /proc/self/exe. */
+static bool find_cupti_lib(char *out, size_t cap)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	char *slash;
+
+	if (n <= 0)
+		return false;
+	exe[n] = 0;
+	slash = strrchr(exe, '/');
+	if (!slash)
+		return false;
+	*slash = 0;
+	if ((size_t)snprintf(out, cap, "%s/%s", exe, RUN_CUPTI_LIB) >= cap)
+		return false;
+	return access(out, R_OK) == 0;
+}
+
+static int make_private_dir(struct run_state *rs)
+{
+	snprintf(rs->tmpdir, sizeof(rs->tmpdir), "/tmp/tokentrace.XXXXXX");
+	if (!mkdtemp(rs->tmpdir)) {	/* mkdtemp makes it 0700 */
+		fprintf(stderr, "tokentrace run: cannot create a private "
+			"directory under /tmp: %s\n", strerror(errno));
+		rs->tmpdir[0] = 0;
+		return -errno;
+	}
+	snprintf(rs->sock_path, sizeof(rs->sock_path), "%s/cupti.sock",
+		 rs->tmpdir);
+	return 0;
+}
+
+/* ---- what the sources deliver -------------------------------------------- */
+
+static void on_device(void *ctx, const struct tt_device *dev)
+{
+	struct run_state *rs = ctx;
+
+	timeline_add_device(rs->tl, dev);
+}
+
+static void on_interval(void *ctx, const struct tt_interval *iv)
+{
+	struct run_state *rs = ctx;
+
+	timeline_add(rs->tl, iv);
+}
+
+static void on_losses(void *ctx, uint32_t pid, const struct tt_compute_losses *l)
+{
+	struct run_state *rs = ctx;
+	int i;
+
+	rs->cpu_lost += l->cpu_events_lost;
+	if (!l->cupti_dropped && !l->lib_dropped)
+		return;
+	for (i = 0; i < rs->ncupti && rs->cupti[i].pid != pid; i++)
+		;
+	if (i == rs->ncupti) {
+		if (rs->ncupti == RUN_MAX_CUPTI_PIDS)
+			i = RUN_MAX_CUPTI_PIDS - 1;	/* fold the rest */
+		else
+			rs->ncupti++;
+		rs->cupti[i].pid = pid;
+	}
+	rs->cupti[i].dropped = l->cupti_dropped + l->lib_dropped;
+}
+
+static void keep_request(struct run_state *rs, const struct tt_request *q)
+{
+	if (rs->out) {
+		tt_request_write_json(q, rs->out);
+		fflush(rs->out);
+	}
+	if (rs->nreqs == rs->capreqs) {
+		size_t cap = rs->capreqs ? rs->capreqs * 2 : 64;
+		void *p = realloc(rs->reqs, cap * sizeof(*rs->reqs));
+
+		if (!p)
+			return;
+		rs->reqs = p;
+		rs->capreqs = cap;
+	}
+	rs->reqs[rs->nreqs] = *q;
+	rs->reqs[rs->nreqs].token_ns = NULL;	/* valid only in the callback */
+	rs->nreqs++;
+}
+
+#ifdef RUN_SOCKTRACE
+static void on_request(void *ctx, const struct tt_request *q)
+{
+	keep_request(ctx, q);
+}
+#endif
+
+/* ---- sources ------------------------------------------------------------- */
+
+static int open_output(struct run_state *rs)
+{
+	int fd;
+
+	if (!rs->a.out_path)
+		return 0;
+	fd = open(rs->a.out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		  0600);
+	if (fd < 0 || fchmod(fd, 0600) || !(rs->out = fdopen(fd, "w"))) {
+		fprintf(stderr, "tokentrace run: cannot write %s: %s\n",
+			rs->a.out_path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -errno;
+	}
+	return 0;
+}
+
+static int exit_code(int err)
+{
+	switch (err) {
+	case -EPERM:
+	case -EACCES:
+		return TT_EXIT_PRIV;
+	case -ENOENT:
+	case -ENODEV:
+	case -EOPNOTSUPP:
+		return TT_EXIT_KERNEL;
+	case -EINVAL:
+		return TT_EXIT_USAGE;
+	default:
+		return TT_EXIT_FAIL;
+	}
+}
+
+#ifdef RUN_SOCKTRACE
+static int open_socktrace(struct run_state *rs)
+{
+	struct reqtrack_opts ro = { 0 };
+	struct socktrace_opts so = { 0 };
+	int err;
+
+	if (rs->a.tenant_key && tenant_parse_spec(rs->a.tenant_key, &ro))
+		return -EINVAL;		/* it said why */
+	if (getrandom(ro.hash_key, sizeof(ro.hash_key), 0) !=
+	    (ssize_t)sizeof(ro.hash_key))
+		return -EIO;
+	ro.on_request = on_request;
+	ro.ctx = rs;
+	rs->rt = reqtrack_new(&ro);
+	if (!rs->rt)
+		return -ENOMEM;
+	so.rt = rs->rt;
+	err = socktrace_open(&so, &rs->st);
+	if (err) {
+		reqtrack_free(rs->rt);
+		rs->rt = NULL;
+		rs->st = NULL;
+	}
+	return err;
+}
+#endif
+
+/* Open what --compute asks for. A tokentrace exit code, 0 when ready. */
+static int open_sources(struct run_state *rs)
+{
+	int err;
+
+	rs->sink = (struct tt_compute_sink){ .device = on_device,
+		.interval = on_interval, .losses = on_losses, .ctx = rs };
+	if (rs->a.compute != RUN_CPU) {
+		rs->have_lib = find_cupti_lib(rs->lib_path,
+					      sizeof(rs->lib_path));
+		if (!rs->have_lib && rs->a.compute == RUN_CUPTI) {
+			fprintf(stderr, "tokentrace run: CUPTI library missing:"
+				" no %s next to the tokentrace binary (build "
+				"it where the CUDA toolkit is installed, or "
+				"use --compute cpu)\n", RUN_CUPTI_LIB);
+			return TT_EXIT_FAIL;
+		}
+	}
+#ifdef RUN_CUPTIRECV
+	if (rs->have_lib) {
+		rs->cr = cuptirecv_open(rs->sock_path, &rs->sink);
+		if (!rs->cr)
+			return TT_EXIT_FAIL;
+	}
+#else
+	rs->have_lib = false;	/* no receiver built: do not inject */
+#endif
+	if (rs->a.compute != RUN_CUPTI) {
+		err = cpusource_open(&rs->cs, &rs->sink);
+		if (err)	/* privilege was checked: a refusal is the kernel's */
+			return err == -EPERM || err == -EACCES ?
+			       TT_EXIT_KERNEL : exit_code(err);
+	}
+#ifdef RUN_SOCKTRACE
+	err = open_socktrace(rs);
+	if (err == -EPERM || err == -EACCES || err == -EINVAL)
+		return exit_code(err);
+	if (err)
+		fprintf(stderr, "tokentrace run: socket tracing unavailable "
+			"(%s): no request records for this run\n",
+			strerror(-err));
+#endif
+	return open_output(rs) ? TT_EXIT_FAIL : 0;
+}
+
+static int add_target(struct run_state *rs, pid_t pid)
+{
+	int err;
+
+	if (rs->cs) {
+		err = cpusource_add_pid(rs->cs, pid);
+		if (err)
+			return err;
+	}
+#ifdef RUN_SOCKTRACE
+	if (rs->st) {
+		err = socktrace_add_pid(rs->st, pid);
+		if (err)
+			fprintf(stderr, "tokentrace run: socket tracing of pid "
+				"%d failed: %s\n", pid, strerror(-err));
+	}
+#endif
+	return 0;
+}
+
+/* Read what every source has, waiting up to timeout_ms on the first. */
+static void poll_sources(struct run_state *rs, int timeout_ms)
+{
+	if (rs->cs)
+		cpusource_poll(rs->cs, 0);
+#ifdef RUN_SOCKTRACE
+	if (rs->st)
+		socktrace_poll(rs->st, 0);
+#endif
+#ifdef RUN_CUPTIRECV
+	if (rs->cr)
+		cuptirecv_poll(rs->cr, timeout_ms);
+#else
+	(void)timeout_ms;
+#endif
+}
+
+/* ---- the child ----------------------------------------------------------- */
+
+/* In the child: wait for the go byte, then exec; report errno on failure. */
+static void child_main(struct run_state *rs, int go_fd, int err_fd,
+		       const sigset_t *oldmask)
+{
+	char c = 0;
+	ssize_t n;
+	int e;
+
+	sigprocmask(SIG_SETMASK, oldmask, NULL);
+	if (rs->have_lib) {
+		setenv("CUDA_INJECTION64_PATH", rs->lib_path, 1);
+		setenv("TOKENTRACE_CUPTI_SOCKET", rs->sock_path, 1);
+	}
+	do
+		n = read(go_fd, &c, 1);
+	while (n < 0 && errno == EINTR);
+	if (n != 1 || c != 'g')	/* the parent gave up: never run untraced */
+		_exit(127);
+	execvp(rs->a.cmd[0], rs->a.cmd);
+	e = errno;
+	if (write(err_fd, &e, sizeof(e)) < 0)
+		_exit(127);
+	_exit(127);
+}
+
+/* Fork CMD held at a pipe, trace it, release it. 0, or an exit code. */
+static int start_child(struct run_state *rs, const sigset_t *oldmask)
+{
+	int go[2] = { -1, -1 }, ep[2] = { -1, -1 }, e = 0, ret = 0;
+	ssize_t n;
+
+	fflush(NULL);
+	if (pipe2(go, O_CLOEXEC) || pipe2(ep, O_CLOEXEC) ||
+	    (rs->child = fork()) < 0) {
+		fprintf(stderr, "tokentrace run: cannot start '%s': pipe/fork: "
+			"%s\n", rs->a.cmd[0], strerror(errno));
+		for (int i = 0; i < 2; i++) {
+			if (go[i] >= 0)
+				close(go[i]);
+			if (ep[i] >= 0)
+				close(ep[i]);
+		}
+		rs->child = 0;
+		return TT_EXIT_FAIL;
+	}
+	if (rs->child == 0) {
+		close(go[1]);
+		close(ep[0]);
+		child_main(rs, go[0], ep[1], oldmask);
+	}
+	close(go[0]);
+	close(ep[1]);
+	if (add_target(rs, rs->child)) {
+		fprintf(stderr, "tokentrace run: cannot trace the child "
+			"(pid %d): not starting '%s'\n", rs->child,
+			rs->a.cmd[0]);
+		ret = TT_EXIT_FAIL;
+	} else {
+		rs->start_ns = now_ns();
+		timeline_set_start(rs->tl, rs->start_ns);
+		if (write(go[1], "g", 1) != 1)
+			ret = TT_EXIT_FAIL;
+	}
+	close(go[1]);
+	do
+		n = read(ep[0], &e, sizeof(e));
+	while (n < 0 && errno == EINTR);
+	close(ep[0]);
+	if (!ret && n == sizeof(e)) {
+		fprintf(stderr, "tokentrace run: cannot run '%s': %s\n",
+			rs->a.cmd[0], strerror(e));
+		ret = 127;
+	}
+	if (ret) {
+		waitpid(rs->child, NULL, 0);
+		rs->child = 0;
+	}
+	return ret;
+}
+
+static void reap(struct run_state *rs)
+{
+	int status;
+
+	if (rs->child_done)
+		return;
+	if (waitpid(rs->child, &status, WNOHANG) == rs->child) {
+		rs->child_status = status;
+		rs->child_done = true;
+	}
+}
+
+/* Forward signals sent to us alone; the terminal's reached the child. */
+static void on_signal_info(struct run_state *rs,
+			   const struct signalfd_siginfo *si,
+			   uint64_t *kill_at)
+{
+	if (si->ssi_signo == SIGCHLD) {
+		reap(rs);
+		return;
+	}
+	if (*kill_at) {			/* second one: do not wait */
+		kill(rs->child, SIGKILL);
+		return;
+	}
+	if (si->ssi_code != SI_KERNEL)
+		kill(rs->child, si->ssi_signo);
+	*kill_at = now_ns() + RUN_GRACE_S * 1000000000ull;
+}
+
+static void read_signals(struct run_state *rs, uint64_t *kill_at)
+{
+	struct signalfd_siginfo si;
+
+	while (read(rs->sigfd, &si, sizeof(si)) == sizeof(si))
+		on_signal_info(rs, &si, kill_at);
+}
+
+/* Until the child exits: read the sources, handle signals and timers. */
+static void wait_loop(struct run_state *rs)
+{
+	uint64_t end = rs->a.duration_s > 0 ?
+		       rs->start_ns + (uint64_t)(rs->a.duration_s * 1e9) : 0;
+	uint64_t kill_at = 0, last_settle = rs->start_ns;
+
+	while (!rs->child_done) {
+		struct pollfd p[2] = { { rs->sigfd, POLLIN, 0 },
+				       { -1, POLLIN, 0 } };
+		uint64_t now;
+
+		if (rs->cs)
+			p[1].fd = cpusource_fd(rs->cs);
+		poll(p, 2, RUN_TICK_MS);
+		read_signals(rs, &kill_at);
+		poll_sources(rs, 0);
+		reap(rs);
+		now = now_ns();
+		if (end && now >= end && !kill_at) {
+			kill(rs->child, SIGTERM);
+			kill_at = now + RUN_GRACE_S * 1000000000ull;
+		}
+		if (kill_at && now >= kill_at && !rs->child_done) {
+			fprintf(stderr, "tokentrace run: '%s' still running %d "
+				"s after the signal: killing it\n",
+				rs->a.cmd[0], RUN_GRACE_S);
+			kill(rs->child, SIGKILL);
+			kill_at = UINT64_MAX;
+		}
+		if (now - last_settle > 1000000000ull &&
+		    now > rs->start_ns + RUN_SETTLE_LAG_NS) {
+			timeline_settle(rs->tl, now - RUN_SETTLE_LAG_NS);
+			last_settle = now;
+		}
+	}
+}
+
+/* The child is gone: cut the window, take what the sources still hold. */
+static void stop_sources(struct run_state *rs)
+{
+	rs->stop_ns = now_ns();
+	timeline_set_end(rs->tl, rs->stop_ns);
+	if (rs->cs)
+		cpusource_stop(rs->cs, rs->stop_ns);
+#ifdef RUN_CUPTIRECV
+	/* the library sends its last buffers at exit: take what arrived */
+	for (int i = 0; rs->cr && i < 5 && cuptirecv_poll(rs->cr, 20) > 0; i++)
+		;
+#endif
+#ifdef RUN_SOCKTRACE
+	if (rs->st) {
+		socktrace_drain(rs->st);
+		reqtrack_flush(rs->rt, rs->stop_ns);
+	}
+#endif
+}
+
+/* ---- results ------------------------------------------------------------- */
+
+static size_t collect_devices(struct run_state *rs,
+			      struct timeline_dev_stats *devs, size_t cap)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < timeline_count(rs->tl) && n < cap; i++) {
+		if (timeline_stats(rs->tl, i, &devs[n]) == 0)
+			n++;
+	}
+	return n;
+}
+
+static void fill_losses(struct run_state *rs, struct runreport_losses *l)
+{
+	l->cpu_events = rs->cpu_lost;
+	for (int i = 0; i < rs->ncupti; i++)
+		l->cupti_records += rs->cupti[i].dropped;
+#ifdef RUN_SOCKTRACE
+	if (rs->st) {
+		struct socktrace_stats s;
+
+		socktrace_stats(rs->st, &s);
+		l->sock_events = s.lost_events;
+		l->sock_bytes = s.lost_bytes;
+	}
+#endif
+}
+
+static const char *compute_name(enum run_compute c)
+{
+	return c == RUN_CPU ? "cpu" : c == RUN_CUPTI ? "cupti" : "auto";
+}
+
+static void print_text(struct run_state *rs, const struct runreport *r)
+{
+	double win = (r->window_end_ns - r->window_start_ns) / 1e9;
+
+	fprintf(stderr, "tokentrace: '%s' ran %.2f s", rs->a.cmd[0], win);
+	if (WIFEXITED(rs->child_status))
+		fprintf(stderr, ", exit status %d\n",
+			WEXITSTATUS(rs->child_status));
+	else
+		fprintf(stderr, ", killed by signal %d\n",
+			WTERMSIG(rs->child_status));
+	for (size_t i = 0; i < r->ndevs; i++) {
+		const struct timeline_dev_stats *d = &r->devs[i];
+
+		fprintf(stderr, "  %-24s busy %.3f s (%.1f%%), idle %.3f s",
+			d->name, d->busy_ns / 1e9,
+			win > 0 ? 100.0 * d->busy_ns / 1e9 / win : 0.0,
+			d->idle_ns / 1e9);
+		if (d->kind == TT_DEV_CPU)
+			fprintf(stderr, ", on-CPU %.3f s", d->sum_ns / 1e9);
+		fprintf(stderr, "\n");
+	}
+	if (rs->cs) {
+		struct cpusource_stats cs;
+
+		cpusource_get_stats(rs->cs, &cs);
+		fprintf(stderr, "  cpu source: %llu slices in %llu records "
+			"(%.0f records/s), %llu flushed at stop\n",
+			(unsigned long long)cs.slices,
+			(unsigned long long)cs.records,
+			win > 0 ? cs.records / win : 0.0,
+			(unsigned long long)cs.flushed);
+	}
+	fprintf(stderr, "  requests %zu; lost: cpu %llu, sockets %llu events "
+		"%llu bytes, cupti %llu\n", r->nreqs,
+		(unsigned long long)r->losses.cpu_events,
+		(unsigned long long)r->losses.sock_events,
+		(unsigned long long)r->losses.sock_bytes,
+		(unsigned long long)r->losses.cupti_records);
+}
+
+/* Summary file and text. 0, or TT_EXIT_FAIL if the file failed. */
+static int report(struct run_state *rs)
+{
+	struct timeline_dev_stats devs[RUN_MAX_DEVICES];
+	struct runreport r = {
+		.window_start_ns = rs->start_ns, .window_end_ns = rs->stop_ns,
+		.devs = devs, .reqs = rs->reqs, .nreqs = rs->nreqs,
+		.compute = compute_name(rs->a.compute),
+	};
+	int err = 0;
+
+	r.ndevs = collect_devices(rs, devs, RUN_MAX_DEVICES);
+	fill_losses(rs, &r.losses);
+	if (rs->a.summary) {
+		err = runreport_write(&r, rs->a.summary);
+		if (!err)
+			fprintf(stderr, "tokentrace: summary in %s\n",
+				rs->a.summary);
+	}
+	print_text(rs, &r);
+	return err ? TT_EXIT_FAIL : 0;
+}
+
+static void cleanup(struct run_state *rs)
+{
+#ifdef RUN_SOCKTRACE
+	if (rs->st)
+		socktrace_close(rs->st);
+	reqtrack_free(rs->rt);
+#endif
+#ifdef RUN_CUPTIRECV
+	if (rs->cr)
+		cuptirecv_close(rs->cr);
+#endif
+	cpusource_close(rs->cs);
+	if (rs->out)
+		fclose(rs->out);
+	if (rs->tmpdir[0]) {
+		unlink(rs->sock_path);
+		rmdir(rs->tmpdir);
+	}
+	if (rs->sigfd >= 0)
+		close(rs->sigfd);
+	timeline_free(rs->tl);
+	free(rs->reqs);
+}
+
+static int child_exit_code(int status)
+{
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return TT_EXIT_FAIL;
+}
+
+static int run_traced(struct run_state *rs)
+{
+	sigset_t mask, oldmask;
+	int ret;
+
+	if (make_private_dir(rs))
+		return TT_EXIT_FAIL;
+	rs->tl = timeline_new(now_ns(), UINT64_MAX);
+	if (!rs->tl)
+		return TT_EXIT_FAIL;
+	ret = open_sources(rs);
+	if (ret)
+		return ret;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &mask, &oldmask);
+	rs->sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (rs->sigfd < 0) {
+		fprintf(stderr, "tokentrace run: signalfd: %s\n",
+			strerror(errno));
+		ret = TT_EXIT_FAIL;
+		goto out;
+	}
+	ret = start_child(rs, &oldmask);
+	if (ret)
+		goto out;
+	wait_loop(rs);
+	stop_sources(rs);
+	ret = report(rs);
+	if (!ret)
+		ret = child_exit_code(rs->child_status);
+out:
+	sigprocmask(SIG_SETMASK, &oldmask, NULL);
+	return ret;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	struct run_state *rs;
+	int ret;
+
+	rs = calloc(1, sizeof(*rs));
+	if (!rs)
+		return TT_EXIT_FAIL;
+	rs->sigfd = -1;
+	ret = parse_args(argc, argv, &rs->a);
+	if (ret) {
+		free(rs);
+		return ret > 0 ? TT_EXIT_OK : TT_EXIT_USAGE;
+	}
+	if (!can_load_bpf()) {
+		fprintf(stderr, "tokentrace run: needs root (or CAP_BPF and "
+			"CAP_PERFMON) to load its eBPF programs: run it with "
+			"sudo\n");
+		free(rs);
+		return TT_EXIT_PRIV;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	ret = run_traced(rs);
+	cleanup(rs);
+	free(rs);
+	return ret;
+}
