@@ -1,0 +1,432 @@
+/*
+ * The attribution report: conservation, sums per tenant and model, busy
+ * and loaded cost, per-token prices, the fitted step model and the JSON
+ * schema, on a synthetic engine whose work is known.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "../../user/report.h"
+#include "steps_synth.h"
+
+#define PRICE_H100	4.0
+#define PRICE_DEFAULT	1.5
+#define TAIL_NS		200000000ull	/* window beyond the last request */
+
+static const struct report_price prices[] = {
+	{ "NVIDIA H100", PRICE_H100 },
+};
+
+static struct sy_engine *run_engine(const struct sy_cfg *c,
+				    const struct sy_req *r, uint32_t n)
+{
+	struct sy_engine *g = calloc(1, sizeof(*g));
+
+	cr_assert_not_null(g);
+	sy_run(g, c, r, n);
+	return g;
+}
+
+static struct report_input input_of(const struct sy_engine *g,
+				    const char *compute)
+{
+	return (struct report_input){
+		.start_ns = g->start_ns, .end_ns = g->end_ns + TAIL_NS,
+		.reqs = g->reqs, .nreqs = g->nreqs,
+		.devs = g->devs, .ndevs = 2, .ivs = g->ivs, .nivs = g->nivs,
+		.prices = prices, .nprices = 1,
+		.default_usd_per_hour = PRICE_DEFAULT, .compute = compute,
+	};
+}
+
+/* Build the report of the default engine over three requests. */
+static struct sy_engine *three(struct report *rep, const struct sy_cfg *c,
+			       const char *compute)
+{
+	struct sy_req r[SY_MAXR];
+	struct sy_engine *g = run_engine(c, r, sy_three(r));
+	struct report_input in = input_of(g, compute);
+
+	cr_assert_eq(report_build(&in, rep), 0);
+	return g;
+}
+
+static void done(struct sy_engine *g, struct report *rep)
+{
+	report_free(rep);
+	sy_free(g);
+	free(g);
+}
+
+Test(report, conservation_is_exact_to_the_nanosecond)
+{
+	struct sy_cfg c = sy_default();
+	struct report rep;
+	struct sy_engine *g = three(&rep, &c, NULL);
+	uint64_t sum = 0;
+
+	cr_expect_str_eq(rep.compute, "cupti");
+	for (size_t i = 0; i < rep.nreqs; i++) {
+		sum += rep.reqs[i].gpu_ns;
+		cr_expect_eq(rep.reqs[i].gpu_ns, rep.reqs[i].prefill_ns +
+						 rep.reqs[i].decode_ns);
+		cr_expect_gt(rep.reqs[i].prefill_ns, 0);
+		cr_expect_gt(rep.reqs[i].decode_ns, 0);
+	}
+	cr_expect_eq(rep.busy_ns, g->busy_ns);
+	cr_expect_eq(sum + rep.unattributed_ns, rep.busy_ns);
+	/* Every step served someone: nothing is left unattributed. */
+	cr_expect_eq(rep.unattributed_ns, 0);
+	done(g, &rep);
+}
+
+Test(report, work_before_any_request_is_unattributed)
+{
+	struct sy_cfg c = sy_default();
+	struct sy_req r[SY_MAXR];
+	struct sy_engine *g = run_engine(&c, r, sy_three(r));
+	struct report rep;
+
+	/* Warm-up kernel 5 ms before the first request. */
+	sy_iv(g, &c, g->start_ns - 6000000, g->start_ns - 1000000,
+	      TT_IV_KERNEL, 0, 0);
+	struct report_input in = input_of(g, NULL);
+	in.start_ns -= 10000000;
+	cr_assert_eq(report_build(&in, &rep), 0);
+	cr_expect_eq(rep.unattributed_ns, 5000000);
+	uint64_t sum = 0;
+	for (size_t i = 0; i < rep.nreqs; i++)
+		sum += rep.reqs[i].gpu_ns;
+	cr_expect_eq(sum + rep.unattributed_ns, g->busy_ns);
+	done(g, &rep);
+}
+
+Test(report, tenant_and_model_sums_equal_their_requests)
+{
+	struct sy_cfg c = sy_default();
+	struct report rep;
+	struct sy_engine *g = three(&rep, &c, NULL);
+
+	cr_assert_eq(rep.ntenants, 2);
+	cr_assert_eq(rep.nmodels, 2);
+	for (size_t t = 0; t < rep.ntenants; t++) {
+		const struct report_group *grp = &rep.tenants[t];
+		uint64_t gpu = 0, reqs = 0, p = 0, cpl = 0;
+		double cost = 0, loaded = 0;
+		for (size_t i = 0; i < rep.nreqs; i++) {
+			const struct report_request *q = &rep.reqs[i];
+			if (strcmp(q->req.tenant, grp->name))
+				continue;
+			reqs++;
+			gpu += q->gpu_ns;
+			p += q->req.prompt_tokens;
+			cpl += q->req.completion_tokens;
+			cost += q->cost_usd;
+			loaded += q->cost_loaded_usd;
+		}
+		cr_expect_eq(grp->requests, reqs, "tenant %s", grp->name);
+		cr_expect_eq(grp->gpu_ns, gpu, "tenant %s", grp->name);
+		cr_expect_eq(grp->prompt_tokens, p);
+		cr_expect_eq(grp->completion_tokens, cpl);
+		cr_expect_float_eq(grp->cost_usd, cost, 1e-12);
+		cr_expect_float_eq(grp->cost_loaded_usd, loaded, 1e-12);
+	}
+	const struct report_group *acme = &rep.tenants[0];
+	cr_expect_str_eq(acme->name, "acme");
+	cr_expect_eq(acme->requests, 2);
+	cr_expect_eq(acme->prompt_tokens, 150);
+	cr_expect_eq(acme->completion_tokens, 50);
+	uint64_t models = rep.models[0].gpu_ns + rep.models[1].gpu_ns;
+	cr_expect_eq(models + rep.unattributed_ns, rep.busy_ns);
+	done(g, &rep);
+}
+
+Test(report, loaded_cost_over_tenants_is_price_times_window)
+{
+	struct sy_cfg c = sy_default();
+	struct report rep;
+	struct sy_engine *g = three(&rep, &c, NULL);
+	double loaded = 0, busy = 0;
+
+	for (size_t t = 0; t < rep.ntenants; t++) {
+		loaded += rep.tenants[t].cost_loaded_usd;
+		busy += rep.tenants[t].cost_usd;
+	}
+	double whole = PRICE_H100 * rep.window_ns / 3.6e12;
+	cr_expect(fabs(loaded - whole) < 1e-9 * whole, "loaded %.12f, "
+		  "price x window %.12f", loaded, whole);
+	cr_expect(fabs(busy - PRICE_H100 * rep.busy_ns / 3.6e12) < 1e-12);
+	cr_expect_lt(busy, loaded, "idle time costs something");
+	done(g, &rep);
+}
+
+Test(report, usd_per_million_tokens_by_hand)
+{
+	struct sy_cfg c = sy_default();
+	struct report rep;
+	struct sy_engine *g = three(&rep, &c, NULL);
+
+	for (size_t t = 0; t < rep.ntenants; t++) {
+		const struct report_group *grp = &rep.tenants[t];
+		uint64_t pre = 0, dec = 0, p = 0, cpl = 0;
+		for (size_t i = 0; i < rep.nreqs; i++) {
+			const struct report_request *q = &rep.reqs[i];
+			if (strcmp(q->req.tenant, grp->name))
+				continue;
+			pre += q->prefill_ns;
+			dec += q->decode_ns;
+			p += q->req.prompt_tokens;
+			cpl += q->req.completion_tokens;
+		}
+		/* $ per ns x ns of prefill / prompt tokens x 1e6 */
+		double want_p = PRICE_H100 / 3.6e12 * pre / p * 1e6;
+		double want_c = PRICE_H100 / 3.6e12 * dec / cpl * 1e6;
+		cr_expect(fabs(grp->usd_per_1m_prompt - want_p) < 1e-9 * want_p,
+			  "%s prompt %.9f want %.9f", grp->name,
+			  grp->usd_per_1m_prompt, want_p);
+		cr_expect(fabs(grp->usd_per_1m_completion - want_c) <
+				  1e-9 * want_c, "%s completion", grp->name);
+	}
+	done(g, &rep);
+}
+
+/* Many requests over many steps: enough to fit the step cost model. */
+static uint32_t many(struct sy_req *r)
+{
+	for (uint32_t i = 0; i < 12; i++)
+		r[i] = (struct sy_req){ SY_T0 + i * 17000000ull,
+					40 + (i * 37) % 400, 10 + (i * 7) % 30,
+					i % 3 ? "acme" : "bolt", "tiny" };
+	return 12;
+}
+
+Test(report, step_model_recovers_the_engines_costs)
+{
+	struct sy_cfg c = sy_default();
+	struct sy_req r[SY_MAXR];
+	struct sy_engine *g = run_engine(&c, r, many(r));
+	struct report_input in = input_of(g, NULL);
+	struct report rep;
+
+	cr_assert_eq(report_build(&in, &rep), 0);
+	cr_assert_neq(rep.model_dev, SIZE_MAX);
+	const struct report_device *d = &rep.devs[rep.model_dev];
+	cr_assert(d->model.fitted);
+	cr_expect_eq(d->basis, ATTR_BY_MODEL);
+	cr_expect_gt(d->model.r2, 0.999);
+	cr_expect(fabs(d->model.coef[CM_PREFILL] - c.prefill_ns) <
+			  0.02 * c.prefill_ns, "prefill %g",
+		  d->model.coef[CM_PREFILL]);
+	cr_expect(fabs(d->model.coef[CM_DECODE] + d->model.coef[CM_FIXED] -
+		       c.decode_ns - c.fixed_ns - SY_COPY_NS) <
+			  0.05 * (c.decode_ns + c.fixed_ns),
+		  "fixed %g + decode %g", d->model.coef[CM_FIXED],
+		  d->model.coef[CM_DECODE]);
+	done(g, &rep);
+}
+
+Test(report, cpu_source_attributes_on_cpu_time)
+{
+	struct sy_cfg c = sy_default();
+	c.cpu = true;
+	struct report rep;
+	struct sy_engine *g = three(&rep, &c, "cpu");
+	uint64_t sum = 0;
+
+	cr_expect_str_eq(rep.compute, "cpu");
+	const struct report_device *cpu = &rep.devs[0];
+	cr_expect(cpu->attributed);
+	cr_expect(!rep.devs[1].attributed);
+	cr_expect_eq(cpu->steps.source, STEPS_FROM_TOKENS);
+	cr_expect_eq(cpu->steps.nsteps, g->nsteps);
+	cr_expect_eq(cpu->busy_ns, g->busy_ns);
+	for (size_t i = 0; i < rep.nreqs; i++)
+		sum += rep.reqs[i].gpu_ns;
+	cr_expect_eq(sum + rep.unattributed_ns, cpu->busy_ns);
+	/* With the CPU as source, its price is the default one. */
+	cr_expect_float_eq(cpu->usd_per_hour, PRICE_DEFAULT, 1e-12);
+	done(g, &rep);
+}
+
+Test(report, two_gpus_are_attributed_each)
+{
+	struct sy_cfg c = sy_default();
+	struct sy_req r[SY_MAXR];
+	struct sy_engine *g = run_engine(&c, r, sy_three(r));
+	size_t n = g->nivs;
+	struct tt_device devs[3] = { g->devs[0], g->devs[1], g->devs[1] };
+	devs[2].id = 2;
+
+	/* A second GPU doing the same work at half the length, no copies
+	 * of its own (its steps come from the token bursts). */
+	for (size_t i = 0; i < n; i++) {
+		struct tt_interval iv = g->ivs[i];
+		if (iv.kind != TT_IV_KERNEL)
+			continue;
+		sy_iv(g, &c, iv.start_ns, iv.start_ns +
+		      (iv.end_ns - iv.start_ns) / 2, TT_IV_KERNEL, 0, 0);
+		g->ivs[g->nivs - 1].device = 2;
+	}
+	struct report_input in = input_of(g, NULL);
+	in.devs = devs;
+	in.ndevs = 3;
+	struct report rep;
+	cr_assert_eq(report_build(&in, &rep), 0);
+	cr_expect(rep.devs[1].attributed && rep.devs[2].attributed);
+	cr_expect_eq(rep.devs[2].steps.source, STEPS_FROM_TOKENS);
+	cr_expect_eq(rep.busy_ns, g->busy_ns);
+	uint64_t sum = 0;
+	for (size_t i = 0; i < rep.nreqs; i++)
+		sum += rep.reqs[i].gpu_ns;
+	cr_expect_eq(sum + rep.unattributed_ns, rep.busy_ns);
+	cr_expect_eq(rep.devs[1].attributed_ns + rep.devs[1].unattributed_ns,
+		     rep.devs[1].busy_ns);
+	cr_expect_eq(rep.devs[2].attributed_ns + rep.devs[2].unattributed_ns,
+		     rep.devs[2].busy_ns);
+	done(g, &rep);
+}
+
+static cJSON *need(const cJSON *o, const char *k)
+{
+	cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+	cr_expect_not_null(v, "field %s missing", k);
+	return v;
+}
+
+static void need_all(const cJSON *o, const char *const *keys)
+{
+	for (; *keys; keys++)
+		need(o, *keys);
+}
+
+static const char *const group_keys[] = {
+	"name", "requests", "prompt_tokens", "completion_tokens", "gpu_ns",
+	"cost_usd", "cost_loaded_usd", "usd_per_1m_prompt",
+	"usd_per_1m_completion", NULL,
+};
+
+static const char *const request_keys[] = {
+	"id", "pid", "tenant", "model", "api", "stream", "status",
+	"arrival_ns", "first_token_ns", "end_ns", "ttft_ms", "itl_p50_ms",
+	"itl_p99_ms", "token_events", "prompt_tokens", "completion_tokens",
+	"tokens_source", "gpu_ns", "prefill_gpu_ns", "decode_gpu_ns",
+	"cost_usd", "flags", NULL,
+};
+
+static const char *const model_keys[] = {
+	"fixed_ms", "ms_per_prefill_token", "ms_per_decode_token",
+	"ms_per_context_token", "ms_per_prefill_attention_unit", "terms",
+	"r2", "steps", "basis", NULL,
+};
+
+Test(report, json_parses_and_has_every_schema_field)
+{
+	struct sy_cfg c = sy_default();
+	c.host_gap_ns = 4000000;	/* bubbles: a finding to check */
+	struct report rep;
+	struct sy_engine *g = three(&rep, &c, NULL);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	const cJSON *x;
+
+	cr_assert_eq(report_write_json(&rep, f), 0);
+	fclose(f);
+	cJSON *o = cJSON_Parse(buf);
+	cr_assert_not_null(o, "report JSON does not parse");
+	const char *const top[] = { "window_ns", "devices", "unattributed_ns",
+		"requests", "tenants", "models", "cost_model", "findings",
+		"losses", NULL };
+	need_all(o, top);
+	cr_expect_eq((uint64_t)need(o, "window_ns")->valuedouble,
+		     rep.window_ns);
+	cJSON_ArrayForEach(x, need(o, "devices")) {
+		const char *const k[] = { "name", "kind", "busy_ns",
+					  "idle_ns", NULL };
+		need_all(x, k);
+	}
+	cr_expect_eq(cJSON_GetArraySize(need(o, "requests")), 3);
+	cJSON_ArrayForEach(x, need(o, "requests"))
+		need_all(x, request_keys);
+	cJSON_ArrayForEach(x, need(o, "tenants"))
+		need_all(x, group_keys);
+	cJSON_ArrayForEach(x, need(o, "models"))
+		need_all(x, group_keys);
+	need_all(need(o, "cost_model"), model_keys);
+	cr_expect_gt(cJSON_GetArraySize(need(o, "findings")), 0);
+	cJSON_ArrayForEach(x, need(o, "findings")) {
+		const char *const k[] = { "id", "severity", "summary",
+					  "evidence", "action", NULL };
+		need_all(x, k);
+		cr_expect(cJSON_IsObject(need(x, "evidence")));
+	}
+	const char *const lk[] = { "events", "bytes", NULL };
+	need_all(need(o, "losses"), lk);
+	/* The JSON numbers are the report's numbers. */
+	double sum = 0;
+	cJSON_ArrayForEach(x, need(o, "requests"))
+		sum += need(x, "gpu_ns")->valuedouble;
+	cr_expect_eq((uint64_t)sum +
+			     (uint64_t)need(o, "unattributed_ns")->valuedouble,
+		     rep.busy_ns);
+	cJSON_Delete(o);
+	free(buf);
+	done(g, &rep);
+}
+
+Test(report, text_names_tenants_cost_and_findings)
+{
+	struct sy_cfg c = sy_default();
+	c.host_gap_ns = 4000000;
+	struct report rep;
+	struct sy_engine *g = three(&rep, &c, NULL);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	cr_assert_eq(report_write_text(&rep, f), 0);
+	fclose(f);
+	cr_expect_not_null(strstr(buf, "acme"));
+	cr_expect_not_null(strstr(buf, "bolt"));
+	cr_expect_not_null(strstr(buf, "loaded"));
+	cr_expect_not_null(strstr(buf, "idle_with_demand"));
+	cr_expect_not_null(strstr(buf, "action:"));
+	cr_expect_not_null(strstr(buf, "compute source cupti"));
+	free(buf);
+	done(g, &rep);
+}
+
+Test(report, too_few_steps_fall_back_to_tokens_and_say_so)
+{
+	struct sy_cfg c = sy_default();
+	struct sy_req r[1] = { { SY_T0, 64, 3, "acme", "tiny" } };
+	struct sy_engine *g = run_engine(&c, r, 1);
+	struct report_input in = input_of(g, NULL);
+	struct report rep;
+
+	cr_assert_eq(report_build(&in, &rep), 0);
+	cr_expect_eq(rep.devs[rep.model_dev].basis, ATTR_BY_TOKENS);
+	cJSON *o = report_json(&rep);
+	cJSON *m = cJSON_GetObjectItem(o, "cost_model");
+	cr_expect_str_eq(cJSON_GetObjectItem(m, "basis")->valuestring,
+			 "tokens");
+	cr_expect(cJSON_IsNull(cJSON_GetObjectItem(m, "r2")));
+	cr_expect_eq(rep.reqs[0].gpu_ns + rep.unattributed_ns, g->busy_ns);
+	cJSON_Delete(o);
+	done(g, &rep);
+}
+
+Test(report, reversed_window_is_refused)
+{
+	struct report_input in = { .start_ns = 10, .end_ns = 5 };
+	struct report rep;
+
+	cr_expect_eq(report_build(&in, &rep), -EINVAL);
+	report_free(&rep);
+}

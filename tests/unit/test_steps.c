@@ -1,0 +1,314 @@
+/*
+ * Steps of a continuous-batching engine, cut from its device work (the
+ * copy that closes each step) or from the bursts of token writes, checked
+ * against a synthetic engine whose steps are known.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdlib.h>
+
+#include "../../user/steps.h"
+#include "steps_synth.h"
+
+static struct sy_engine *engine(const struct sy_cfg *c)
+{
+	struct sy_req r[SY_MAXR];
+	struct sy_engine *g = calloc(1, sizeof(*g));
+
+	cr_assert_not_null(g);
+	sy_run(g, c, r, sy_three(r));
+	return g;
+}
+
+static struct steps_input input_of(const struct sy_engine *g,
+				   const struct sy_cfg *c,
+				   enum steps_source src)
+{
+	return (struct steps_input){
+		.reqs = g->reqs, .nreqs = g->nreqs, .ivs = g->ivs,
+		.nivs = g->nivs, .device = c->cpu ? 0 : SY_GPU,
+		.start_ns = g->start_ns, .end_ns = g->end_ns, .source = src,
+	};
+}
+
+/* Every found step's entries equal the engine's, in request order. */
+static void expect_entries(const struct sy_engine *g,
+			   const struct steps_result *r)
+{
+	cr_assert_eq(r->nsteps, g->nsteps);
+	for (uint32_t k = 0; k < r->nsteps; k++) {
+		const struct steps_step *s = &r->steps[k];
+		const struct sy_step *t = &g->steps[k];
+		cr_assert_eq(s->n, t->n, "step %u: batch %u, engine %u", k,
+			     s->n, t->n);
+		for (uint32_t i = 0; i < s->n; i++) {
+			const struct attr_entry *e = &r->entries[s->first + i];
+			cr_expect_eq(e->request, t->e[i].request, "step %u", k);
+			cr_expect_eq(e->phase, t->e[i].phase, "step %u", k);
+			cr_expect_eq(e->tokens, t->e[i].tokens, "step %u", k);
+			cr_expect_eq(e->context, t->e[i].context, "step %u", k);
+		}
+	}
+}
+
+Test(steps, copies_cut_exactly_the_steps_the_engine_made)
+{
+	struct sy_cfg c = sy_default();
+	struct sy_engine *g = engine(&c);
+	struct steps_input in = input_of(g, &c, STEPS_AUTO);
+	struct steps_result r;
+
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.source, STEPS_FROM_COPIES);
+	cr_assert_eq(r.nsteps, g->nsteps, "found %u steps, made %u",
+		     r.nsteps, g->nsteps);
+	uint64_t sum = 0;
+	for (uint32_t k = 0; k < r.nsteps; k++) {
+		cr_expect_eq(r.steps[k].start_ns, g->steps[k].start_ns,
+			     "step %u start", k);
+		cr_expect_eq(r.steps[k].end_ns, g->steps[k].end_ns,
+			     "step %u end", k);
+		cr_expect_eq(r.steps[k].busy_ns, g->steps[k].busy_ns,
+			     "step %u busy", k);
+		cr_expect_eq(r.attr[k].busy_ns, r.steps[k].busy_ns);
+		sum += r.steps[k].busy_ns;
+	}
+	cr_expect_eq(sum, g->busy_ns);
+	cr_expect_eq(r.busy_ns, g->busy_ns);
+	cr_expect_eq(r.bursts, g->nsteps, "token bursts cross-check");
+	steps_free(&r);
+	sy_free(g);
+	free(g);
+}
+
+Test(steps, entries_are_prefill_then_decodes_at_growing_context)
+{
+	struct sy_cfg c = sy_default();
+	struct sy_engine *g = engine(&c);
+	struct steps_input in = input_of(g, &c, STEPS_AUTO);
+	struct steps_result r;
+
+	cr_assert_eq(steps_find(&in, &r), 0);
+	expect_entries(g, &r);
+	/* Request 1 (300 prompt tokens) prefilled in one step, at context 0. */
+	uint32_t prefills = 0;
+	for (uint32_t i = 0; i < r.nentries; i++)
+		if (r.entries[i].request == 1 &&
+		    r.entries[i].phase == ATTR_PREFILL) {
+			prefills++;
+			cr_expect_eq(r.entries[i].tokens, 300);
+			cr_expect_eq(r.entries[i].context, 0);
+			cr_expect_eq(r.entry_prev_ns[i], 0);
+		}
+	cr_expect_eq(prefills, 1);
+	steps_free(&r);
+	sy_free(g);
+	free(g);
+}
+
+Test(steps, token_bursts_cut_the_same_steps_on_the_cpu)
+{
+	struct sy_cfg c = sy_default();
+	c.cpu = true;
+	struct sy_engine *g = engine(&c);
+	struct steps_input in = input_of(g, &c, STEPS_AUTO);
+	struct steps_result r;
+
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.source, STEPS_FROM_TOKENS, "no copies on a CPU");
+	expect_entries(g, &r);
+	for (uint32_t k = 0; k < r.nsteps; k++)
+		cr_expect_eq(r.steps[k].end_ns, g->steps[k].last_token_ns,
+			     "step %u ends at its burst's last write", k);
+	cr_expect_geq(r.burst_gap_ns, 200000);
+	steps_free(&r);
+	sy_free(g);
+	free(g);
+}
+
+Test(steps, token_bursts_agree_with_copies_on_a_gpu)
+{
+	struct sy_cfg c = sy_default();
+	struct sy_engine *g = engine(&c);
+	struct steps_input in = input_of(g, &c, STEPS_FROM_TOKENS);
+	struct steps_result r;
+
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.source, STEPS_FROM_TOKENS);
+	expect_entries(g, &r);
+	steps_free(&r);
+	sy_free(g);
+	free(g);
+}
+
+Test(steps, back_to_back_copies_close_one_step)
+{
+	struct sy_cfg c = sy_default();
+	struct sy_engine *g = engine(&c);
+	size_t n = g->nivs;
+
+	/* A second small copy (logprobs) right after each step's ids. */
+	for (size_t i = 0; i < n; i++) {
+		struct tt_interval iv = g->ivs[i];
+		if (iv.kind != TT_IV_MEMCPY || iv.copy_kind != TT_COPY_DTOH)
+			continue;
+		iv.start_ns = iv.end_ns + 500;
+		iv.end_ns = iv.start_ns + 1000;
+		sy_iv(g, &c, iv.start_ns, iv.end_ns, TT_IV_MEMCPY,
+		      TT_COPY_DTOH, 128);
+	}
+	struct steps_input in = input_of(g, &c, STEPS_AUTO);
+	struct steps_result r;
+	cr_assert_eq(steps_find(&in, &r), 0);
+	expect_entries(g, &r);
+	for (uint32_t k = 0; k < r.nsteps; k++)
+		cr_expect_eq(r.steps[k].end_ns,
+			     g->steps[k].end_ns + 500 + 1000);
+	steps_free(&r);
+	sy_free(g);
+	free(g);
+}
+
+Test(steps, requests_beyond_the_batch_limit_are_counted_waiting)
+{
+	struct sy_cfg c = sy_default();
+	c.max_batch = 1;
+	struct sy_engine *g = engine(&c);
+	struct steps_input in = input_of(g, &c, STEPS_AUTO);
+	struct steps_result r;
+	uint32_t waited = 0;
+
+	cr_assert_eq(steps_find(&in, &r), 0);
+	expect_entries(g, &r);
+	for (uint32_t k = 0; k < r.nsteps; k++) {
+		const struct steps_step *s = &r.steps[k];
+		uint32_t flight = 0;
+		/* In flight: arrived by the step's end, not gone before
+		 * its start. */
+		for (uint32_t i = 0; i < g->nreqs; i++)
+			flight += g->reqs[i].arrival_ns <= s->end_ns &&
+				  g->reqs[i].end_ns >= s->start_ns;
+		cr_expect_eq(s->n, 1);
+		cr_expect_eq(s->waiting, flight - s->n, "step %u", k);
+		cr_expect_geq(s->waiting, g->steps[k].waiting,
+			      "step %u: waiting %u, engine %u", k,
+			      s->waiting, g->steps[k].waiting);
+		waited += s->waiting;
+	}
+	cr_expect_gt(waited, 0, "the engine made requests wait");
+	steps_free(&r);
+	sy_free(g);
+	free(g);
+}
+
+Test(steps, overlapping_streams_are_counted_once)
+{
+	struct sy_cfg c = sy_default();
+	struct sy_engine *g = engine(&c);
+	uint64_t busy = g->busy_ns;
+	const struct sy_step *s = &g->steps[2];
+
+	/* A kernel on another stream inside step 2's existing work. */
+	sy_iv(g, &c, s->end_ns - SY_COPY_NS - 2000000,
+	      s->end_ns - SY_COPY_NS - 1000000, TT_IV_KERNEL, 0, 0);
+	struct steps_input in = input_of(g, &c, STEPS_AUTO);
+	struct steps_result r;
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.busy_ns, busy);
+	cr_expect_eq(r.steps[2].busy_ns, s->busy_ns);
+	steps_free(&r);
+	sy_free(g);
+	free(g);
+}
+
+Test(steps, union_merges_and_clips_to_the_window)
+{
+	struct tt_interval iv[] = {
+		{ .start_ns = 50, .end_ns = 150, .device = 1 },
+		{ .start_ns = 100, .end_ns = 200, .device = 1 },
+		{ .start_ns = 300, .end_ns = 400, .device = 1 },
+		{ .start_ns = 120, .end_ns = 900, .device = 2 },
+		{ .start_ns = 390, .end_ns = 1000, .device = 1 },
+	};
+	struct steps_span *s;
+	size_t n;
+	uint64_t busy;
+
+	cr_assert_eq(steps_union(iv, 5, 1, 100, 500, &s, &n, &busy), 0);
+	cr_assert_eq(n, 2);
+	cr_expect_eq(s[0].start_ns, 100);
+	cr_expect_eq(s[0].end_ns, 200);
+	cr_expect_eq(s[1].start_ns, 300);
+	cr_expect_eq(s[1].end_ns, 500);
+	cr_expect_eq(busy, 300);
+	cr_expect_eq(steps_busy_in(s, n, 150, 350), 100);
+	free(s);
+}
+
+Test(steps, no_tokens_and_no_copies_give_no_steps)
+{
+	struct tt_interval iv = { .start_ns = 10, .end_ns = 20, .device = 1 };
+	struct steps_input in = { .ivs = &iv, .nivs = 1, .device = 1,
+				  .start_ns = 0, .end_ns = 100 };
+	struct steps_result r;
+
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.nsteps, 0);
+	cr_expect_eq(r.nentries, 0);
+	cr_expect_eq(r.busy_ns, 10);
+	steps_free(&r);
+}
+
+Test(steps, reversed_window_is_refused)
+{
+	struct steps_input in = { .start_ns = 100, .end_ns = 10 };
+	struct steps_result r;
+
+	cr_expect_eq(steps_find(&in, &r), -EINVAL);
+	steps_free(&r);
+}
+
+Test(steps, unstreamed_response_is_placed_in_the_steps_before_it)
+{
+	struct sy_cfg c = sy_default();
+	struct sy_engine *g = engine(&c);
+	struct tt_request *q = &g->reqs[1];
+
+	/* Not streamed: one response after the last step, no token times. */
+	q->stream = false;
+	q->first_token_ns = q->token_ns[q->token_ns_len - 1];
+	q->token_ns = NULL;
+	q->token_ns_len = 0;
+	q->token_events = 0;
+	struct steps_input in = input_of(g, &c, STEPS_AUTO);
+	struct steps_result r;
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.estimated, 1);
+	expect_entries(g, &r);
+	steps_free(&r);
+	sy_free(g);
+	free(g);
+}
+
+Test(steps, too_few_copies_for_the_bursts_fall_back_to_tokens)
+{
+	struct sy_cfg c = sy_default();
+	struct sy_engine *g = engine(&c);
+	size_t kept = 0, m = 0;
+
+	/* Only the first two steps end with a small copy. */
+	for (size_t i = 0; i < g->nivs; i++) {
+		if (g->ivs[i].kind == TT_IV_MEMCPY && kept++ >= 2)
+			continue;
+		g->ivs[m++] = g->ivs[i];
+	}
+	g->nivs = m;
+	struct steps_input in = input_of(g, &c, STEPS_AUTO);
+	struct steps_result r;
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.source, STEPS_FROM_TOKENS);
+	expect_entries(g, &r);
+	steps_free(&r);
+	sy_free(g);
+	free(g);
+}

@@ -1,0 +1,822 @@
+/*
+ * report.c - from requests and compute intervals to per-request,
+ * per-tenant and per-model GPU time and cost, the step cost model and the
+ * findings: the "what does a token cost?" stage.
+ *
+ * In:  struct report_input (requests with token times, devices, intervals,
+ *      window, prices, compute source).
+ * Out: struct report; report_json / report_write_json give DESIGN.md's
+ *      `tokentrace report --format json` object, report_write_text a table.
+ * Assumes: one clock; a device id names one device in devs and intervals.
+ *
+ * Per device, busy time is the union of its intervals in the window. The
+ * devices of the compute source (GPUs with CUPTI, the CPU device with the
+ * CPU source, whose busy time is the on-CPU union of the server's threads)
+ * are cut into steps, a step cost model is fitted over those steps, and
+ * each step's busy time is split among the requests it served. Per device
+ * and over all of them, requests' time plus unattributed time equals busy
+ * time to the nanosecond, or report_build fails and says which numbers
+ * disagree. Cost: busy cost = ns used x price; loaded cost spreads the
+ * whole window's price of a device over its requests in proportion to
+ * their busy time there, so loaded costs add up to what the hardware cost.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attribution.h"
+#include "report.h"
+
+#define NS_PER_HOUR	3.6e12
+
+static double price_of(const struct report_input *in, const char *name)
+{
+	for (size_t i = 0; i < in->nprices; i++)
+		if (in->prices[i].device_name &&
+		    !strcmp(in->prices[i].device_name, name))
+			return in->prices[i].usd_per_hour;
+	return in->default_usd_per_hour;
+}
+
+/* Copy the requests and their token times into r. */
+static int copy_requests(const struct report_input *in, struct report *r)
+{
+	size_t ntok = 0, k = 0;
+
+	for (size_t i = 0; i < in->nreqs; i++)
+		if (in->reqs[i].token_ns)
+			ntok += in->reqs[i].token_ns_len;
+	r->reqs = calloc(in->nreqs ? in->nreqs : 1, sizeof(*r->reqs));
+	r->token_store = malloc((ntok ? ntok : 1) * sizeof(uint64_t));
+	if (!r->reqs || !r->token_store)
+		return -ENOMEM;
+	r->nreqs = in->nreqs;
+	for (size_t i = 0; i < in->nreqs; i++) {
+		struct tt_request *q = &r->reqs[i].req;
+		*q = in->reqs[i];
+		if (!in->reqs[i].token_ns) {
+			q->token_ns_len = 0;
+			continue;
+		}
+		memcpy(r->token_store + k, in->reqs[i].token_ns,
+		       q->token_ns_len * sizeof(uint64_t));
+		q->token_ns = r->token_store + k;
+		k += q->token_ns_len;
+	}
+	return 0;
+}
+
+static struct report_device *find_dev(struct report *r, uint32_t id)
+{
+	for (size_t i = 0; i < r->ndevs; i++)
+		if (r->devs[i].dev.id == id)
+			return &r->devs[i];
+	return NULL;
+}
+
+/* Declared devices, then any device that only appears in intervals. */
+static int collect_devices(const struct report_input *in, struct report *r)
+{
+	size_t cap = in->ndevs + 8;
+
+	r->devs = calloc(cap, sizeof(*r->devs));
+	if (!r->devs)
+		return -ENOMEM;
+	for (size_t i = 0; i < in->ndevs; i++)
+		if (!find_dev(r, in->devs[i].id))
+			r->devs[r->ndevs++].dev = in->devs[i];
+	for (size_t i = 0; i < in->nivs; i++) {
+		const struct tt_interval *iv = &in->ivs[i];
+		if (find_dev(r, iv->device))
+			continue;
+		if (r->ndevs == cap) {
+			struct report_device *p;
+			p = realloc(r->devs, 2 * cap * sizeof(*p));
+			if (!p)
+				return -ENOMEM;
+			memset(p + cap, 0, cap * sizeof(*p));
+			r->devs = p;
+			cap *= 2;
+		}
+		struct tt_device *d = &r->devs[r->ndevs++].dev;
+		d->id = iv->device;
+		d->kind = iv->kind == TT_IV_CPU ? TT_DEV_CPU : TT_DEV_GPU;
+		snprintf(d->name, sizeof(d->name), "%s",
+			 d->kind == TT_DEV_CPU ? "cpu" : "gpu");
+		if (d->kind == TT_DEV_GPU)
+			snprintf(d->name, sizeof(d->name), "dev%u", iv->device);
+	}
+	return 0;
+}
+
+static int device_busy(const struct report_input *in, struct report *r)
+{
+	for (size_t i = 0; i < r->ndevs; i++) {
+		struct report_device *d = &r->devs[i];
+		struct steps_span *s;
+		size_t n;
+		int err = steps_union(in->ivs, in->nivs, d->dev.id,
+				      in->start_ns, in->end_ns, &s, &n,
+				      &d->busy_ns);
+		free(s);
+		if (err)
+			return err;
+		d->idle_ns = r->window_ns - d->busy_ns;
+		d->usd_per_hour = price_of(in, d->dev.name);
+	}
+	return 0;
+}
+
+/* Which devices' time goes to requests: the compute source's. */
+static void pick_attributed(const struct report_input *in, struct report *r)
+{
+	const char *c = in->compute ? in->compute : "auto";
+	bool want_gpu = !strcmp(c, "cupti");
+
+	if (strcmp(c, "cpu") && strcmp(c, "cupti")) {
+		for (size_t i = 0; i < r->ndevs; i++)
+			if (r->devs[i].dev.kind == TT_DEV_GPU &&
+			    r->devs[i].busy_ns)
+				want_gpu = true;
+	}
+	for (size_t i = 0; i < r->ndevs; i++) {
+		struct report_device *d = &r->devs[i];
+		d->attributed = (d->dev.kind == TT_DEV_GPU) == want_gpu;
+		if (d->attributed)
+			r->busy_ns += d->busy_ns;
+	}
+	snprintf(r->compute, sizeof(r->compute), "%s",
+		 want_gpu ? "cupti" : "cpu");
+}
+
+static int fit_model(struct report_device *d)
+{
+	const struct steps_result *s = &d->steps;
+	struct costmodel_obs *obs;
+	int err;
+
+	obs = malloc((s->nsteps ? s->nsteps : 1) * sizeof(*obs));
+	if (!obs)
+		return -ENOMEM;
+	uint32_t n = 0;
+	for (uint32_t k = 0; k < s->nsteps; k++) {
+		const struct steps_step *st = &s->steps[k];
+		if (!st->n)
+			continue;
+		costmodel_obs_init(&obs[n], (double)st->busy_ns);
+		for (uint32_t i = st->first; i < st->first + st->n; i++) {
+			const struct attr_entry *e = &s->entries[i];
+			if (e->phase == ATTR_PREFILL)
+				costmodel_obs_prefill(&obs[n], e->tokens,
+						      e->context);
+			else
+				costmodel_obs_decode(&obs[n], e->context);
+		}
+		n++;
+	}
+	err = costmodel_fit(obs, n, &d->model);
+	free(obs);
+	return err;
+}
+
+/* Give each request its time and cost on device d. */
+static void credit_device(struct report *r, struct report_device *d,
+			  const struct attr_request *a)
+{
+	double per_ns = d->usd_per_hour / NS_PER_HOUR;
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < r->nreqs; i++)
+		sum += a[i].prefill_ns + a[i].decode_ns;
+	d->attributed_ns = sum;
+	for (size_t i = 0; i < r->nreqs; i++) {
+		struct report_request *q = &r->reqs[i];
+		uint64_t ns = a[i].prefill_ns + a[i].decode_ns;
+		q->prefill_ns += a[i].prefill_ns;
+		q->decode_ns += a[i].decode_ns;
+		q->gpu_ns += ns;
+		q->cost_usd += ns * per_ns;
+		q->prompt_cost_usd += a[i].prefill_ns * per_ns;
+		q->completion_cost_usd += a[i].decode_ns * per_ns;
+		if (sum)
+			q->cost_loaded_usd += (double)ns / sum *
+					      r->window_ns * per_ns;
+	}
+}
+
+static int attribute_device(const struct report_input *in, struct report *r,
+			    struct report_device *d, struct attr_request *a)
+{
+	struct steps_input si = {
+		.reqs = in->reqs, .nreqs = (uint32_t)in->nreqs,
+		.ivs = in->ivs, .nivs = in->nivs, .device = d->dev.id,
+		.start_ns = in->start_ns, .end_ns = in->end_ns,
+		.source = d->dev.kind == TT_DEV_CPU ? STEPS_FROM_TOKENS
+						    : STEPS_AUTO,
+	};
+	int err = steps_find(&si, &d->steps);
+
+	if (!err)
+		err = fit_model(d);
+	if (err)
+		return err;
+	d->basis = attribution_run(d->steps.attr, d->steps.nsteps,
+				   d->steps.entries, d->steps.nentries,
+				   d->busy_ns, &d->model, a,
+				   (uint32_t)r->nreqs, &d->unattributed_ns);
+	if (d->basis < 0) {
+		fprintf(stderr, "tokentrace: report: attribution on %s "
+			"refused its steps (%u steps, %u entries, busy %llu "
+			"ns): %s\n", d->dev.name, d->steps.nsteps,
+			d->steps.nentries, (unsigned long long)d->busy_ns,
+			strerror(-d->basis));
+		return d->basis;
+	}
+	r->unattributed_ns += d->unattributed_ns;
+	credit_device(r, d, a);
+	if (d->attributed_ns + d->unattributed_ns != d->busy_ns) {
+		fprintf(stderr, "tokentrace: report: conservation broken on "
+			"%s: requests %llu + unattributed %llu != busy %llu "
+			"ns\n", d->dev.name,
+			(unsigned long long)d->attributed_ns,
+			(unsigned long long)d->unattributed_ns,
+			(unsigned long long)d->busy_ns);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static int attribute(const struct report_input *in, struct report *r)
+{
+	struct attr_request *a;
+	int err = 0;
+
+	a = calloc(r->nreqs ? r->nreqs : 1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	for (size_t i = 0; !err && i < r->ndevs; i++)
+		if (r->devs[i].attributed)
+			err = attribute_device(in, r, &r->devs[i], a);
+	free(a);
+	return err;
+}
+
+/* sum(requests gpu_ns) + unattributed_ns == busy_ns, over all devices. */
+static int check_conservation(const struct report *r)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < r->nreqs; i++)
+		sum += r->reqs[i].gpu_ns;
+	if (sum + r->unattributed_ns == r->busy_ns)
+		return 0;
+	fprintf(stderr, "tokentrace: report: conservation broken: requests "
+		"%llu + unattributed %llu != busy %llu ns (off by %lld); "
+		"the report is not trustworthy, please report this trace\n",
+		(unsigned long long)sum,
+		(unsigned long long)r->unattributed_ns,
+		(unsigned long long)r->busy_ns,
+		(long long)(sum + r->unattributed_ns - r->busy_ns));
+	return -EPROTO;
+}
+
+static struct report_group *group_of(struct report_group **g, size_t *n,
+				     const char *name)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (!strcmp((*g)[i].name, name))
+			return &(*g)[i];
+	struct report_group *p = realloc(*g, (*n + 1) * sizeof(*p));
+	if (!p)
+		return NULL;
+	*g = p;
+	p = &p[(*n)++];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	return p;
+}
+
+static void group_add(struct report_group *g, const struct report_request *q)
+{
+	g->requests++;
+	if (q->req.prompt_tokens > 0)
+		g->prompt_tokens += q->req.prompt_tokens;
+	if (q->req.completion_tokens > 0)
+		g->completion_tokens += q->req.completion_tokens;
+	g->gpu_ns += q->gpu_ns;
+	g->prefill_ns += q->prefill_ns;
+	g->decode_ns += q->decode_ns;
+	g->cost_usd += q->cost_usd;
+	g->cost_loaded_usd += q->cost_loaded_usd;
+	g->prompt_cost_usd += q->prompt_cost_usd;
+	g->completion_cost_usd += q->completion_cost_usd;
+}
+
+static void group_finish(struct report_group *g, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		g[i].usd_per_1m_prompt = g[i].prompt_tokens ?
+			g[i].prompt_cost_usd / g[i].prompt_tokens * 1e6 : -1;
+		g[i].usd_per_1m_completion = g[i].completion_tokens ?
+			g[i].completion_cost_usd / g[i].completion_tokens *
+				1e6 : -1;
+	}
+}
+
+static int build_groups(struct report *r)
+{
+	for (size_t i = 0; i < r->nreqs; i++) {
+		const struct report_request *q = &r->reqs[i];
+		const char *t = q->req.tenant[0] ? q->req.tenant : "-";
+		const char *m = q->req.model[0] ? q->req.model : "-";
+		struct report_group *g = group_of(&r->tenants, &r->ntenants, t);
+		if (!g)
+			return -ENOMEM;
+		group_add(g, q);
+		g = group_of(&r->models, &r->nmodels, m);
+		if (!g)
+			return -ENOMEM;
+		group_add(g, q);
+	}
+	group_finish(r->tenants, r->ntenants);
+	group_finish(r->models, r->nmodels);
+	return 0;
+}
+
+static int run_findings(const struct report_input *in, struct report *r)
+{
+	struct findings_device *fd = calloc(r->ndevs + 1, sizeof(*fd));
+	struct findings_tenant *ft = calloc(r->ntenants + 1, sizeof(*ft));
+	size_t n = 0;
+	int err = -ENOMEM;
+
+	if (!fd || !ft)
+		goto out;
+	for (size_t i = 0; i < r->ndevs; i++) {
+		struct report_device *d = &r->devs[i];
+		if (!d->attributed)
+			continue;
+		fd[n++] = (struct findings_device){
+			.name = d->dev.name, .kind = d->dev.kind,
+			.ivs = in->ivs, .nivs = in->nivs, .id = d->dev.id,
+			.steps = &d->steps, .model = &d->model,
+			.usd_per_hour = d->usd_per_hour,
+		};
+	}
+	for (size_t i = 0; i < r->ntenants; i++)
+		ft[i] = (struct findings_tenant){
+			.name = r->tenants[i].name,
+			.gpu_ns = r->tenants[i].gpu_ns,
+			.tokens = r->tenants[i].prompt_tokens +
+				  r->tenants[i].completion_tokens,
+		};
+	struct findings_input fi = {
+		.start_ns = in->start_ns, .end_ns = in->end_ns,
+		.reqs = in->reqs, .nreqs = in->nreqs, .devs = fd, .ndevs = n,
+		.tenants = ft, .ntenants = r->ntenants,
+		.max_batch = in->max_batch,
+	};
+	err = findings_compute(&fi, &r->findings);
+out:
+	free(fd);
+	free(ft);
+	return err;
+}
+
+static void pick_model_dev(struct report *r)
+{
+	r->model_dev = SIZE_MAX;
+	for (size_t i = 0; i < r->ndevs; i++)
+		if (r->devs[i].attributed &&
+		    (r->model_dev == SIZE_MAX ||
+		     r->devs[i].busy_ns > r->devs[r->model_dev].busy_ns))
+			r->model_dev = i;
+}
+
+static bool bad_input(const struct report_input *in)
+{
+	return in->end_ns < in->start_ns || (in->nreqs && !in->reqs) ||
+	       (in->ndevs && !in->devs) || (in->nivs && !in->ivs) ||
+	       (in->nprices && !in->prices);
+}
+
+int report_build(const struct report_input *in, struct report *r)
+{
+	int err;
+
+	memset(r, 0, sizeof(*r));
+	r->model_dev = SIZE_MAX;
+	if (bad_input(in)) {
+		fprintf(stderr, "tokentrace: report: bad input (window %llu.."
+			"%llu, or an array missing for a count)\n",
+			(unsigned long long)in->start_ns,
+			(unsigned long long)in->end_ns);
+		return -EINVAL;
+	}
+	r->start_ns = in->start_ns;
+	r->end_ns = in->end_ns;
+	r->window_ns = in->end_ns - in->start_ns;
+	r->losses = in->losses;
+	err = copy_requests(in, r);
+	if (!err)
+		err = collect_devices(in, r);
+	if (!err)
+		err = device_busy(in, r);
+	if (err)
+		return err;
+	pick_attributed(in, r);
+	err = attribute(in, r);
+	if (!err)
+		err = check_conservation(r);
+	if (!err)
+		err = build_groups(r);
+	if (!err)
+		err = run_findings(in, r);
+	pick_model_dev(r);
+	return err;
+}
+
+void report_free(struct report *r)
+{
+	for (size_t i = 0; i < r->ndevs; i++)
+		steps_free(&r->devs[i].steps);
+	free(r->devs);
+	free(r->reqs);
+	free(r->token_store);
+	free(r->tenants);
+	free(r->models);
+	findings_free(&r->findings);
+	memset(r, 0, sizeof(*r));
+}
+
+/* ---- JSON ---------------------------------------------------------------- */
+
+static void num(cJSON *o, const char *k, double v)
+{
+	cJSON_AddNumberToObject(o, k, v);
+}
+
+/* A number, or null when negative (unknown). */
+static void num_or_null(cJSON *o, const char *k, double v)
+{
+	if (v < 0 || !isfinite(v))
+		cJSON_AddNullToObject(o, k);
+	else
+		cJSON_AddNumberToObject(o, k, v);
+}
+
+static const char *basis_name(int basis)
+{
+	return basis == ATTR_BY_MODEL ? "model" : "tokens";
+}
+
+static cJSON *device_json(const struct report_device *d)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (!o)
+		return NULL;
+	cJSON_AddStringToObject(o, "name", d->dev.name);
+	cJSON_AddStringToObject(o, "kind",
+				d->dev.kind == TT_DEV_CPU ? "cpu" : "gpu");
+	num(o, "id", d->dev.id);
+	num(o, "busy_ns", (double)d->busy_ns);
+	num(o, "idle_ns", (double)d->idle_ns);
+	if (d->dev.kind == TT_DEV_CPU)
+		cJSON_AddStringToObject(o, "busy_source",
+			"on-CPU union of the traced process's threads");
+	num(o, "usd_per_hour", d->usd_per_hour);
+	cJSON_AddBoolToObject(o, "attributed", d->attributed);
+	if (!d->attributed)
+		return o;
+	num(o, "attributed_ns", (double)d->attributed_ns);
+	num(o, "unattributed_ns", (double)d->unattributed_ns);
+	num(o, "steps", d->steps.nsteps);
+	cJSON_AddStringToObject(o, "steps_from",
+				steps_source_name(d->steps.source));
+	num(o, "token_bursts", d->steps.bursts);
+	num(o, "requests_placed_by_estimate", d->steps.estimated);
+	return o;
+}
+
+/* The request record (requests.c's JSON line) with attribution added. */
+static cJSON *request_json(const struct report_request *q)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+	cJSON *o = NULL;
+
+	if (!m)
+		return NULL;
+	int err = tt_request_write_json(&q->req, m);
+	if (fclose(m) == 0 && !err)
+		o = cJSON_Parse(buf);
+	free(buf);
+	if (!o)
+		return NULL;
+	num(o, "gpu_ns", (double)q->gpu_ns);
+	num(o, "prefill_gpu_ns", (double)q->prefill_ns);
+	num(o, "decode_gpu_ns", (double)q->decode_ns);
+	num(o, "cost_usd", q->cost_usd);
+	num(o, "cost_loaded_usd", q->cost_loaded_usd);
+	return o;
+}
+
+static cJSON *group_json(const struct report_group *g)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (!o)
+		return NULL;
+	cJSON_AddStringToObject(o, "name", g->name);
+	num(o, "requests", (double)g->requests);
+	num(o, "prompt_tokens", (double)g->prompt_tokens);
+	num(o, "completion_tokens", (double)g->completion_tokens);
+	num(o, "gpu_ns", (double)g->gpu_ns);
+	num(o, "prefill_gpu_ns", (double)g->prefill_ns);
+	num(o, "decode_gpu_ns", (double)g->decode_ns);
+	num(o, "cost_usd", g->cost_usd);
+	num(o, "cost_loaded_usd", g->cost_loaded_usd);
+	num_or_null(o, "usd_per_1m_prompt", g->usd_per_1m_prompt);
+	num_or_null(o, "usd_per_1m_completion", g->usd_per_1m_completion);
+	return o;
+}
+
+static cJSON *cost_model_json(const struct report *r)
+{
+	cJSON *o = cJSON_CreateObject(), *terms;
+	static const char *const keys[CM_NTERMS] = {
+		[CM_FIXED] = "fixed_ms",
+		[CM_PREFILL] = "ms_per_prefill_token",
+		[CM_DECODE] = "ms_per_decode_token",
+		[CM_CONTEXT] = "ms_per_context_token",
+		[CM_PREFILL_SQ] = "ms_per_prefill_attention_unit",
+	};
+
+	if (!o)
+		return NULL;
+	const struct report_device *d =
+		r->model_dev == SIZE_MAX ? NULL : &r->devs[r->model_dev];
+	const struct costmodel *m = d ? &d->model : NULL;
+	bool fit = m && m->fitted;
+	cJSON_AddStringToObject(o, "device", d ? d->dev.name : "");
+	for (int t = 0; t < CM_NTERMS; t++)
+		num_or_null(o, keys[t], fit ? m->coef[t] / 1e6 : -1);
+	terms = cJSON_AddArrayToObject(o, "terms");
+	for (int t = 0; fit && t < CM_NTERMS; t++)
+		if (m->used[t])
+			cJSON_AddItemToArray(terms, cJSON_CreateString(
+				costmodel_term_name(t)));
+	num_or_null(o, "r2", fit ? m->r2 : -1);
+	num(o, "steps", d ? d->steps.nsteps : 0);
+	cJSON_AddStringToObject(o, "basis", d ? basis_name(d->basis)
+					       : "none");
+	return o;
+}
+
+static cJSON *finding_json(const struct finding *f)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (!o)
+		return NULL;
+	cJSON_AddStringToObject(o, "id", f->id);
+	cJSON_AddStringToObject(o, "severity",
+				findings_severity_name(f->severity));
+	cJSON_AddStringToObject(o, "summary", f->summary);
+	cJSON_AddItemToObject(o, "evidence",
+			      f->evidence ? cJSON_Duplicate(f->evidence, 1)
+					  : cJSON_CreateObject());
+	cJSON_AddStringToObject(o, "action", f->action);
+	return o;
+}
+
+static cJSON *loss_json(uint64_t events, uint64_t bytes)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	num(o, "events", (double)events);
+	num(o, "bytes", (double)bytes);
+	return o;
+}
+
+static void add_losses(cJSON *root, const struct report_losses *l)
+{
+	cJSON *o = cJSON_AddObjectToObject(root, "losses");
+
+	if (!o)
+		return;
+	num(o, "events", (double)(l->cpu_events + l->sock_events +
+				  l->cupti_records));
+	num(o, "bytes", (double)l->sock_bytes);
+	cJSON_AddItemToObject(o, "cpu", loss_json(l->cpu_events, 0));
+	cJSON_AddItemToObject(o, "sockets",
+			      loss_json(l->sock_events, l->sock_bytes));
+	cJSON_AddItemToObject(o, "cupti", loss_json(l->cupti_records, 0));
+}
+
+/* Add items made by mk(i) to a new array key of root. */
+static void add_array(cJSON *root, const char *key, size_t n,
+		      cJSON *(*mk)(const void *, size_t), const void *base)
+{
+	cJSON *a = cJSON_AddArrayToObject(root, key);
+
+	for (size_t i = 0; a && i < n; i++)
+		cJSON_AddItemToArray(a, mk(base, i));
+}
+
+static cJSON *mk_dev(const void *b, size_t i)
+{
+	return device_json(&((const struct report_device *)b)[i]);
+}
+
+static cJSON *mk_req(const void *b, size_t i)
+{
+	return request_json(&((const struct report_request *)b)[i]);
+}
+
+static cJSON *mk_group(const void *b, size_t i)
+{
+	return group_json(&((const struct report_group *)b)[i]);
+}
+
+static cJSON *mk_finding(const void *b, size_t i)
+{
+	return finding_json(&((const struct finding *)b)[i]);
+}
+
+cJSON *report_json(const struct report *r)
+{
+	cJSON *root = cJSON_CreateObject();
+
+	if (!root)
+		return NULL;
+	num(root, "window_ns", (double)r->window_ns);
+	num(root, "window_start_ns", (double)r->start_ns);
+	num(root, "window_end_ns", (double)r->end_ns);
+	cJSON_AddStringToObject(root, "compute", r->compute);
+	add_array(root, "devices", r->ndevs, mk_dev, r->devs);
+	num(root, "busy_ns", (double)r->busy_ns);
+	num(root, "unattributed_ns", (double)r->unattributed_ns);
+	add_array(root, "requests", r->nreqs, mk_req, r->reqs);
+	add_array(root, "tenants", r->ntenants, mk_group, r->tenants);
+	add_array(root, "models", r->nmodels, mk_group, r->models);
+	cJSON_AddItemToObject(root, "cost_model", cost_model_json(r));
+	add_array(root, "findings", r->findings.n, mk_finding,
+		  r->findings.items);
+	add_losses(root, &r->losses);
+	return root;
+}
+
+int report_write_json(const struct report *r, FILE *f)
+{
+	cJSON *o = report_json(r);
+	char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+	int err = 0;
+
+	cJSON_Delete(o);
+	if (!s)
+		return -ENOMEM;
+	if (fputs(s, f) < 0 || fputc('\n', f) < 0)
+		err = -EIO;
+	free(s);
+	return err;
+}
+
+/* ---- text ---------------------------------------------------------------- */
+
+static void text_devices(const struct report *r, FILE *f)
+{
+	fprintf(f, "devices (window %.3f s, compute source %s%s)\n",
+		r->window_ns / 1e9, r->compute,
+		!strcmp(r->compute, "cpu") ?
+			": busy = on-CPU union of the server's threads" :
+			": busy = GPU kernels and copies");
+	fprintf(f, "  %-28s %-4s %12s %12s %6s %8s  %s\n", "name", "kind",
+		"busy_ms", "idle_ms", "busy%", "$/hour", "steps");
+	for (size_t i = 0; i < r->ndevs; i++) {
+		const struct report_device *d = &r->devs[i];
+		fprintf(f, "  %-28.28s %-4s %12.3f %12.3f %5.1f%% %8.2f  ",
+			d->dev.name, d->dev.kind == TT_DEV_CPU ? "cpu" : "gpu",
+			d->busy_ns / 1e6, d->idle_ns / 1e6,
+			r->window_ns ? 100.0 * d->busy_ns / r->window_ns : 0,
+			d->usd_per_hour);
+		if (d->attributed)
+			fprintf(f, "%u from %s (%u token bursts, %u "
+				"unstreamed requests placed by estimate)\n",
+				d->steps.nsteps,
+				steps_source_name(d->steps.source),
+				d->steps.bursts, d->steps.estimated);
+		else
+			fprintf(f, "not attributed\n");
+	}
+}
+
+static void text_model(const struct report *r, FILE *f)
+{
+	if (r->model_dev == SIZE_MAX) {
+		fprintf(f, "\nno device attributed\n");
+		return;
+	}
+	const struct report_device *d = &r->devs[r->model_dev];
+	const struct costmodel *m = &d->model;
+	fprintf(f, "\nstep cost model on %s: %u steps, ", d->dev.name,
+		d->steps.nsteps);
+	if (!m->fitted) {
+		fprintf(f, "too few to fit: shares by tokens processed\n");
+		return;
+	}
+	fprintf(f, "R^2 %.3f\n  fixed %.3f ms/step, %.4f ms/prompt token, "
+		"%.4f ms/decode token, %.6f ms/context token",
+		m->r2, m->coef[CM_FIXED] / 1e6, m->coef[CM_PREFILL] / 1e6,
+		m->coef[CM_DECODE] / 1e6, m->coef[CM_CONTEXT] / 1e6);
+	if (m->used[CM_PREFILL_SQ])
+		fprintf(f, ", %.3g ms/prefill attention unit",
+			m->coef[CM_PREFILL_SQ] / 1e6);
+	fputc('\n', f);
+}
+
+/* A $ per 1M tokens figure, or "-" where there were no such tokens. */
+static void text_per_1m(double usd, FILE *f)
+{
+	if (usd < 0)
+		fprintf(f, " %10s", "-");
+	else
+		fprintf(f, " %10.4f", usd);
+}
+
+static void text_groups(const char *title, const struct report_group *g,
+			size_t n, FILE *f)
+{
+	fprintf(f, "\n%s\n  %-20s %6s %9s %9s %11s %10s %10s %10s %10s\n",
+		title, "name", "reqs", "prompt", "compl", "gpu_ms",
+		"busy_$", "loaded_$", "$/1M prm", "$/1M cmp");
+	for (size_t i = 0; i < n; i++) {
+		fprintf(f, "  %-20.20s %6llu %9llu %9llu %11.3f %10.6f "
+			"%10.6f", g[i].name,
+			(unsigned long long)g[i].requests,
+			(unsigned long long)g[i].prompt_tokens,
+			(unsigned long long)g[i].completion_tokens,
+			g[i].gpu_ns / 1e6, g[i].cost_usd, g[i].cost_loaded_usd);
+		text_per_1m(g[i].usd_per_1m_prompt, f);
+		text_per_1m(g[i].usd_per_1m_completion, f);
+		fputc('\n', f);
+	}
+}
+
+static void text_evidence(const cJSON *ev, FILE *f)
+{
+	const cJSON *c;
+
+	fprintf(f, "    evidence:");
+	cJSON_ArrayForEach(c, ev) {
+		if (cJSON_IsNumber(c))
+			fprintf(f, " %s=%.6g", c->string, c->valuedouble);
+		else if (cJSON_IsString(c))
+			fprintf(f, " %s=%s", c->string, c->valuestring);
+	}
+	fputc('\n', f);
+}
+
+static void text_findings(const struct report *r, FILE *f)
+{
+	fprintf(f, "\nfindings\n");
+	if (!r->findings.n)
+		fprintf(f, "  none above their thresholds\n");
+	for (size_t i = 0; i < r->findings.n; i++) {
+		const struct finding *x = &r->findings.items[i];
+		fprintf(f, "  [%s] %s: %s\n",
+			findings_severity_name(x->severity), x->id,
+			x->summary);
+		text_evidence(x->evidence, f);
+		fprintf(f, "    action: %s\n", x->action);
+	}
+}
+
+int report_write_text(const struct report *r, FILE *f)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < r->nreqs; i++)
+		sum += r->reqs[i].gpu_ns;
+	text_devices(r, f);
+	text_model(r, f);
+	fprintf(f, "\nattribution: requests %.3f ms + unattributed %.3f ms "
+		"= busy %.3f ms (exact: %llu + %llu = %llu ns)\n", sum / 1e6,
+		r->unattributed_ns / 1e6, r->busy_ns / 1e6,
+		(unsigned long long)sum,
+		(unsigned long long)r->unattributed_ns,
+		(unsigned long long)r->busy_ns);
+	text_groups("tenants (busy = device time used; loaded = busy + share "
+		    "of idle)", r->tenants, r->ntenants, f);
+	text_groups("models", r->models, r->nmodels, f);
+	text_findings(r, f);
+	fprintf(f, "\nlosses: %llu events, %llu bytes\n",
+		(unsigned long long)(r->losses.cpu_events +
+				     r->losses.sock_events +
+				     r->losses.cupti_records),
+		(unsigned long long)r->losses.sock_bytes);
+	return ferror(f) ? -EIO : 0;
+}

@@ -1,0 +1,122 @@
+/*
+ * report.h - the attribution report: what each request, tenant and model
+ * used of the devices, what it cost, and what the trace says (findings).
+ *
+ * In:  struct report_input: requests (with token times), devices, compute
+ *      intervals, a window, prices per device-hour, the compute source.
+ * Out: struct report (owning copies of everything it needs), written as
+ *      DESIGN.md's `tokentrace report --format json` object or as a table.
+ * Assumes: one clock (CLOCK_MONOTONIC ns) for requests and intervals.
+ */
+#ifndef TT_REPORT_H
+#define TT_REPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "compute.h"
+#include "costmodel.h"
+#include "findings.h"
+#include "requests.h"
+#include "steps.h"
+
+/* Price of one device model, matched on struct tt_device.name. */
+struct report_price {
+	const char *device_name;
+	double usd_per_hour;
+};
+
+/* What was lost, by source. */
+struct report_losses {
+	uint64_t cpu_events;		/* CPU source records dropped */
+	uint64_t sock_events;		/* socket tracer events dropped */
+	uint64_t sock_bytes;		/* payload bytes not captured */
+	uint64_t cupti_records;		/* CUPTI's and the library's drops */
+};
+
+struct report_input {
+	uint64_t start_ns, end_ns;		/* window */
+	const struct tt_request *reqs;		/* token_ns read, and copied */
+	size_t nreqs;
+	const struct tt_device *devs;
+	size_t ndevs;
+	const struct tt_interval *ivs;
+	size_t nivs;
+	const struct report_price *prices;
+	size_t nprices;
+	double default_usd_per_hour;		/* devices with no price */
+	const char *compute;	/* "cpu", "cupti", or "auto"/NULL: GPUs with
+				   work in the window, else the CPU */
+	uint32_t max_batch;	/* engine's batch limit if known, else 0 */
+	struct report_losses losses;
+};
+
+struct report_request {
+	struct tt_request req;		/* token_ns points at an owned copy */
+	uint64_t gpu_ns, prefill_ns, decode_ns;
+	double cost_usd;		/* busy cost */
+	double cost_loaded_usd;		/* busy cost + share of idle */
+	double prompt_cost_usd;		/* busy cost split by prefill ns */
+	double completion_cost_usd;	/* ... and by decode ns */
+};
+
+struct report_device {
+	struct tt_device dev;
+	uint64_t busy_ns, idle_ns;
+	bool attributed;		/* its time went to requests */
+	double usd_per_hour;
+	uint64_t attributed_ns, unattributed_ns;
+	struct steps_result steps;	/* attributed devices only */
+	struct costmodel model;
+	int basis;			/* enum attr_basis */
+};
+
+/* Sums per tenant or per model. */
+struct report_group {
+	char name[TT_NAME_MAX];
+	uint64_t requests, prompt_tokens, completion_tokens;
+	uint64_t gpu_ns, prefill_ns, decode_ns;
+	double cost_usd, cost_loaded_usd;
+	double prompt_cost_usd, completion_cost_usd;
+	double usd_per_1m_prompt, usd_per_1m_completion;	/* -1: no tokens */
+};
+
+struct report {
+	uint64_t start_ns, end_ns, window_ns;
+	char compute[16];		/* source that fed the attribution */
+	struct report_device *devs;
+	size_t ndevs;
+	struct report_request *reqs;
+	size_t nreqs;
+	struct report_group *tenants, *models;
+	size_t ntenants, nmodels;
+	uint64_t busy_ns;		/* of the attributed devices */
+	uint64_t unattributed_ns;
+	size_t model_dev;		/* device whose cost model is shown,
+					   SIZE_MAX if none */
+	struct findings_list findings;
+	struct report_losses losses;
+	uint64_t *token_store;		/* the copied token times */
+};
+
+/*
+ * Build the report. 0, -EINVAL (reversed window, NULL arrays with counts),
+ * -ENOMEM, or -EPROTO when the conservation check fails (the numbers are
+ * printed on stderr). Free with report_free, even after an error.
+ */
+int report_build(const struct report_input *in, struct report *out);
+
+void report_free(struct report *r);
+
+/* DESIGN.md's report object; NULL on allocation failure. */
+cJSON *report_json(const struct report *r);
+
+/* The JSON object on f, with a newline. 0 or -EIO / -ENOMEM. */
+int report_write_json(const struct report *r, FILE *f);
+
+/* A table for people. 0 or -EIO. */
+int report_write_text(const struct report *r, FILE *f);
+
+#endif

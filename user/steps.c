@@ -1,0 +1,596 @@
+/*
+ * steps.c - from a device timeline and token times to the steps of a
+ * continuous-batching engine.
+ *
+ * In:  requests (token event times), one device's intervals, a window.
+ * Out: struct steps_result: steps with their busy time and batch, and the
+ *      entries (who prefilled, who decoded at what context) per step.
+ * Assumes: the engine runs one step at a time over every running request
+ *      and emits each request's token of a step right after the step.
+ *
+ * A step boundary is found two ways. On a GPU, a small device-to-host copy
+ * (the sampled token ids) closes each step: a step spans from the end of
+ * the previous such copy to the end of its own. Several small copies back
+ * to back with no other work between them (ids, then logprobs) close one
+ * step, so only the last of such a run counts. On the CPU, and as a
+ * cross-check on a GPU, the token writes of all running requests come in
+ * bursts after each step: sorting every token time and splitting where the
+ * gap exceeds a threshold gives the bursts, and step k runs from the last
+ * write of burst k-1 to the last write of burst k. The threshold comes from
+ * the data: a quarter of the median gap between two tokens of the same
+ * request (which is about one step, since a request gets at most one token
+ * per step), and never under 200 us.
+ *
+ * What each request did: the step that produced its first token did its
+ * prefill (all prompt tokens, context 0); a step that produced a later
+ * token did one decode at context = prompt + tokens so far. An engine
+ * configured to prefill in chunks (--prefill-chunk) spreads a long prompt
+ * over several steps before the first token; from outside only the step
+ * of the first token is visible, so the whole prefill lands there and the
+ * earlier chunk steps look like steps the request did not take part in.
+ * The same holds for a token event that carries several tokens. A
+ * response that is not streamed shows no token times at all: such a
+ * request is placed, as an estimate, in the completion_tokens steps that
+ * ended before its response began (the first of them its prefill).
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "steps.h"
+
+/* Smallest gap that separates two bursts of token writes: below it, writes
+ * are one burst whatever the data says (socket writes of one step). */
+#define BURST_GAP_MIN_NS	200000ull
+/* Burst gap = median same-request token gap / this. */
+#define BURST_GAP_DIVISOR	4
+
+/* Copies close steps only if there are at least 1/this as many of them as
+ * token bursts; fewer, and the engine does not end its steps with a small
+ * copy (or copies them inside a graph): the bursts cut the steps. */
+#define COPY_MIN_BURST_SHARE	2
+
+/* One token event in the window. */
+struct tok {
+	uint64_t ns;
+	uint32_t req;
+	uint32_t index;		/* the event's index in the request */
+	int64_t step;		/* -1 if no step produced it */
+};
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int cmp_span(const void *a, const void *b)
+{
+	const struct steps_span *x = a, *y = b;
+	if (x->start_ns != y->start_ns)
+		return x->start_ns < y->start_ns ? -1 : 1;
+	return x->end_ns < y->end_ns ? -1 : x->end_ns > y->end_ns;
+}
+
+static int cmp_tok_ns(const void *a, const void *b)
+{
+	const struct tok *x = a, *y = b;
+	if (x->ns != y->ns)
+		return x->ns < y->ns ? -1 : 1;
+	if (x->req != y->req)
+		return x->req < y->req ? -1 : 1;
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Tokens ordered by step, then request, then index. */
+static int cmp_tok_step(const void *a, const void *b)
+{
+	const struct tok *x = a, *y = b;
+	if (x->step != y->step)
+		return x->step < y->step ? -1 : 1;
+	if (x->req != y->req)
+		return x->req < y->req ? -1 : 1;
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+const char *steps_source_name(enum steps_source s)
+{
+	switch (s) {
+	case STEPS_FROM_COPIES:
+		return "copies";
+	case STEPS_FROM_TOKENS:
+		return "tokens";
+	default:
+		return "auto";
+	}
+}
+
+int steps_union(const struct tt_interval *ivs, size_t nivs, uint32_t device,
+		uint64_t start_ns, uint64_t end_ns, struct steps_span **out,
+		size_t *nout, uint64_t *busy_ns)
+{
+	struct steps_span *s = malloc((nivs ? nivs : 1) * sizeof(*s));
+	size_t n = 0, m = 0;
+	uint64_t busy = 0;
+
+	*out = NULL;
+	*nout = 0;
+	*busy_ns = 0;
+	if (!s)
+		return -ENOMEM;
+	for (size_t i = 0; i < nivs; i++) {
+		const struct tt_interval *iv = &ivs[i];
+		uint64_t a = iv->start_ns > start_ns ? iv->start_ns : start_ns;
+		uint64_t b = iv->end_ns < end_ns ? iv->end_ns : end_ns;
+		if (iv->device != device || b <= a)
+			continue;
+		s[n].start_ns = a;
+		s[n++].end_ns = b;
+	}
+	qsort(s, n, sizeof(*s), cmp_span);
+	for (size_t i = 0; i < n; i++) {
+		if (m && s[i].start_ns <= s[m - 1].end_ns) {
+			if (s[i].end_ns > s[m - 1].end_ns)
+				s[m - 1].end_ns = s[i].end_ns;
+			continue;
+		}
+		s[m++] = s[i];
+	}
+	for (size_t i = 0; i < m; i++)
+		busy += s[i].end_ns - s[i].start_ns;
+	*out = s;
+	*nout = m;
+	*busy_ns = busy;
+	return 0;
+}
+
+/* First span that ends after t. */
+static size_t span_after(const struct steps_span *spans, size_t n, uint64_t t)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (spans[mid].end_ns <= t)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+uint64_t steps_busy_in(const struct steps_span *spans, size_t n,
+		       uint64_t start_ns, uint64_t end_ns)
+{
+	uint64_t busy = 0;
+
+	for (size_t i = span_after(spans, n, start_ns);
+	     i < n && spans[i].start_ns < end_ns; i++) {
+		uint64_t a = spans[i].start_ns > start_ns ? spans[i].start_ns
+							   : start_ns;
+		uint64_t b = spans[i].end_ns < end_ns ? spans[i].end_ns : end_ns;
+		if (b > a)
+			busy += b - a;
+	}
+	return busy;
+}
+
+/* Number of sorted values <= t. */
+static size_t count_le(const uint64_t *v, size_t n, uint64_t t)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (v[mid] <= t)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Every token event of every request inside the window. */
+static int collect_tokens(const struct steps_input *in, struct tok **out,
+			  size_t *nout)
+{
+	size_t n = 0, k = 0;
+	struct tok *t;
+
+	for (uint32_t i = 0; i < in->nreqs; i++)
+		if (in->reqs[i].token_ns)
+			n += in->reqs[i].token_ns_len;
+	t = malloc((n ? n : 1) * sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < in->nreqs; i++) {
+		const struct tt_request *r = &in->reqs[i];
+		for (uint32_t j = 0; r->token_ns && j < r->token_ns_len; j++) {
+			uint64_t ns = r->token_ns[j];
+			if (ns < in->start_ns || ns > in->end_ns)
+				continue;
+			t[k++] = (struct tok){ .ns = ns, .req = i, .index = j,
+					       .step = -1 };
+		}
+	}
+	qsort(t, k, sizeof(*t), cmp_tok_ns);
+	*out = t;
+	*nout = k;
+	return 0;
+}
+
+/* The gap that separates bursts, from same-request token gaps. */
+static uint64_t burst_gap(const struct steps_input *in)
+{
+	size_t n = 0, k = 0;
+	uint64_t *g, gap = BURST_GAP_MIN_NS;
+
+	for (uint32_t i = 0; i < in->nreqs; i++)
+		if (in->reqs[i].token_ns && in->reqs[i].token_ns_len > 1)
+			n += in->reqs[i].token_ns_len - 1;
+	g = malloc((n ? n : 1) * sizeof(*g));
+	if (!g)
+		return gap;
+	for (uint32_t i = 0; i < in->nreqs; i++) {
+		const struct tt_request *r = &in->reqs[i];
+		for (uint32_t j = 1; r->token_ns && j < r->token_ns_len; j++)
+			if (r->token_ns[j] > r->token_ns[j - 1] &&
+			    r->token_ns[j - 1] >= in->start_ns &&
+			    r->token_ns[j] <= in->end_ns)
+				g[k++] = r->token_ns[j] - r->token_ns[j - 1];
+	}
+	if (k) {
+		qsort(g, k, sizeof(*g), cmp_u64);
+		if (g[k / 2] / BURST_GAP_DIVISOR > gap)
+			gap = g[k / 2] / BURST_GAP_DIVISOR;
+	}
+	free(g);
+	return gap;
+}
+
+/*
+ * Split sorted tokens into bursts; bounds[b] = time of the last token of
+ * burst b. Marks each token with its burst in ->step when mark is set.
+ */
+static uint32_t find_bursts(struct tok *t, size_t n, uint64_t gap,
+			    uint64_t *bounds, bool mark)
+{
+	uint32_t b = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (i && t[i].ns - t[i - 1].ns > gap)
+			b++;
+		if (mark)
+			t[i].step = b;
+		if (bounds)
+			bounds[b] = t[i].ns;
+	}
+	return n ? b + 1 : 0;
+}
+
+static bool is_step_copy(const struct tt_interval *iv, uint64_t max_bytes)
+{
+	return iv->kind == TT_IV_MEMCPY && iv->copy_kind == TT_COPY_DTOH &&
+	       iv->bytes <= max_bytes;
+}
+
+/*
+ * Ends of step-ending copies of the device in the window, sorted, with
+ * runs of copies that have no other work between them reduced to their
+ * last. *bounds is allocated here.
+ */
+static int copy_bounds(const struct steps_input *in, uint64_t **bounds,
+		       uint32_t *nb)
+{
+	uint64_t max = in->max_copy_bytes ? in->max_copy_bytes
+					  : STEPS_MAX_COPY_BYTES;
+	struct steps_span *c = malloc((in->nivs ? in->nivs : 1) * sizeof(*c));
+	uint64_t *other = malloc((in->nivs ? in->nivs : 1) * sizeof(*other));
+	uint64_t *b = malloc((in->nivs ? in->nivs : 1) * sizeof(*b));
+	size_t nc = 0, no = 0;
+	uint32_t k = 0;
+
+	if (!c || !other || !b) {
+		free(c);
+		free(other);
+		free(b);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < in->nivs; i++) {
+		const struct tt_interval *iv = &in->ivs[i];
+		if (iv->device != in->device)
+			continue;
+		if (is_step_copy(iv, max) && iv->end_ns >= in->start_ns &&
+		    iv->end_ns <= in->end_ns)
+			c[nc++] = (struct steps_span){ iv->start_ns, iv->end_ns };
+		else if (!is_step_copy(iv, max))
+			other[no++] = iv->start_ns;
+	}
+	qsort(c, nc, sizeof(*c), cmp_span);
+	qsort(other, no, sizeof(*other), cmp_u64);
+	for (size_t i = 0; i < nc; i++) {
+		/* Other work started between this copy and the next? */
+		if (i + 1 < nc &&
+		    count_le(other, no, c[i + 1].start_ns) ==
+			    count_le(other, no, c[i].end_ns))
+			continue;
+		if (k && c[i].end_ns == b[k - 1])
+			continue;
+		b[k++] = c[i].end_ns;
+	}
+	free(c);
+	free(other);
+	*bounds = b;
+	*nb = k;
+	return 0;
+}
+
+/* Mark each token with the step whose closing copy precedes it. */
+static void tokens_after_copies(struct tok *t, size_t n, const uint64_t *b,
+				uint32_t nb)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t k = count_le(b, nb, t[i].ns);
+		t[i].step = k ? (int64_t)k - 1 : -1;
+	}
+}
+
+/* A request whose tokens were not seen one by one (a response that is
+ * not streamed) but whose length is known. */
+static bool unseen_tokens(const struct tt_request *r)
+{
+	return (!r->token_ns || !r->token_ns_len) && r->completion_tokens > 0 &&
+	       (r->first_token_ns || r->end_ns);
+}
+
+/*
+ * Place requests with no token times: the response went out after the
+ * request's last step, so it took part in the `completion_tokens` steps
+ * that ended before its response started (and after it arrived), the
+ * first of them its prefill. An estimate, counted in r->estimated.
+ * t has room for n + the tokens added; returns the new count.
+ */
+static size_t place_unseen(const struct steps_input *in, const uint64_t *b,
+			   uint32_t nb, struct tok *t, size_t n,
+			   struct steps_result *r)
+{
+	for (uint32_t i = 0; i < in->nreqs; i++) {
+		const struct tt_request *q = &in->reqs[i];
+		if (!unseen_tokens(q))
+			continue;
+		uint64_t resp = q->first_token_ns ? q->first_token_ns
+						  : q->end_ns;
+		size_t last = count_le(b, nb, resp);
+		size_t first = count_le(b, nb, q->arrival_ns);
+		if (last <= first)
+			continue;
+		if (last - first > (uint64_t)q->completion_tokens)
+			first = last - q->completion_tokens;
+		for (size_t k = first; k < last; k++)
+			t[n++] = (struct tok){ .ns = b[k], .req = i,
+					       .index = (uint32_t)(k - first),
+					       .step = (int64_t)k };
+		r->estimated++;
+	}
+	return n;
+}
+
+/* Room for place_unseen's tokens: at most one per step per request. */
+static size_t unseen_room(const struct steps_input *in, uint32_t nb)
+{
+	size_t room = 0;
+
+	for (uint32_t i = 0; i < in->nreqs; i++)
+		if (unseen_tokens(&in->reqs[i]))
+			room += (uint64_t)in->reqs[i].completion_tokens < nb ?
+				(size_t)in->reqs[i].completion_tokens : nb;
+	return room;
+}
+
+/* What a request's token event says it did. */
+static struct attr_entry entry_of(const struct tt_request *r,
+				  const struct tok *t)
+{
+	uint32_t prompt = r->prompt_tokens > 0 ? (uint32_t)r->prompt_tokens : 0;
+	struct attr_entry e = { .request = t->req };
+
+	if (t->index == 0) {
+		e.phase = ATTR_PREFILL;
+		e.tokens = prompt ? prompt : 1;
+		e.context = 0;
+	} else {
+		e.phase = ATTR_DECODE;
+		e.tokens = 1;
+		e.context = prompt + t->index;
+	}
+	return e;
+}
+
+/* Entries from tokens sorted by step: one per request and step. */
+static int build_entries(const struct steps_input *in, struct tok *t,
+			 size_t n, struct steps_result *r)
+{
+	size_t cap = n ? n : 1;
+
+	r->entries = malloc(cap * sizeof(*r->entries));
+	r->entry_token_ns = malloc(cap * sizeof(uint64_t));
+	r->entry_prev_ns = malloc(cap * sizeof(uint64_t));
+	if (!r->entries || !r->entry_token_ns || !r->entry_prev_ns)
+		return -ENOMEM;
+	qsort(t, n, sizeof(*t), cmp_tok_step);
+	for (size_t i = 0; i < n; i++) {
+		if (t[i].step < 0)
+			continue;
+		if (i && t[i - 1].step == t[i].step && t[i - 1].req == t[i].req)
+			continue;
+		const struct tt_request *q = &in->reqs[t[i].req];
+		struct steps_step *s = &r->steps[t[i].step];
+		uint32_t e = r->nentries++;
+		r->entries[e] = entry_of(q, &t[i]);
+		r->entry_token_ns[e] = t[i].ns;
+		r->entry_prev_ns[e] = t[i].index && q->token_ns &&
+				      t[i].index <= q->token_ns_len ?
+				      q->token_ns[t[i].index - 1] : 0;
+		if (s->n == 0)
+			s->first = e;
+		s->n++;
+		if (r->entries[e].phase == ATTR_PREFILL)
+			s->prefill_tokens += r->entries[e].tokens;
+		else
+			s->decode_tokens++;
+	}
+	return 0;
+}
+
+/* Step 0 starts when the first request it served arrived. */
+static uint64_t first_step_start(const struct steps_input *in,
+				 const struct steps_result *r)
+{
+	const struct steps_step *s = &r->steps[0];
+	uint64_t start = s->end_ns;
+
+	if (s->n == 0)
+		return in->start_ns;
+	for (uint32_t i = 0; i < s->n; i++) {
+		uint64_t a = in->reqs[r->entries[s->first + i].request].arrival_ns;
+		if (a < start)
+			start = a;
+	}
+	return start > in->start_ns ? start : in->start_ns;
+}
+
+/* Requests in flight in each step that got no token in it. */
+static int count_waiting(const struct steps_input *in, struct steps_result *r)
+{
+	size_t n = in->nreqs;
+	uint64_t *arr = malloc((n ? n : 1) * sizeof(*arr));
+	uint64_t *end = malloc((n ? n : 1) * sizeof(*end));
+
+	if (!arr || !end) {
+		free(arr);
+		free(end);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		arr[i] = in->reqs[i].arrival_ns;
+		end[i] = in->reqs[i].end_ns ? in->reqs[i].end_ns : UINT64_MAX;
+	}
+	qsort(arr, n, sizeof(*arr), cmp_u64);
+	qsort(end, n, sizeof(*end), cmp_u64);
+	for (uint32_t k = 0; k < r->nsteps; k++) {
+		struct steps_step *s = &r->steps[k];
+		size_t arrived = count_le(arr, n, s->end_ns);
+		size_t gone = s->start_ns ? count_le(end, n, s->start_ns - 1)
+					  : 0;
+		size_t flight = arrived > gone ? arrived - gone : 0;
+		s->waiting = flight > s->n ? (uint32_t)(flight - s->n) : 0;
+	}
+	free(arr);
+	free(end);
+	return 0;
+}
+
+/* Windows, busy time and the attribution view of each step. */
+static int finish_steps(const struct steps_input *in, struct steps_result *r)
+{
+	r->attr = malloc((r->nsteps ? r->nsteps : 1) * sizeof(*r->attr));
+	if (!r->attr)
+		return -ENOMEM;
+	if (r->nsteps)
+		r->steps[0].start_ns = first_step_start(in, r);
+	for (uint32_t k = 0; k < r->nsteps; k++) {
+		struct steps_step *s = &r->steps[k];
+		if (k)
+			s->start_ns = r->steps[k - 1].end_ns;
+		s->busy_ns = steps_busy_in(r->busy, r->nbusy, s->start_ns,
+					   s->end_ns);
+		r->attr[k] = (struct attr_step){ .busy_ns = s->busy_ns,
+						 .first = s->first, .n = s->n };
+	}
+	return count_waiting(in, r);
+}
+
+/* Boundaries (step end times) by the chosen source; marks tokens. */
+static int cut(const struct steps_input *in, struct steps_result *r,
+	       struct tok *t, size_t nt, uint64_t **bounds, uint32_t *nb)
+{
+	int err;
+
+	r->burst_gap_ns = burst_gap(in);
+	r->bursts = find_bursts(t, nt, r->burst_gap_ns, NULL, false);
+	if (in->source != STEPS_FROM_TOKENS) {
+		err = copy_bounds(in, bounds, nb);
+		if (err)
+			return err;
+		if (in->source == STEPS_FROM_COPIES ||
+		    (*nb >= 2 && *nb * COPY_MIN_BURST_SHARE >= r->bursts)) {
+			r->source = STEPS_FROM_COPIES;
+			tokens_after_copies(t, nt, *bounds, *nb);
+			return 0;
+		}
+		free(*bounds);
+	}
+	r->source = STEPS_FROM_TOKENS;
+	*bounds = malloc((r->bursts ? r->bursts : 1) * sizeof(uint64_t));
+	if (!*bounds)
+		return -ENOMEM;
+	*nb = find_bursts(t, nt, r->burst_gap_ns, *bounds, true);
+	return 0;
+}
+
+int steps_find(const struct steps_input *in, struct steps_result *r)
+{
+	struct tok *t = NULL;
+	uint64_t *bounds = NULL;
+	uint32_t nb = 0;
+	size_t nt = 0;
+	int err;
+
+	memset(r, 0, sizeof(*r));
+	if (in->end_ns < in->start_ns || (in->nreqs && !in->reqs) ||
+	    (in->nivs && !in->ivs))
+		return -EINVAL;
+	err = steps_union(in->ivs, in->nivs, in->device, in->start_ns,
+			  in->end_ns, &r->busy, &r->nbusy, &r->busy_ns);
+	if (!err)
+		err = collect_tokens(in, &t, &nt);
+	if (!err)
+		err = cut(in, r, t, nt, &bounds, &nb);
+	if (err)
+		goto out;
+	r->steps = calloc(nb ? nb : 1, sizeof(*r->steps));
+	if (!r->steps) {
+		err = -ENOMEM;
+		goto out;
+	}
+	r->nsteps = nb;
+	for (uint32_t k = 0; k < nb; k++)
+		r->steps[k].end_ns = bounds[k];
+	size_t room = unseen_room(in, nb);
+	if (room) {
+		struct tok *p = realloc(t, (nt + room) * sizeof(*t));
+		if (!p) {
+			err = -ENOMEM;
+			goto out;
+		}
+		t = p;
+		nt = place_unseen(in, bounds, nb, t, nt, r);
+	}
+	err = build_entries(in, t, nt, r);
+	if (!err)
+		err = finish_steps(in, r);
+out:
+	free(t);
+	free(bounds);
+	return err;
+}
+
+void steps_free(struct steps_result *r)
+{
+	free(r->steps);
+	free(r->attr);
+	free(r->entries);
+	free(r->entry_token_ns);
+	free(r->entry_prev_ns);
+	free(r->busy);
+	memset(r, 0, sizeof(*r));
+}
