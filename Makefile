@@ -17,7 +17,7 @@ CUDA_HOME ?= /usr/local/cuda
 NVCC     := $(CUDA_HOME)/bin/nvcc
 ARCH     := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
-PKGS      = libbpf libelf libcjson libssl libcrypto libzstd zlib
+PKGS      = libbpf libelf libcjson libssl libcrypto libzstd zlib libmicrohttpd
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
 
@@ -152,7 +152,7 @@ $(BUILD)/tests/cupti: $(CTEST_SRCS) $(filter-out $(BUILD)/cupti/inject.pic.o,$(C
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) $(CUPTI_CFLAGS) -o $@ $(filter %.c %.o,$^) $(TEST_LIBS) $(CUPTI_LIBS) $(LDLIBS)
 
-test: all test-unit test-cupti test-e2e
+test: all test-unit test-asan fuzz-smoke test-cupti test-e2e
 
 test-unit: $(BUILD)/tests/unit
 	$(BUILD)/tests/unit --jobs 2
@@ -181,3 +181,65 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# ---- fuzzing and sanitizers ----
+#
+#   make fuzz        each libFuzzer target for FUZZ_SECONDS (default 60) s
+#   make fuzz-smoke  each target for FUZZ_SMOKE_SECONDS (default 4) s; in test
+#   make test-asan   the unit tests built with ASan and UBSan in build/asan/
+#
+# The fuzz targets (tests/fuzz/fuzz_*.c) compile the modules they test from
+# source with clang (libFuzzer needs it), not from libtt.a. New inputs go to
+# build/fuzz/corpus/<target>, crashes to build/fuzz/crashes/ (tools/fuzz.sh).
+
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 4
+FUZZ_CFLAGS := -g -O1 -std=gnu11 -Wall -Wextra -Wshadow \
+	-Wno-missing-field-initializers -D_GNU_SOURCE -Iinclude -MMD -MP \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer
+FUZZ_NAMES := http sse api requests cuptirecv refserver_http
+FUZZ_BINS  := $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
+
+# $(1) target, $(2) sources it tests, $(3) libraries
+define FUZZ_RULE
+$(BUILD)/fuzz/fuzz_$(1): tests/fuzz/fuzz_$(1).c $(2) | deps
+	@mkdir -p $$(@D)
+	$(CLANG) $(FUZZ_CFLAGS) -o $$@ $$(filter %.c,$$^) $(3)
+endef
+$(eval $(call FUZZ_RULE,http,user/http.c,))
+$(eval $(call FUZZ_RULE,sse,user/sse.c,))
+$(eval $(call FUZZ_RULE,api,user/api.c,-lcjson))
+$(eval $(call FUZZ_RULE,requests,user/requests.c user/http.c user/sse.c \
+	user/api.c user/tenant.c,-lcjson -lcrypto -lm))
+$(eval $(call FUZZ_RULE,cuptirecv,user/cuptirecv.c,))
+$(eval $(call FUZZ_RULE,refserver_http,tools/refserver/http.c,))
+
+.PHONY: fuzz fuzz-smoke fuzz-build test-asan
+fuzz-build: $(FUZZ_BINS)
+fuzz: fuzz-build
+	tools/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_NAMES)
+fuzz-smoke: fuzz-build
+	tools/fuzz.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_NAMES)
+
+# The unit test binary again (build/asan/unit), every object rebuilt with
+# the sanitizers.
+ASAN_DIR   := $(BUILD)/asan
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
+ASAN_LIB_SRCS := $(filter-out user/main.c tools/refserver/main.c \
+	tools/loadgen/main.c,$(USER_SRCS) $(REF_SRCS) $(LG_SRCS))
+ASAN_OBJS := $(ASAN_LIB_SRCS:%.c=$(ASAN_DIR)/obj/%.o) \
+	$(UNIT_SRCS:%.c=$(ASAN_DIR)/obj/%.o)
+
+$(ASAN_DIR)/obj/%.o: %.c | deps $(BPF_SKELS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) $(REF_CUDA_FLAGS) $(PKG_CFLAGS) -c $< -o $@
+$(ASAN_DIR)/unit: $(ASAN_OBJS) $(REF_CU_OBJS)
+	$(CC) $(ASAN_FLAGS) -o $@ $^ $(TEST_LIBS) $(PKG_LIBS) $(REF_CUDA_LIBS) \
+	  $(LDLIBS)
+
+test-asan: $(ASAN_DIR)/unit
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(ASAN_DIR)/unit --jobs 2

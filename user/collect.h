@@ -14,7 +14,9 @@
 #ifndef TT_COLLECT_H
 #define TT_COLLECT_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "compute.h"
@@ -59,6 +61,90 @@ struct collect {
 	struct report_losses losses;
 	struct tracefile_writer *writer;	/* NULL: keep in memory only */
 	int write_error;		/* first writer error, 0 if none */
+	/* added: losses a compute source reported, latest total per pid */
+	struct collect_pid_loss { uint32_t pid; uint64_t dropped; } *pid_losses;
+	size_t npid_losses, cappid_losses;
+	bool window_closed;		/* the end is final */
+	uint64_t last_tick_ns;		/* last window record written */
+	/* read back from a trace file: what the reader had to skip */
+	uint64_t trace_blocks_ok, trace_blocks_skipped;
+	uint64_t trace_bytes_skipped, trace_records_skipped;
+	bool trace_cut;			/* it ends inside a block */
+	struct report_price *price_store;	/* collect_report_input's */
+	bool *price_default;		/* per price_store entry */
+	size_t nprice_store;
 };
+
+/* Prices per device-hour: named ones first, then a default by kind. */
+#define COLLECT_GPU_USD_PER_HOUR	2.00
+#define COLLECT_CPU_USD_PER_HOUR	0.10
+
+struct collect_prices {
+	const struct report_price *list;	/* matched on device name */
+	size_t n;
+	double gpu_default, cpu_default;	/* < 0: the defines above */
+};
+
+void collect_init(struct collect *c);
+/* Frees everything; closes an attached writer (see collect_close). */
+void collect_free(struct collect *c);
+
+/* A sink that stores devices, intervals, names and losses (and writes
+ * them when a writer is attached). */
+void collect_sink(struct collect *c, struct tt_compute_sink *sink);
+
+/* Keep a finished request; token_ns is copied. 0 or -ENOMEM. */
+int collect_add_request(struct collect *c, const struct tt_request *q);
+
+/* The compute source and the engine's batch limit. */
+void collect_set_compute(struct collect *c, const char *source,
+			 uint32_t max_batch);
+/* The window start (end open), as when tracing starts. */
+void collect_set_start(struct collect *c, uint64_t start_ns);
+/* Socket tracer losses (running totals). */
+void collect_set_sock_losses(struct collect *c, uint64_t events,
+			     uint64_t bytes);
+
+/*
+ * From now on every record goes to w as well; what is already kept is
+ * written first. c owns w. 0 or the writer's error.
+ */
+int collect_attach_writer(struct collect *c, struct tracefile_writer *w);
+
+/* Once a second (now: monotonic ns): the window so far and the losses
+ * go to the writer, and its buffer becomes a block. 0 or the error. */
+int collect_tick(struct collect *c, uint64_t now_ns);
+
+/* End the window at end_ns; write the final window and losses and close
+ * the writer. 0 or the first write error. */
+int collect_close(struct collect *c, uint64_t end_ns);
+
+/*
+ * The report's input over what c holds, with prices (NULL: the defaults).
+ * Pointers refer into c (valid until it changes). 0 or -ENOMEM.
+ */
+int collect_report_input(struct collect *c, const struct collect_prices *p,
+			 struct report_input *in);
+
+/* Whether device dev got a default price in the last report input. */
+bool collect_price_is_default(const struct collect *c, const char *dev);
+
+/* Plain sum of device's interval lengths in the window (for the CPU
+ * device: the on-CPU time of the traced threads, parallel ones summed). */
+uint64_t collect_on_cpu_ns(const struct collect *c, uint32_t device);
+
+/* report_json(r) with on_cpu_ns added to CPU devices and the count of
+ * intervals to every device: the object that run --summary and report
+ * --format json write. NULL on OOM. */
+cJSON *collect_report_json(const struct collect *c, const struct report *r);
+
+/*
+ * Load a trace file into c (collect_init first). Problems with blocks go
+ * to log (NULL: stderr) and into the trace_ counts. 0, or a negative
+ * errno when the file or its header cannot be read. header may be NULL.
+ */
+struct tracefile_header;
+int collect_load(struct collect *c, const char *path, FILE *log,
+		 struct tracefile_header *header);
 
 #endif

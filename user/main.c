@@ -16,6 +16,9 @@ struct command {
 static const struct command commands[] = {
 	{ "record", cmd_record, "trace running servers, print one JSON line per request" },
 	{ "run", cmd_run, "start a server under tracing until it exits, then summarise" },
+	{ "report", cmd_report, "the report of a trace file (text or JSON), offline" },
+	{ "diff", cmd_diff, "two trace files side by side, with what changed" },
+	{ "export", cmd_export, "a trace file as Perfetto, OTLP/JSON or JSON lines" },
 };
 
 static void usage(FILE *f)

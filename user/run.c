@@ -5,9 +5,11 @@
  * In:  the command line (see usage()); the child's compute (CPU source:
  *      user/cpusource.c; GPU: records of libtokentrace_cupti.so through
  *      user/cuptirecv.c) and its socket traffic (user/socktrace.c).
- * Out: the child's own stdout and stderr, untouched; request records as
- *      JSON lines with -o FILE (0600); the JSON summary with --summary FILE
- *      (user/runreport.c, 0600); a short text summary on stderr. The exit
+ * Out: the child's own stdout and stderr, untouched; with -o FILE a trace
+ *      file (user/tracefile.h), or request records as JSON lines when FILE
+ *      ends in .jsonl (0600 either way); the full report of
+ *      user/report.c as JSON with --summary FILE (0600); a short text
+ *      summary on stderr. The exit
  *      code is CMD's, or 128 + the signal that killed it; 127 when CMD
  *      cannot be started; tokentrace's own codes (commands.h) for its
  *      failures before CMD starts.
@@ -30,6 +32,11 @@
  * With --compute auto the CPU source always runs and the CUPTI library is
  * injected when it exists next to the tokentrace binary; the GPU devices
  * appear in the summary only if records arrive.
+ *
+ * Everything the sources deliver goes into a struct collect (user/
+ * collect.c), which also appends it to the trace file as it arrives; the
+ * summary is report_build over the collected data, the same report that
+ * `tokentrace report` gives from the trace file later.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,56 +55,39 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "collect.h"
 #include "commands.h"
 #include "compute.h"
 #include "cpusource.h"
+#include "cuptirecv.h"
+#include "hostinfo.h"
+#include "metrics.h"
+#include "report.h"
 #include "requests.h"
-#include "runreport.h"
-#include "timeline.h"
-
-#if __has_include("socktrace.h") && !defined(RUN_NO_SOCKTRACE)
-#define RUN_SOCKTRACE 1
 #include "socktrace.h"
 #include "tenant.h"
-#endif
-#if __has_include("cuptirecv.h") && !defined(RUN_NO_CUPTIRECV)
-#define RUN_CUPTIRECV 1
-#include "cuptirecv.h"
-#endif
+#include "tracefile.h"
 
 #define RUN_GRACE_S		5	/* after forwarding a signal */
 #define RUN_TICK_MS		100
-#define RUN_SETTLE_LAG_NS	(30ull * 1000000000ull)
+#define RUN_ZSTD_LEVEL		1
 #define RUN_CUPTI_LIB		"libtokentrace_cupti.so"
-#define RUN_MAX_CUPTI_PIDS	64
-#define RUN_MAX_DEVICES		64	/* the CPU and up to 63 GPUs */
 
 enum run_compute { RUN_AUTO, RUN_CPU, RUN_CUPTI };
 
 struct run_args {
 	enum run_compute compute;
-	const char *summary, *out_path, *tenant_key;
+	const char *summary, *out_path, *tenant_key, *metrics;
 	double duration_s;
 	char **cmd;
 };
 
-/* Losses a CUPTI library reported, latest per process. */
-struct run_cupti_loss {
-	uint32_t pid;
-	uint64_t dropped;
-};
-
 struct run_state {
 	struct run_args a;
-	struct timeline *tl;
+	struct collect c;
 	struct tt_compute_sink sink;
 	struct cpusource *cs;
-	uint64_t cpu_lost;
-	struct run_cupti_loss cupti[RUN_MAX_CUPTI_PIDS];
-	int ncupti;
-	struct tt_request *reqs;
-	size_t nreqs, capreqs;
-	FILE *out;
+	FILE *out;			/* -o FILE.jsonl */
 	char tmpdir[64], sock_path[96], lib_path[PATH_MAX];
 	bool have_lib;
 	int sigfd;
@@ -105,13 +95,10 @@ struct run_state {
 	int child_status;
 	bool child_done;
 	uint64_t start_ns, stop_ns;
-#ifdef RUN_SOCKTRACE
 	struct socktrace *st;
 	struct reqtrack *rt;
-#endif
-#ifdef RUN_CUPTIRECV
 	struct cuptirecv *cr;
-#endif
+	struct metrics *metrics;	/* --metrics */
 };
 
 static uint64_t now_ns(void)
@@ -134,11 +121,14 @@ static void usage(FILE *f)
 "  --compute SRC      cpu: on-CPU time of CMD's threads; cupti: GPU work via\n"
 "                     " RUN_CUPTI_LIB " next to tokentrace; auto (default):\n"
 "                     both, GPU devices shown if CMD uses a GPU\n"
-"  --summary FILE     write the JSON summary (tokentrace report's format)\n"
+"  --summary FILE     write the report (tokentrace report --format json)\n"
 "                     to FILE at the end, mode 0600\n"
-"  -o, --output FILE  request records as JSON lines, mode 0600\n"
+"  -o, --output FILE  a trace file for `tokentrace report`, or request\n"
+"                     records as JSON lines if FILE ends in .jsonl; 0600\n"
 "  --tenant-key KEY   header:NAME | user | api-key | client-addr\n"
 "  --duration S       send CMD SIGTERM after S seconds\n"
+"  --metrics ADDR:PORT serve Prometheus metrics at /metrics (ADDR\n"
+"                     127.0.0.1 unless given; PORT 0 picks a free one)\n"
 "\n"
 "Exit code: CMD's, or 128+N if a signal N ended it; 127 if CMD cannot\n"
 "run; 2 usage, 3 not root, 4 kernel feature missing.\n");
@@ -171,6 +161,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		{ "output", required_argument, 0, 'o' },
 		{ "tenant-key", required_argument, 0, 't' },
 		{ "duration", required_argument, 0, 'd' },
+		{ "metrics", required_argument, 0, 'm' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 }
 	};
@@ -188,6 +179,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		case 's': a->summary = optarg; break;
 		case 'o': a->out_path = optarg; break;
 		case 't': a->tenant_key = optarg; break;
+		case 'm': a->metrics = optarg; break;
 		case 'd':
 			a->duration_s = strtod(optarg, &end);
 			if (*end || end == optarg || a->duration_s <= 0) {
@@ -266,38 +258,20 @@ static int make_private_dir(struct run_state *rs)
 
 /* ---- what the sources deliver -------------------------------------------- */
 
-static void on_device(void *ctx, const struct tt_device *dev)
+static const char *compute_name(enum run_compute c)
 {
-	struct run_state *rs = ctx;
-
-	timeline_add_device(rs->tl, dev);
+	return c == RUN_CPU ? "cpu" : c == RUN_CUPTI ? "cupti" : "auto";
 }
 
-static void on_interval(void *ctx, const struct tt_interval *iv)
+/* The socket tracer's running loss totals into the store. */
+static void sock_losses(struct run_state *rs)
 {
-	struct run_state *rs = ctx;
+	struct socktrace_stats st;
 
-	timeline_add(rs->tl, iv);
-}
-
-static void on_losses(void *ctx, uint32_t pid, const struct tt_compute_losses *l)
-{
-	struct run_state *rs = ctx;
-	int i;
-
-	rs->cpu_lost += l->cpu_events_lost;
-	if (!l->cupti_dropped && !l->lib_dropped)
+	if (!rs->st)
 		return;
-	for (i = 0; i < rs->ncupti && rs->cupti[i].pid != pid; i++)
-		;
-	if (i == rs->ncupti) {
-		if (rs->ncupti == RUN_MAX_CUPTI_PIDS)
-			i = RUN_MAX_CUPTI_PIDS - 1;	/* fold the rest */
-		else
-			rs->ncupti++;
-		rs->cupti[i].pid = pid;
-	}
-	rs->cupti[i].dropped = l->cupti_dropped + l->lib_dropped;
+	socktrace_stats(rs->st, &st);
+	collect_set_sock_losses(&rs->c, st.lost_events, st.lost_bytes);
 }
 
 static void keep_request(struct run_state *rs, const struct tt_request *q)
@@ -306,35 +280,40 @@ static void keep_request(struct run_state *rs, const struct tt_request *q)
 		tt_request_write_json(q, rs->out);
 		fflush(rs->out);
 	}
-	if (rs->nreqs == rs->capreqs) {
-		size_t cap = rs->capreqs ? rs->capreqs * 2 : 64;
-		void *p = realloc(rs->reqs, cap * sizeof(*rs->reqs));
-
-		if (!p)
-			return;
-		rs->reqs = p;
-		rs->capreqs = cap;
-	}
-	rs->reqs[rs->nreqs] = *q;
-	rs->reqs[rs->nreqs].token_ns = NULL;	/* valid only in the callback */
-	rs->nreqs++;
+	if (rs->metrics)
+		metrics_request(rs->metrics, q);
+	if (collect_add_request(&rs->c, q))
+		fprintf(stderr, "tokentrace run: out of memory: request %s "
+			"not kept\n", q->id);
 }
 
-#ifdef RUN_SOCKTRACE
 static void on_request(void *ctx, const struct tt_request *q)
 {
 	keep_request(ctx, q);
 }
-#endif
 
 /* ---- sources ------------------------------------------------------------- */
 
+static bool is_jsonl(const char *path)
+{
+	size_t n = strlen(path);
+
+	return n >= 6 && !strcmp(path + n - 6, ".jsonl");
+}
+
+/* -o FILE: JSON lines for FILE.jsonl, else a trace file. */
 static int open_output(struct run_state *rs)
 {
-	int fd;
+	struct tracefile_writer *w;
+	int fd, err;
 
 	if (!rs->a.out_path)
 		return 0;
+	if (!is_jsonl(rs->a.out_path)) {
+		err = tracefile_create(rs->a.out_path, &rs->c.host,
+				       RUN_ZSTD_LEVEL, true, &w);
+		return err ? err : collect_attach_writer(&rs->c, w);
+	}
 	fd = open(rs->a.out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 		  0600);
 	if (fd < 0 || fchmod(fd, 0600) || !(rs->out = fdopen(fd, "w"))) {
@@ -364,7 +343,6 @@ static int exit_code(int err)
 	}
 }
 
-#ifdef RUN_SOCKTRACE
 static int open_socktrace(struct run_state *rs)
 {
 	struct reqtrack_opts ro = { 0 };
@@ -390,15 +368,16 @@ static int open_socktrace(struct run_state *rs)
 	}
 	return err;
 }
-#endif
 
 /* Open what --compute asks for. A tokentrace exit code, 0 when ready. */
 static int open_sources(struct run_state *rs)
 {
 	int err;
 
-	rs->sink = (struct tt_compute_sink){ .device = on_device,
-		.interval = on_interval, .losses = on_losses, .ctx = rs };
+	collect_sink(&rs->c, &rs->sink);
+	if (rs->metrics)
+		metrics_wrap_sink(rs->metrics, &rs->sink);
+	collect_set_compute(&rs->c, compute_name(rs->a.compute), 0);
 	if (rs->a.compute != RUN_CPU) {
 		rs->have_lib = find_cupti_lib(rs->lib_path,
 					      sizeof(rs->lib_path));
@@ -410,22 +389,17 @@ static int open_sources(struct run_state *rs)
 			return TT_EXIT_FAIL;
 		}
 	}
-#ifdef RUN_CUPTIRECV
 	if (rs->have_lib) {
 		rs->cr = cuptirecv_open(rs->sock_path, &rs->sink);
 		if (!rs->cr)
 			return TT_EXIT_FAIL;
 	}
-#else
-	rs->have_lib = false;	/* no receiver built: do not inject */
-#endif
 	if (rs->a.compute != RUN_CUPTI) {
 		err = cpusource_open(&rs->cs, &rs->sink);
 		if (err)	/* privilege was checked: a refusal is the kernel's */
 			return err == -EPERM || err == -EACCES ?
 			       TT_EXIT_KERNEL : exit_code(err);
 	}
-#ifdef RUN_SOCKTRACE
 	err = open_socktrace(rs);
 	if (err == -EPERM || err == -EACCES || err == -EINVAL)
 		return exit_code(err);
@@ -433,7 +407,6 @@ static int open_sources(struct run_state *rs)
 		fprintf(stderr, "tokentrace run: socket tracing unavailable "
 			"(%s): no request records for this run\n",
 			strerror(-err));
-#endif
 	return open_output(rs) ? TT_EXIT_FAIL : 0;
 }
 
@@ -446,14 +419,12 @@ static int add_target(struct run_state *rs, pid_t pid)
 		if (err)
 			return err;
 	}
-#ifdef RUN_SOCKTRACE
 	if (rs->st) {
 		err = socktrace_add_pid(rs->st, pid);
 		if (err)
 			fprintf(stderr, "tokentrace run: socket tracing of pid "
 				"%d failed: %s\n", pid, strerror(-err));
 	}
-#endif
 	return 0;
 }
 
@@ -462,16 +433,10 @@ static void poll_sources(struct run_state *rs, int timeout_ms)
 {
 	if (rs->cs)
 		cpusource_poll(rs->cs, 0);
-#ifdef RUN_SOCKTRACE
 	if (rs->st)
 		socktrace_poll(rs->st, 0);
-#endif
-#ifdef RUN_CUPTIRECV
 	if (rs->cr)
 		cuptirecv_poll(rs->cr, timeout_ms);
-#else
-	(void)timeout_ms;
-#endif
 }
 
 /* ---- the child ----------------------------------------------------------- */
@@ -535,7 +500,7 @@ static int start_child(struct run_state *rs, const sigset_t *oldmask)
 		ret = TT_EXIT_FAIL;
 	} else {
 		rs->start_ns = now_ns();
-		timeline_set_start(rs->tl, rs->start_ns);
+		collect_set_start(&rs->c, rs->start_ns);
 		if (write(go[1], "g", 1) != 1)
 			ret = TT_EXIT_FAIL;
 	}
@@ -599,7 +564,7 @@ static void wait_loop(struct run_state *rs)
 {
 	uint64_t end = rs->a.duration_s > 0 ?
 		       rs->start_ns + (uint64_t)(rs->a.duration_s * 1e9) : 0;
-	uint64_t kill_at = 0, last_settle = rs->start_ns;
+	uint64_t kill_at = 0;
 
 	while (!rs->child_done) {
 		struct pollfd p[2] = { { rs->sigfd, POLLIN, 0 },
@@ -624,10 +589,11 @@ static void wait_loop(struct run_state *rs)
 			kill(rs->child, SIGKILL);
 			kill_at = UINT64_MAX;
 		}
-		if (now - last_settle > 1000000000ull &&
-		    now > rs->start_ns + RUN_SETTLE_LAG_NS) {
-			timeline_settle(rs->tl, now - RUN_SETTLE_LAG_NS);
-			last_settle = now;
+		if (now - rs->c.last_tick_ns >= 1000000000ull) {
+			sock_losses(rs);
+			collect_tick(&rs->c, now);
+			if (rs->metrics)
+				metrics_losses(rs->metrics, &rs->c.losses);
 		}
 	}
 }
@@ -636,60 +602,23 @@ static void wait_loop(struct run_state *rs)
 static void stop_sources(struct run_state *rs)
 {
 	rs->stop_ns = now_ns();
-	timeline_set_end(rs->tl, rs->stop_ns);
 	if (rs->cs)
 		cpusource_stop(rs->cs, rs->stop_ns);
-#ifdef RUN_CUPTIRECV
 	/* the library sends its last buffers at exit: take what arrived */
 	for (int i = 0; rs->cr && i < 5 && cuptirecv_poll(rs->cr, 20) > 0; i++)
 		;
-#endif
-#ifdef RUN_SOCKTRACE
 	if (rs->st) {
 		socktrace_drain(rs->st);
 		reqtrack_flush(rs->rt, rs->stop_ns);
 	}
-#endif
+	sock_losses(rs);
 }
 
 /* ---- results ------------------------------------------------------------- */
 
-static size_t collect_devices(struct run_state *rs,
-			      struct timeline_dev_stats *devs, size_t cap)
+static void print_text(struct run_state *rs, const struct report *r)
 {
-	size_t n = 0;
-
-	for (size_t i = 0; i < timeline_count(rs->tl) && n < cap; i++) {
-		if (timeline_stats(rs->tl, i, &devs[n]) == 0)
-			n++;
-	}
-	return n;
-}
-
-static void fill_losses(struct run_state *rs, struct runreport_losses *l)
-{
-	l->cpu_events = rs->cpu_lost;
-	for (int i = 0; i < rs->ncupti; i++)
-		l->cupti_records += rs->cupti[i].dropped;
-#ifdef RUN_SOCKTRACE
-	if (rs->st) {
-		struct socktrace_stats s;
-
-		socktrace_stats(rs->st, &s);
-		l->sock_events = s.lost_events;
-		l->sock_bytes = s.lost_bytes;
-	}
-#endif
-}
-
-static const char *compute_name(enum run_compute c)
-{
-	return c == RUN_CPU ? "cpu" : c == RUN_CUPTI ? "cupti" : "auto";
-}
-
-static void print_text(struct run_state *rs, const struct runreport *r)
-{
-	double win = (r->window_end_ns - r->window_start_ns) / 1e9;
+	double win = r->window_ns / 1e9;
 
 	fprintf(stderr, "tokentrace: '%s' ran %.2f s", rs->a.cmd[0], win);
 	if (WIFEXITED(rs->child_status))
@@ -699,14 +628,15 @@ static void print_text(struct run_state *rs, const struct runreport *r)
 		fprintf(stderr, ", killed by signal %d\n",
 			WTERMSIG(rs->child_status));
 	for (size_t i = 0; i < r->ndevs; i++) {
-		const struct timeline_dev_stats *d = &r->devs[i];
+		const struct report_device *d = &r->devs[i];
 
 		fprintf(stderr, "  %-24s busy %.3f s (%.1f%%), idle %.3f s",
-			d->name, d->busy_ns / 1e9,
+			d->dev.name, d->busy_ns / 1e9,
 			win > 0 ? 100.0 * d->busy_ns / 1e9 / win : 0.0,
 			d->idle_ns / 1e9);
-		if (d->kind == TT_DEV_CPU)
-			fprintf(stderr, ", on-CPU %.3f s", d->sum_ns / 1e9);
+		if (d->dev.kind == TT_DEV_CPU)
+			fprintf(stderr, ", on-CPU %.3f s", collect_on_cpu_ns(
+				&rs->c, d->dev.id) / 1e9);
 		fprintf(stderr, "\n");
 	}
 	if (rs->cs) {
@@ -720,48 +650,86 @@ static void print_text(struct run_state *rs, const struct runreport *r)
 			win > 0 ? cs.records / win : 0.0,
 			(unsigned long long)cs.flushed);
 	}
-	fprintf(stderr, "  requests %zu; lost: cpu %llu, sockets %llu events "
-		"%llu bytes, cupti %llu\n", r->nreqs,
+	fprintf(stderr, "  requests %zu, unattributed %.3f s; lost: cpu %llu, "
+		"sockets %llu events %llu bytes, cupti %llu\n", r->nreqs,
+		r->unattributed_ns / 1e9,
 		(unsigned long long)r->losses.cpu_events,
 		(unsigned long long)r->losses.sock_events,
 		(unsigned long long)r->losses.sock_bytes,
 		(unsigned long long)r->losses.cupti_records);
 }
 
-/* Summary file and text. 0, or TT_EXIT_FAIL if the file failed. */
+/* The report as JSON to path, created or truncated with mode 0600. */
+static int write_summary(struct run_state *rs, const struct report *r,
+			 const char *path)
+{
+	cJSON *o = collect_report_json(&rs->c, r);
+	char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+	int fd, err = 0;
+	FILE *f = NULL;
+
+	cJSON_Delete(o);
+	fd = text ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+			 0600) : -1;
+	if (!text)
+		errno = ENOMEM;
+	if (fd < 0 || fchmod(fd, 0600) || !(f = fdopen(fd, "w")) ||
+	    fprintf(f, "%s\n", text) < 0)
+		err = -errno;
+	if (f && fclose(f) && !err)
+		err = -errno;
+	else if (!f && fd >= 0)
+		close(fd);
+	if (err)
+		fprintf(stderr, "tokentrace run: cannot write the summary %s: "
+			"%s\n", path, strerror(-err ? -err : EIO));
+	free(text);
+	return err;
+}
+
+/* Close the trace, build the report, write --summary and the text. 0, or
+ * TT_EXIT_FAIL if the summary or the trace failed. */
 static int report(struct run_state *rs)
 {
-	struct timeline_dev_stats devs[RUN_MAX_DEVICES];
-	struct runreport r = {
-		.window_start_ns = rs->start_ns, .window_end_ns = rs->stop_ns,
-		.devs = devs, .reqs = rs->reqs, .nreqs = rs->nreqs,
-		.compute = compute_name(rs->a.compute),
-	};
-	int err = 0;
+	struct report_input in;
+	struct report r;
+	int err, ret = 0;
 
-	r.ndevs = collect_devices(rs, devs, RUN_MAX_DEVICES);
-	fill_losses(rs, &r.losses);
-	if (rs->a.summary) {
-		err = runreport_write(&r, rs->a.summary);
-		if (!err)
-			fprintf(stderr, "tokentrace: summary in %s\n",
-				rs->a.summary);
+	if (collect_close(&rs->c, rs->stop_ns) && rs->a.out_path &&
+	    !rs->out) {
+		fprintf(stderr, "tokentrace run: the trace file %s is "
+			"incomplete: %s\n", rs->a.out_path,
+			strerror(-rs->c.write_error));
+		ret = TT_EXIT_FAIL;
 	}
-	print_text(rs, &r);
-	return err ? TT_EXIT_FAIL : 0;
+	err = collect_report_input(&rs->c, NULL, &in);
+	if (!err)
+		err = report_build(&in, &r);
+	else
+		memset(&r, 0, sizeof(r));
+	if (err)
+		fprintf(stderr, "tokentrace run: the report could not be "
+			"built: %s\n", strerror(-err));
+	if (rs->a.summary && (err || write_summary(rs, &r, rs->a.summary)))
+		ret = TT_EXIT_FAIL;
+	else if (rs->a.summary)
+		fprintf(stderr, "tokentrace: summary in %s\n", rs->a.summary);
+	if (!err)
+		print_text(rs, &r);
+	if (rs->a.out_path && !rs->out && !ret)
+		fprintf(stderr, "tokentrace: trace in %s (tokentrace report "
+			"%s)\n", rs->a.out_path, rs->a.out_path);
+	report_free(&r);
+	return ret;
 }
 
 static void cleanup(struct run_state *rs)
 {
-#ifdef RUN_SOCKTRACE
 	if (rs->st)
 		socktrace_close(rs->st);
 	reqtrack_free(rs->rt);
-#endif
-#ifdef RUN_CUPTIRECV
 	if (rs->cr)
 		cuptirecv_close(rs->cr);
-#endif
 	cpusource_close(rs->cs);
 	if (rs->out)
 		fclose(rs->out);
@@ -771,8 +739,8 @@ static void cleanup(struct run_state *rs)
 	}
 	if (rs->sigfd >= 0)
 		close(rs->sigfd);
-	timeline_free(rs->tl);
-	free(rs->reqs);
+	collect_free(&rs->c);
+	metrics_stop(rs->metrics);
 }
 
 static int child_exit_code(int status)
@@ -791,9 +759,9 @@ static int run_traced(struct run_state *rs)
 
 	if (make_private_dir(rs))
 		return TT_EXIT_FAIL;
-	rs->tl = timeline_new(now_ns(), UINT64_MAX);
-	if (!rs->tl)
-		return TT_EXIT_FAIL;
+	hostinfo_read(&rs->c.host);
+	if (rs->a.metrics && metrics_start_spec(rs->a.metrics, &rs->metrics))
+		return TT_EXIT_USAGE;
 	ret = open_sources(rs);
 	if (ret)
 		return ret;
@@ -831,6 +799,7 @@ int cmd_run(int argc, char **argv)
 	if (!rs)
 		return TT_EXIT_FAIL;
 	rs->sigfd = -1;
+	collect_init(&rs->c);
 	ret = parse_args(argc, argv, &rs->a);
 	if (ret) {
 		free(rs);

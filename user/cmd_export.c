@@ -1,0 +1,308 @@
+/*
+ * cmd_export.c - `tokentrace export TRACE --perfetto OUT | --otlp OUT |
+ * --jsonl OUT`: a trace file in the formats other tools open.
+ *
+ * In:  a trace file (user/tracefile.h) loaded with collect_load; prices
+ *      from --price / --price-file as `tokentrace report` takes them.
+ * Out: each format asked for, in its own file (mode 0600), "-" for stdout:
+ *      Chrome trace-event JSON for ui.perfetto.dev, OTLP/JSON traces, JSON
+ *      lines (user/export.h).
+ * Assumes: no root, BTF or GPU. OTLP's Unix times come from the trace
+ *      header's pair of clock readings taken at the same moment (wall and
+ *      monotonic); a header without them (both zero) falls back to this
+ *      host's clocks now, right only for a trace of the current boot.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "collect.h"
+#include "commands.h"
+#include "export.h"
+#include "report.h"
+#include "tracefile.h"
+
+#define EX_MAX_PRICES	64
+
+enum ex_fmt { EX_PERFETTO, EX_OTLP, EX_JSONL, EX_NFMT };
+
+struct ex_args {
+	const char *trace, *out[EX_NFMT];
+	struct report_price prices[EX_MAX_PRICES];
+	char *names[EX_MAX_PRICES];
+	size_t nprices;
+	double gpu_price, cpu_price;	/* < 0: defaults */
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: tokentrace export TRACE [--perfetto OUT] [--otlp OUT] [--jsonl OUT]\n"
+"                        [--price USD_PER_HOUR | --price NAME=USD,...]\n"
+"                        [--price-file F]\n"
+"\n"
+"Writes a trace file (from record -o or run -o) in other tools' formats;\n"
+"at least one format. OUT '-' is stdout. Files are created mode 0600.\n"
+"\n"
+"  --perfetto OUT  Chrome trace-event JSON: open in ui.perfetto.dev or\n"
+"                  chrome://tracing (devices and streams with kernels and\n"
+"                  copies, a track per request, steps, batch and busy\n"
+"                  counters)\n"
+"  --otlp OUT      OTLP/JSON traces, one span per request with the\n"
+"                  OpenTelemetry GenAI attributes and tokentrace.* ones\n"
+"  --jsonl OUT     one request per line, as `report --format json` has them\n"
+"  --price X       USD per device-hour for every device (the cost fields)\n"
+"  --price L       NAME=USD,... per device name; gpu=USD and cpu=USD set\n"
+"                  the defaults by kind\n"
+"  --price-file F  lines 'DEVICE NAME = USD' ('#' starts a comment)\n");
+}
+
+/* ---- prices -------------------------------------------------------------- */
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && strchr(" \t\r\n", e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+/* "NAME=USD" (item is modified). 0 or -1 with a message. */
+static int add_price(struct ex_args *a, char *item)
+{
+	char *eq = strrchr(item, '='), *name, *end;
+	double v;
+
+	if (!eq)
+		goto bad;
+	*eq = '\0';
+	name = trim(item);
+	v = strtod(trim(eq + 1), &end);
+	if (!*name || end == trim(eq + 1) || *end || v < 0 || !isfinite(v))
+		goto bad;
+	if (!strcmp(name, "gpu") || !strcmp(name, "cpu")) {
+		*(name[0] == 'g' ? &a->gpu_price : &a->cpu_price) = v;
+		return 0;
+	}
+	if (a->nprices == EX_MAX_PRICES) {
+		fprintf(stderr, "tokentrace: more than %d prices\n",
+			EX_MAX_PRICES);
+		return -1;
+	}
+	a->names[a->nprices] = strdup(name);
+	if (!a->names[a->nprices])
+		return -1;
+	a->prices[a->nprices].device_name = a->names[a->nprices];
+	a->prices[a->nprices++].usd_per_hour = v;
+	return 0;
+bad:
+	fprintf(stderr, "tokentrace: price '%s': use NAME=USD with a number "
+		"of USD per hour >= 0\n", item);
+	return -1;
+}
+
+static int parse_price(struct ex_args *a, const char *s)
+{
+	char *end, *copy, *item, *save = NULL;
+	double v = strtod(s, &end);
+	int err = 0;
+
+	if (end != s && !*end) {
+		if (v < 0 || !isfinite(v)) {
+			fprintf(stderr, "tokentrace: --price %s: not a price "
+				">= 0\n", s);
+			return -1;
+		}
+		a->gpu_price = a->cpu_price = v;
+		return 0;
+	}
+	copy = strdup(s);
+	if (!copy)
+		return -1;
+	for (item = strtok_r(copy, ",", &save); item && !err;
+	     item = strtok_r(NULL, ",", &save))
+		err = add_price(a, item);
+	free(copy);
+	return err;
+}
+
+static int read_price_file(struct ex_args *a, const char *path)
+{
+	FILE *f = fopen(path, "re");
+	char line[512];
+	int err = 0;
+
+	if (!f) {
+		fprintf(stderr, "tokentrace: --price-file %s: %s\n", path,
+			strerror(errno));
+		return -1;
+	}
+	while (!err && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "#")] = '\0';
+		if (*trim(line))
+			err = add_price(a, line);
+	}
+	fclose(f);
+	return err;
+}
+
+/* ---- arguments ----------------------------------------------------------- */
+
+/* 0 ok, 1 help shown, -1 usage error. */
+static int parse_args(int argc, char **argv, struct ex_args *a)
+{
+	static const struct option longopts[] = {
+		{ "perfetto", required_argument, 0, 'P' },
+		{ "otlp", required_argument, 0, 'O' },
+		{ "jsonl", required_argument, 0, 'J' },
+		{ "price", required_argument, 0, 'p' },
+		{ "price-file", required_argument, 0, 'F' },
+		{ "help", no_argument, 0, 'h' },
+		{ 0 }
+	};
+	int opt;
+
+	a->gpu_price = a->cpu_price = -1;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'P': a->out[EX_PERFETTO] = optarg; break;
+		case 'O': a->out[EX_OTLP] = optarg; break;
+		case 'J': a->out[EX_JSONL] = optarg; break;
+		case 'p':
+			if (parse_price(a, optarg))
+				return -1;
+			break;
+		case 'F':
+			if (read_price_file(a, optarg))
+				return -1;
+			break;
+		case 'h': usage(stdout); return 1;
+		default: usage(stderr); return -1;
+		}
+	}
+	if (optind + 1 != argc) {
+		fprintf(stderr, "tokentrace export: expected one trace file\n");
+		usage(stderr);
+		return -1;
+	}
+	a->trace = argv[optind];
+	if (!a->out[EX_PERFETTO] && !a->out[EX_OTLP] && !a->out[EX_JSONL]) {
+		fprintf(stderr, "tokentrace export: say which format: "
+			"--perfetto OUT, --otlp OUT or --jsonl OUT\n");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- writing ------------------------------------------------------------- */
+
+static FILE *open_out(const char *path)
+{
+	int fd;
+	FILE *f;
+
+	if (!strcmp(path, "-"))
+		return stdout;
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || fchmod(fd, 0600) || !(f = fdopen(fd, "w"))) {
+		fprintf(stderr, "tokentrace: cannot write %s: %s\n", path,
+			strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	return f;
+}
+
+static int64_t wall_offset(const struct tracefile_header *h)
+{
+	if (h->wall_ns || h->mono_ns)
+		return (int64_t)(h->wall_ns - h->mono_ns);
+	return export_wall_minus_mono_now();
+}
+
+static int write_one(enum ex_fmt fmt, const char *path,
+		     const struct report *r, const struct collect *c,
+		     const struct tracefile_header *h)
+{
+	FILE *f = open_out(path);
+	int err, bad;
+
+	if (!f)
+		return -EIO;
+	if (fmt == EX_PERFETTO)
+		err = export_perfetto(r, c, f);
+	else if (fmt == EX_OTLP)
+		err = export_otlp(r, c, wall_offset(h), f);
+	else
+		err = export_jsonl(r, f);
+	bad = f == stdout ? fflush(f) : fclose(f);
+	if (err || bad) {
+		fprintf(stderr, "tokentrace: writing %s failed: %s\n", path,
+			strerror(err ? -err : EIO));
+		return err ? err : -EIO;
+	}
+	return 0;
+}
+
+static int load(const struct ex_args *a, struct collect *c,
+		struct tracefile_header *h, struct report *r)
+{
+	struct collect_prices p = { a->prices, a->nprices, a->gpu_price,
+				    a->cpu_price };
+	struct report_input in;
+	int err = collect_load(c, a->trace, stderr, h);
+
+	if (err) {
+		fprintf(stderr, "tokentrace: %s: cannot export: %s\n",
+			a->trace, err == -EBADMSG ? "the trace's header is "
+			"unreadable" : strerror(-err));
+		return err;
+	}
+	if (c->trace_blocks_skipped)
+		fprintf(stderr, "tokentrace: %s: %llu blocks skipped; "
+			"exporting what is valid\n", a->trace,
+			(unsigned long long)c->trace_blocks_skipped);
+	err = collect_report_input(c, &p, &in);
+	if (!err)
+		err = report_build(&in, r);
+	if (err)
+		fprintf(stderr, "tokentrace: %s: cannot build the report: %s"
+			"\n", a->trace, strerror(-err));
+	return err;
+}
+
+int cmd_export(int argc, char **argv)
+{
+	struct ex_args a = { 0 };
+	struct collect c;
+	struct tracefile_header h = { 0 };
+	struct report r = { 0 };
+	int ret = parse_args(argc, argv, &a), err;
+
+	if (ret) {
+		for (size_t i = 0; i < a.nprices; i++)
+			free(a.names[i]);
+		return ret > 0 ? TT_EXIT_OK : TT_EXIT_USAGE;
+	}
+	collect_init(&c);
+	err = load(&a, &c, &h, &r);
+	for (int fmt = 0; !err && fmt < EX_NFMT; fmt++)
+		if (a.out[fmt])
+			err = write_one(fmt, a.out[fmt], &r, &c, &h);
+	report_free(&r);
+	collect_free(&c);
+	for (size_t i = 0; i < a.nprices; i++)
+		free(a.names[i]);
+	return err ? TT_EXIT_FAIL : TT_EXIT_OK;
+}

@@ -1,0 +1,522 @@
+/*
+ * collect.c - the collector's store: everything one traced interval
+ * produced, kept in memory and, when a trace writer is attached, appended
+ * to a trace file as it arrives.
+ *
+ * In:  compute sources' callbacks (collect_sink), finished requests
+ *      (collect_add_request), the window and losses; or a trace file
+ *      (collect_load).
+ * Out: struct report_input for report_build (collect_report_input), and
+ *      the same arrays for exporters.
+ * Assumes: one thread; the caller bounds how long it collects (memory
+ *      grows with every interval and request kept).
+ *
+ * Devices are kept one per id (a later report of the same id replaces the
+ * earlier); kernel names one per (pid, name id). Compute losses follow
+ * the sources' conventions: the CPU source reports increments, a CUPTI
+ * library its running totals per process, so the store keeps the latest
+ * total per pid and sums them.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collect.h"
+#include "tracefile.h"
+
+#define COLLECT_TICK_NS	1000000000ull
+
+/* Grow *arr (element size sz) to hold one more; false on OOM. */
+static bool grow(void **arr, size_t *cap, size_t n, size_t sz)
+{
+	size_t ncap;
+	void *p;
+
+	if (n < *cap)
+		return true;
+	ncap = *cap ? *cap * 2 : 64;
+	p = realloc(*arr, ncap * sz);
+	if (!p)
+		return false;
+	*arr = p;
+	*cap = ncap;
+	return true;
+}
+
+static void note_err(struct collect *c, int err)
+{
+	if (err && !c->write_error)
+		c->write_error = err;
+}
+
+void collect_init(struct collect *c)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->compute, sizeof(c->compute), "auto");
+}
+
+void collect_free(struct collect *c)
+{
+	if (c->writer)
+		tracefile_close(c->writer);
+	for (size_t i = 0; i < c->nreqs; i++)
+		free((void *)c->reqs[i].token_ns);
+	for (size_t i = 0; i < c->nnames; i++)
+		free(c->names[i].name);
+	free(c->reqs);
+	free(c->devs);
+	free(c->ivs);
+	free(c->names);
+	free(c->pid_losses);
+	free(c->price_store);
+	free(c->price_default);
+	memset(c, 0, sizeof(*c));
+}
+
+/* ---- what arrives -------------------------------------------------------- */
+
+static void add_device(struct collect *c, const struct tt_device *d)
+{
+	size_t i;
+
+	for (i = 0; i < c->ndevs && c->devs[i].id != d->id; i++)
+		;
+	if (i < c->ndevs) {
+		if (!memcmp(&c->devs[i], d, sizeof(*d)))
+			return;
+	} else {
+		if (!grow((void **)&c->devs, &c->capdevs, c->ndevs,
+			  sizeof(*d)))
+			return;
+		c->ndevs++;
+	}
+	c->devs[i] = *d;
+	if (c->writer)
+		note_err(c, tracefile_put_device(c->writer, d));
+}
+
+static void add_interval(struct collect *c, const struct tt_interval *iv)
+{
+	if (!grow((void **)&c->ivs, &c->capivs, c->nivs, sizeof(*iv)))
+		return;
+	c->ivs[c->nivs++] = *iv;
+	if (c->writer)
+		note_err(c, tracefile_put_interval(c->writer, iv));
+}
+
+static void add_name(struct collect *c, uint32_t pid, uint32_t id,
+		     const char *name)
+{
+	struct collect_name *n = NULL;
+	char *s = strdup(name ? name : "");
+
+	if (!s)
+		return;
+	for (size_t i = 0; i < c->nnames; i++)
+		if (c->names[i].pid == pid && c->names[i].name_id == id)
+			n = &c->names[i];
+	if (!n) {
+		if (!grow((void **)&c->names, &c->capnames, c->nnames,
+			  sizeof(*n))) {
+			free(s);
+			return;
+		}
+		n = &c->names[c->nnames++];
+		n->pid = pid;
+		n->name_id = id;
+		n->name = NULL;
+	}
+	free(n->name);
+	n->name = s;
+	if (c->writer)
+		note_err(c, tracefile_put_name(c->writer, pid, id, s));
+}
+
+static void sum_pid_losses(struct collect *c)
+{
+	c->losses.cupti_records = 0;
+	for (size_t i = 0; i < c->npid_losses; i++)
+		c->losses.cupti_records += c->pid_losses[i].dropped;
+}
+
+static void add_losses(struct collect *c, uint32_t pid,
+		       const struct tt_compute_losses *l)
+{
+	size_t i;
+
+	c->losses.cpu_events += l->cpu_events_lost;
+	if (l->cupti_dropped || l->lib_dropped) {
+		for (i = 0; i < c->npid_losses &&
+		     c->pid_losses[i].pid != pid; i++)
+			;
+		if (i == c->npid_losses) {
+			if (!grow((void **)&c->pid_losses, &c->cappid_losses,
+				  c->npid_losses, sizeof(*c->pid_losses)))
+				return;
+			c->pid_losses[c->npid_losses++].pid = pid;
+		}
+		c->pid_losses[i].dropped = l->cupti_dropped + l->lib_dropped;
+		sum_pid_losses(c);
+	}
+	if (c->writer)
+		note_err(c, tracefile_put_losses(c->writer, &c->losses));
+}
+
+static void sink_device(void *ctx, const struct tt_device *d)
+{
+	add_device(ctx, d);
+}
+
+static void sink_interval(void *ctx, const struct tt_interval *iv)
+{
+	add_interval(ctx, iv);
+}
+
+static void sink_name(void *ctx, uint32_t pid, uint32_t id, const char *n)
+{
+	add_name(ctx, pid, id, n);
+}
+
+static void sink_losses(void *ctx, uint32_t pid,
+			const struct tt_compute_losses *l)
+{
+	add_losses(ctx, pid, l);
+}
+
+void collect_sink(struct collect *c, struct tt_compute_sink *sink)
+{
+	*sink = (struct tt_compute_sink){ .device = sink_device,
+		.interval = sink_interval, .name = sink_name,
+		.losses = sink_losses, .ctx = c };
+}
+
+int collect_add_request(struct collect *c, const struct tt_request *q)
+{
+	struct tt_request *k;
+	uint64_t *tok = NULL;
+	uint32_t n = q->token_ns ? q->token_ns_len : 0;
+
+	if (n > TT_TOKEN_NS_MAX)
+		n = TT_TOKEN_NS_MAX;
+	if (!grow((void **)&c->reqs, &c->capreqs, c->nreqs, sizeof(*q)))
+		return -ENOMEM;
+	if (n) {
+		tok = malloc(n * sizeof(*tok));
+		if (!tok)
+			return -ENOMEM;
+		memcpy(tok, q->token_ns, n * sizeof(*tok));
+	}
+	k = &c->reqs[c->nreqs++];
+	*k = *q;
+	k->token_ns = tok;
+	k->token_ns_len = n;
+	if (c->writer)
+		note_err(c, tracefile_put_request(c->writer, k));
+	return 0;
+}
+
+void collect_set_compute(struct collect *c, const char *source,
+			 uint32_t max_batch)
+{
+	snprintf(c->compute, sizeof(c->compute), "%s",
+		 source ? source : "auto");
+	c->max_batch = max_batch;
+	if (c->writer)
+		note_err(c, tracefile_put_compute(c->writer, c->compute,
+						  max_batch));
+}
+
+void collect_set_start(struct collect *c, uint64_t start_ns)
+{
+	c->start_ns = start_ns;
+	c->end_ns = start_ns;
+	c->last_tick_ns = start_ns;
+	if (c->writer)
+		note_err(c, tracefile_put_window(c->writer, start_ns, start_ns,
+						 false));
+}
+
+void collect_set_sock_losses(struct collect *c, uint64_t events,
+			     uint64_t bytes)
+{
+	c->losses.sock_events = events;
+	c->losses.sock_bytes = bytes;
+}
+
+/* ---- the trace file ------------------------------------------------------ */
+
+/* Everything kept so far, to a writer just attached. */
+static int write_all_kept(struct collect *c, struct tracefile_writer *w)
+{
+	int err = tracefile_put_compute(w, c->compute, c->max_batch);
+
+	if (!err && c->start_ns)
+		err = tracefile_put_window(w, c->start_ns, c->end_ns,
+					   c->window_closed);
+	for (size_t i = 0; !err && i < c->ndevs; i++)
+		err = tracefile_put_device(w, &c->devs[i]);
+	for (size_t i = 0; !err && i < c->nnames; i++)
+		err = tracefile_put_name(w, c->names[i].pid,
+					 c->names[i].name_id,
+					 c->names[i].name);
+	for (size_t i = 0; !err && i < c->nivs; i++)
+		err = tracefile_put_interval(w, &c->ivs[i]);
+	for (size_t i = 0; !err && i < c->nreqs; i++)
+		err = tracefile_put_request(w, &c->reqs[i]);
+	if (!err)
+		err = tracefile_put_losses(w, &c->losses);
+	return err;
+}
+
+int collect_attach_writer(struct collect *c, struct tracefile_writer *w)
+{
+	if (c->writer)
+		tracefile_close(c->writer);
+	c->writer = w;
+	if (!w)
+		return 0;
+	note_err(c, write_all_kept(c, w));
+	return c->write_error;
+}
+
+int collect_tick(struct collect *c, uint64_t now_ns)
+{
+	if (!c->writer || now_ns - c->last_tick_ns < COLLECT_TICK_NS)
+		return c->write_error;
+	c->last_tick_ns = now_ns;
+	if (!c->window_closed && now_ns > c->end_ns)
+		c->end_ns = now_ns;
+	note_err(c, tracefile_put_window(c->writer, c->start_ns, c->end_ns,
+					 false));
+	note_err(c, tracefile_put_losses(c->writer, &c->losses));
+	note_err(c, tracefile_flush(c->writer));
+	return c->write_error;
+}
+
+int collect_close(struct collect *c, uint64_t end_ns)
+{
+	c->end_ns = end_ns;
+	c->window_closed = true;
+	if (!c->writer)
+		return c->write_error;
+	note_err(c, tracefile_put_window(c->writer, c->start_ns, end_ns,
+					 true));
+	note_err(c, tracefile_put_losses(c->writer, &c->losses));
+	note_err(c, tracefile_close(c->writer));
+	c->writer = NULL;
+	return c->write_error;
+}
+
+/* ---- the report's input -------------------------------------------------- */
+
+static double price_for(const struct collect_prices *p,
+			const struct tt_device *d, bool *dflt)
+{
+	for (size_t i = 0; p && i < p->n; i++)
+		if (p->list[i].device_name &&
+		    !strcmp(p->list[i].device_name, d->name)) {
+			*dflt = false;
+			return p->list[i].usd_per_hour;
+		}
+	*dflt = true;
+	if (d->kind == TT_DEV_CPU)
+		return p && p->cpu_default >= 0 ? p->cpu_default :
+		       COLLECT_CPU_USD_PER_HOUR;
+	return p && p->gpu_default >= 0 ? p->gpu_default :
+	       COLLECT_GPU_USD_PER_HOUR;
+}
+
+int collect_report_input(struct collect *c, const struct collect_prices *p,
+			 struct report_input *in)
+{
+	size_t n = c->ndevs + 1;
+
+	free(c->price_store);
+	free(c->price_default);
+	c->price_store = calloc(n, sizeof(*c->price_store));
+	c->price_default = calloc(n, sizeof(*c->price_default));
+	c->nprice_store = 0;
+	if (!c->price_store || !c->price_default)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->ndevs; i++) {
+		struct report_price *rp = &c->price_store[c->nprice_store];
+
+		rp->device_name = c->devs[i].name;
+		rp->usd_per_hour = price_for(p, &c->devs[i],
+				&c->price_default[c->nprice_store]);
+		c->nprice_store++;
+	}
+	memset(in, 0, sizeof(*in));
+	in->start_ns = c->start_ns;
+	in->end_ns = c->end_ns > c->start_ns ? c->end_ns : c->start_ns;
+	in->reqs = c->reqs;
+	in->nreqs = c->nreqs;
+	in->devs = c->devs;
+	in->ndevs = c->ndevs;
+	in->ivs = c->ivs;
+	in->nivs = c->nivs;
+	in->prices = c->price_store;
+	in->nprices = c->nprice_store;
+	in->default_usd_per_hour = p && p->gpu_default >= 0 ? p->gpu_default :
+				   COLLECT_GPU_USD_PER_HOUR;
+	in->compute = c->compute;
+	in->max_batch = c->max_batch;
+	in->losses = c->losses;
+	return 0;
+}
+
+bool collect_price_is_default(const struct collect *c, const char *dev)
+{
+	for (size_t i = 0; i < c->nprice_store; i++)
+		if (!strcmp(c->price_store[i].device_name, dev))
+			return c->price_default[i];
+	return true;
+}
+
+/* ---- loading a trace ----------------------------------------------------- */
+
+struct load {
+	struct collect *c;
+	bool have_window;
+};
+
+static void ld_request(void *ctx, const struct tt_request *q)
+{
+	struct load *l = ctx;
+
+	collect_add_request(l->c, q);
+}
+
+static void ld_device(void *ctx, const struct tt_device *d)
+{
+	add_device(((struct load *)ctx)->c, d);
+}
+
+static void ld_interval(void *ctx, const struct tt_interval *iv)
+{
+	add_interval(((struct load *)ctx)->c, iv);
+}
+
+static void ld_name(void *ctx, uint32_t pid, uint32_t id, const char *n)
+{
+	add_name(((struct load *)ctx)->c, pid, id, n);
+}
+
+static void ld_losses(void *ctx, const struct report_losses *los)
+{
+	((struct load *)ctx)->c->losses = *los;
+}
+
+static void ld_window(void *ctx, uint64_t s, uint64_t e, bool closed)
+{
+	struct load *l = ctx;
+
+	if (l->c->window_closed && !closed)
+		return;
+	l->have_window = true;
+	l->c->start_ns = s;
+	l->c->end_ns = e;
+	l->c->window_closed = closed;
+}
+
+static void ld_compute(void *ctx, const char *src, uint32_t max_batch)
+{
+	struct load *l = ctx;
+
+	snprintf(l->c->compute, sizeof(l->c->compute), "%s", src);
+	l->c->max_batch = max_batch;
+}
+
+/* No window record survived: span what the records cover. */
+static void window_from_data(struct collect *c)
+{
+	uint64_t lo = UINT64_MAX, hi = 0;
+
+	for (size_t i = 0; i < c->nivs; i++) {
+		lo = c->ivs[i].start_ns < lo ? c->ivs[i].start_ns : lo;
+		hi = c->ivs[i].end_ns > hi ? c->ivs[i].end_ns : hi;
+	}
+	for (size_t i = 0; i < c->nreqs; i++) {
+		lo = c->reqs[i].arrival_ns < lo ? c->reqs[i].arrival_ns : lo;
+		hi = c->reqs[i].end_ns > hi ? c->reqs[i].end_ns : hi;
+	}
+	c->start_ns = lo == UINT64_MAX ? 0 : lo;
+	c->end_ns = hi > c->start_ns ? hi : c->start_ns;
+}
+
+int collect_load(struct collect *c, const char *path, FILE *log,
+		 struct tracefile_header *header)
+{
+	struct load l = { c, false };
+	struct tracefile_handlers h = {
+		.request = ld_request, .device = ld_device,
+		.interval = ld_interval, .name = ld_name,
+		.losses = ld_losses, .window = ld_window,
+		.compute = ld_compute, .ctx = &l, .log = log ? log : stderr,
+	};
+	struct tracefile_header hdr;
+	struct tracefile_stats st;
+	int err;
+
+	err = tracefile_read(path, &h, &hdr, &st);
+	if (err)
+		return err;
+	c->host = hdr.host;
+	if (header)
+		*header = hdr;
+	if (!l.have_window)
+		window_from_data(c);
+	c->trace_blocks_ok = st.blocks_ok;
+	c->trace_blocks_skipped = st.blocks_skipped;
+	c->trace_bytes_skipped = st.bytes_skipped;
+	c->trace_records_skipped = st.records_skipped;
+	c->trace_cut = st.cut;
+	return 0;
+}
+
+/* ---- the report object --------------------------------------------------- */
+
+uint64_t collect_on_cpu_ns(const struct collect *c, uint32_t device)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < c->nivs; i++) {
+		const struct tt_interval *iv = &c->ivs[i];
+		uint64_t s = iv->start_ns > c->start_ns ? iv->start_ns :
+			     c->start_ns;
+		uint64_t e = iv->end_ns < c->end_ns ? iv->end_ns : c->end_ns;
+
+		if (iv->device == device && e > s)
+			sum += e - s;
+	}
+	return sum;
+}
+
+static uint64_t count_intervals(const struct collect *c, uint32_t device)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < c->nivs; i++)
+		n += c->ivs[i].device == device;
+	return n;
+}
+
+cJSON *collect_report_json(const struct collect *c, const struct report *r)
+{
+	cJSON *root = report_json(r), *d;
+	size_t i = 0;
+
+	if (!root)
+		return NULL;
+	cJSON_ArrayForEach(d, cJSON_GetObjectItem(root, "devices")) {
+		if (i >= r->ndevs)
+			break;
+		if (r->devs[i].dev.kind == TT_DEV_CPU)
+			cJSON_AddNumberToObject(d, "on_cpu_ns", (double)
+				collect_on_cpu_ns(c, r->devs[i].dev.id));
+		cJSON_AddNumberToObject(d, "intervals", (double)
+			count_intervals(c, r->devs[i].dev.id));
+		i++;
+	}
+	return root;
+}

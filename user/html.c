@@ -1,0 +1,593 @@
+/*
+ * html.c - the report as one self-contained HTML page with SVG charts.
+ *
+ * In:  a struct report (devices with busy/idle and steps, requests with
+ *      their token times and costs, tenants, models, the cost model,
+ *      findings, losses) and optionally the struct collect behind it.
+ * Out: one HTML document on a FILE. The styles are inline, the charts are
+ *      inline SVG drawn here from the numbers, and the one small script
+ *      only writes each chart's rendered size into a data attribute (so a
+ *      headless browser can show that layout happened); the page reads
+ *      the same without it. Nothing is fetched from anywhere.
+ * Assumes: strings from the trace are untrusted: all go through
+ *      html_escape.
+ *
+ * A chart is a plot area of fixed size with a y axis (0, half, max), bars,
+ * and a caption under it with the numbers that matter, so a reader who
+ * cannot see the bars still gets the figures.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "export.h"
+#include "html.h"
+#include "steps.h"
+
+#define W	720.0
+#define H	220.0
+#define ML	56.0		/* left margin: y labels */
+#define MB	28.0		/* bottom margin: x labels */
+#define MT	12.0
+#define MR	12.0
+#define PW	(W - ML - MR)	/* plot width */
+#define PH	(H - MT - MB)	/* plot height */
+
+void html_escape(FILE *f, const char *s)
+{
+	for (; s && *s; s++) {
+		switch (*s) {
+		case '&': fputs("&amp;", f); break;
+		case '<': fputs("&lt;", f); break;
+		case '>': fputs("&gt;", f); break;
+		case '"': fputs("&quot;", f); break;
+		case '\'': fputs("&#39;", f); break;
+		default: fputc(*s, f);
+		}
+	}
+}
+
+/* ---- chart frame --------------------------------------------------------- */
+
+static void svg_open(FILE *f, const char *id, const char *title)
+{
+	fputs("<figure>\n<div class=\"ct\">", f);
+	html_escape(f, title);
+	fprintf(f, "</div>\n<svg id=\"%s\" class=\"chart\" "
+		"xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %g %g\" "
+		"width=\"%g\" height=\"%g\" role=\"img\" "
+		"aria-labelledby=\"%s-title\">\n<title id=\"%s-title\">", id,
+		W, H, W, H, id, id);
+	html_escape(f, title);
+	fputs("</title>\n", f);
+}
+
+/* Axes, with the y axis labelled 0, max/2 and max in unit. */
+static void svg_axes(FILE *f, double ymax, const char *unit,
+		     const char *xleft, const char *xright)
+{
+	for (int i = 0; ymax > 0 && i <= 2; i++) {
+		double y = MT + PH - PH * i / 2.0;
+
+		fprintf(f, "<line class=\"grid\" x1=\"%g\" y1=\"%.1f\" "
+			"x2=\"%g\" y2=\"%.1f\"/>\n", ML, y, ML + PW, y);
+		fprintf(f, "<text class=\"yl\" x=\"%g\" y=\"%.1f\">%.3g%s"
+			"</text>\n", ML - 4, y + 4, ymax * i / 2.0, unit);
+	}
+	fprintf(f, "<text class=\"xl\" x=\"%g\" y=\"%g\">", ML, H - 8);
+	html_escape(f, xleft);
+	fprintf(f, "</text>\n<text class=\"xl end\" x=\"%g\" y=\"%g\">",
+		ML + PW, H - 8);
+	html_escape(f, xright);
+	fputs("</text>\n", f);
+}
+
+/* legend: "class:label,class:label" swatches, or NULL. */
+static void svg_close(FILE *f, const char *caption, const char *legend)
+{
+	fputs("</svg>\n", f);
+	if (legend)
+		fprintf(f, "<div class=\"legend\">%s</div>\n", legend);
+	fputs("<figcaption>", f);
+	html_escape(f, caption);
+	fputs("</figcaption>\n</figure>\n", f);
+}
+
+/* A swatch of a chart class's colour and its label. */
+#define LEGEND(cls, label) \
+	"<svg class=\"sw\" viewBox=\"0 0 10 10\"><rect class=\"" cls \
+	"\" width=\"10\" height=\"10\"/></svg>" label " "
+
+static void bar(FILE *f, const char *cls, double x, double y, double w,
+		double h, const char *tip)
+{
+	fprintf(f, "<rect class=\"%s\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" "
+		"height=\"%.2f\"><title>", cls, x, y, w > 0 ? w : 0,
+		h > 0 ? h : 0);
+	html_escape(f, tip);
+	fputs("</title></rect>\n", f);
+}
+
+/* Vertical bars of v[0..n) scaled to ymax. */
+static void bars(FILE *f, const double *v, size_t n, double ymax,
+		 const char *cls, const char *const *tips)
+{
+	double bw = PW / (double)n;
+
+	for (size_t i = 0; i < n; i++) {
+		double h = ymax > 0 ? PH * v[i] / ymax : 0;
+
+		bar(f, cls, ML + bw * i + 0.5, MT + PH - h, bw - 1, h,
+		    tips ? tips[i] : "");
+	}
+}
+
+static double max_of(const double *v, size_t n)
+{
+	double m = 0;
+
+	for (size_t i = 0; i < n; i++)
+		m = v[i] > m ? v[i] : m;
+	return m;
+}
+
+/* ---- device busy/idle over time ------------------------------------------ */
+
+static int busy_fracs(const struct report *r, const struct report_device *d,
+		      const struct collect *c, double *frac)
+{
+	uint64_t w = r->window_ns;
+
+	if (d->attributed && d->steps.busy) {
+		for (size_t k = 0; k < HTML_BUCKETS; k++) {
+			uint64_t a = r->start_ns + w * k / HTML_BUCKETS;
+			uint64_t b = r->start_ns + w * (k + 1) / HTML_BUCKETS;
+
+			frac[k] = b > a ? (double)steps_busy_in(d->steps.busy,
+					d->steps.nbusy, a, b) / (b - a) : 0;
+		}
+		return 0;
+	}
+	if (!c) {
+		memset(frac, 0, HTML_BUCKETS * sizeof(*frac));
+		return 0;
+	}
+	return export_busy_buckets(c->ivs, c->nivs, d->dev.id, r->start_ns,
+				   r->end_ns, frac, HTML_BUCKETS);
+}
+
+static void chart_busy(const struct report *r, size_t i,
+		       const struct collect *c, FILE *f)
+{
+	const struct report_device *d = &r->devs[i];
+	double frac[HTML_BUCKETS], bw = PW / HTML_BUCKETS;
+	char id[32], title[160], tip[96], cap[256];
+
+	if (busy_fracs(r, d, c, frac))
+		return;
+	snprintf(id, sizeof(id), "chart-busy-%zu", i);
+	snprintf(title, sizeof(title), "Device busy/idle over time: %s",
+		 d->dev.name);
+	svg_open(f, id, title);
+	svg_axes(f, 100, "%", "0 s", "");
+	for (size_t k = 0; k < HTML_BUCKETS; k++) {
+		double hb = PH * frac[k];
+
+		snprintf(tip, sizeof(tip), "bucket %zu: busy %.1f%%", k,
+			 100 * frac[k]);
+		bar(f, "idle", ML + bw * k + 0.5, MT, bw - 1, PH - hb, tip);
+		bar(f, "busy", ML + bw * k + 0.5, MT + PH - hb, bw - 1, hb,
+		    tip);
+	}
+	fprintf(f, "<text class=\"xl end\" x=\"%g\" y=\"%g\">%.3f s</text>\n",
+		ML + PW, H - 8, r->window_ns / 1e9);
+	snprintf(cap, sizeof(cap), "%s: busy %.3f s, idle %.3f s of %.3f s "
+		 "(%.1f%% busy), %d buckets of %.3f s.", d->dev.name,
+		 d->busy_ns / 1e9, d->idle_ns / 1e9, r->window_ns / 1e9,
+		 r->window_ns ? 100.0 * d->busy_ns / r->window_ns : 0.0,
+		 HTML_BUCKETS, r->window_ns / 1e9 / HTML_BUCKETS);
+	svg_close(f, cap, LEGEND("busy", "busy") LEGEND("idle", "idle"));
+}
+
+/* ---- batch size over time ------------------------------------------------ */
+
+static const struct report_device *steps_dev(const struct report *r)
+{
+	if (r->model_dev != SIZE_MAX && r->devs[r->model_dev].steps.nsteps)
+		return &r->devs[r->model_dev];
+	for (size_t i = 0; i < r->ndevs; i++)
+		if (r->devs[i].attributed && r->devs[i].steps.nsteps)
+			return &r->devs[i];
+	return NULL;
+}
+
+static void chart_batch(const struct report *r, FILE *f)
+{
+	const struct report_device *d = steps_dev(r);
+	double sum[HTML_BUCKETS] = { 0 }, n[HTML_BUCKETS] = { 0 };
+	double mean[HTML_BUCKETS], all = 0, maxb = 0;
+	char cap[256];
+	uint32_t ns = d ? d->steps.nsteps : 0;
+
+	for (uint32_t i = 0; i < ns && r->window_ns; i++) {
+		const struct steps_step *s = &d->steps.steps[i];
+		uint64_t off = s->start_ns > r->start_ns ? s->start_ns -
+			       r->start_ns : 0;
+		size_t k = (size_t)((double)off / r->window_ns * HTML_BUCKETS);
+
+		k = k < HTML_BUCKETS ? k : HTML_BUCKETS - 1;
+		sum[k] += s->n;
+		n[k]++;
+		all += s->n;
+		maxb = s->n > maxb ? s->n : maxb;
+	}
+	for (size_t k = 0; k < HTML_BUCKETS; k++)
+		mean[k] = n[k] ? sum[k] / n[k] : 0;
+	svg_open(f, "chart-batch", "Batch size over time (mean per bucket)");
+	svg_axes(f, maxb > 0 ? maxb : 1, "", "0 s", "");
+	bars(f, mean, HTML_BUCKETS, maxb > 0 ? maxb : 1, "batch", NULL);
+	fprintf(f, "<text class=\"xl end\" x=\"%g\" y=\"%g\">%.3f s</text>\n",
+		ML + PW, H - 8, r->window_ns / 1e9);
+	if (ns)
+		snprintf(cap, sizeof(cap), "%u steps on %s: mean batch %.2f, "
+			 "largest %.0f.", ns, d->dev.name, all / ns, maxb);
+	else
+		snprintf(cap, sizeof(cap), "No steps: no device was "
+			 "attributed.");
+	svg_close(f, cap, NULL);
+}
+
+/* ---- cost per tenant ----------------------------------------------------- */
+
+#define HTML_TENANTS 12
+
+static int by_loaded(const void *a, const void *b)
+{
+	const struct report_group *x = *(const struct report_group *const *)a;
+	const struct report_group *y = *(const struct report_group *const *)b;
+
+	return x->cost_loaded_usd < y->cost_loaded_usd ? 1 :
+	       x->cost_loaded_usd > y->cost_loaded_usd ? -1 : 0;
+}
+
+static void tenant_row(FILE *f, const struct report_group *g, size_t i,
+		       double rh, double xmax)
+{
+	double y = MT + rh * i, wb = PW * g->cost_usd / xmax;
+	double wl = PW * g->cost_loaded_usd / xmax;
+	char tip[160];
+
+	fprintf(f, "<text class=\"yl\" x=\"%g\" y=\"%.1f\">", ML - 4,
+		y + rh * 0.6);
+	html_escape(f, g->name);
+	fputs("</text>\n", f);
+	snprintf(tip, sizeof(tip), "%s: loaded $%.6f", g->name,
+		 g->cost_loaded_usd);
+	bar(f, "loaded", ML, y + 2, wl, rh / 2 - 2, tip);
+	snprintf(tip, sizeof(tip), "%s: busy $%.6f", g->name, g->cost_usd);
+	bar(f, "busy", ML, y + rh / 2, wb, rh / 2 - 2, tip);
+}
+
+static int chart_tenants(const struct report *r, FILE *f)
+{
+	size_t n = r->ntenants < HTML_TENANTS ? r->ntenants : HTML_TENANTS;
+	const struct report_group **g = calloc(r->ntenants + 1, sizeof(*g));
+	double xmax = 0, tb = 0, tl = 0;
+	char cap[200], right[32];
+
+	if (!g)
+		return -ENOMEM;
+	for (size_t i = 0; i < r->ntenants; i++) {
+		g[i] = &r->tenants[i];
+		tb += g[i]->cost_usd;
+		tl += g[i]->cost_loaded_usd;
+	}
+	qsort(g, r->ntenants, sizeof(*g), by_loaded);
+	xmax = n ? fmax(g[0]->cost_loaded_usd, g[0]->cost_usd) : 0;
+	xmax = xmax > 0 ? xmax : 1e-9;
+	svg_open(f, "chart-tenant-cost", "Cost per tenant: busy and loaded");
+	snprintf(right, sizeof(right), "$%.3g", xmax);
+	svg_axes(f, 0, "", "$0", right);
+	for (size_t i = 0; i < n; i++)
+		tenant_row(f, g[i], i, PH / (n ? n : 1), xmax);
+	snprintf(cap, sizeof(cap), "%zu tenants (largest %zu shown): busy "
+		 "$%.6f, loaded $%.6f (busy plus a share of idle time).",
+		 r->ntenants, n, tb, tl);
+	svg_close(f, cap, LEGEND("busy", "busy cost")
+		  LEGEND("loaded", "loaded cost"));
+	free(g);
+	return 0;
+}
+
+/* ---- histograms ---------------------------------------------------------- */
+
+static void histogram(FILE *f, const char *id, const char *title,
+		      const double *v, size_t n, const char *what)
+{
+	double cnt[HTML_BINS] = { 0 }, hi = max_of(v, n), sum = 0;
+	char right[32], cap[200], tips[HTML_BINS][64];
+	const char *tp[HTML_BINS];
+
+	hi = hi > 0 ? hi : 1;
+	for (size_t i = 0; i < n; i++) {
+		size_t k = (size_t)(v[i] / hi * HTML_BINS);
+
+		cnt[k < HTML_BINS ? k : HTML_BINS - 1]++;
+		sum += v[i];
+	}
+	for (size_t k = 0; k < HTML_BINS; k++) {
+		snprintf(tips[k], sizeof(tips[k]), "%.3f-%.3f ms: %.0f",
+			 hi * k / HTML_BINS, hi * (k + 1) / HTML_BINS, cnt[k]);
+		tp[k] = tips[k];
+	}
+	svg_open(f, id, title);
+	snprintf(right, sizeof(right), "%.3f ms", hi);
+	svg_axes(f, fmax(max_of(cnt, HTML_BINS), 1), "", "0 ms", right);
+	bars(f, cnt, HTML_BINS, fmax(max_of(cnt, HTML_BINS), 1), "hist", tp);
+	snprintf(cap, sizeof(cap), "%zu %s: mean %.3f ms, max %.3f ms.", n,
+		 what, n ? sum / n : 0, n ? hi : 0);
+	svg_close(f, cap, NULL);
+}
+
+static int chart_latency(const struct report *r, FILE *f)
+{
+	size_t nt = 0, ni = 0, cap = 0;
+	double *ttft = calloc(r->nreqs + 1, sizeof(*ttft)), *itl;
+
+	for (size_t i = 0; i < r->nreqs; i++)
+		cap += r->reqs[i].req.token_ns_len;
+	itl = calloc(cap + 1, sizeof(*itl));
+	if (!ttft || !itl) {
+		free(ttft);
+		free(itl);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < r->nreqs; i++) {
+		const struct tt_request *q = &r->reqs[i].req;
+
+		if (q->ttft_ms >= 0)
+			ttft[nt++] = q->ttft_ms;
+		for (uint32_t k = 1; q->token_ns && k < q->token_ns_len; k++)
+			if (q->token_ns[k] >= q->token_ns[k - 1])
+				itl[ni++] = (q->token_ns[k] -
+					     q->token_ns[k - 1]) / 1e6;
+	}
+	histogram(f, "chart-ttft", "Time to first token (TTFT) distribution",
+		  ttft, nt, "requests with a first token");
+	histogram(f, "chart-itl", "Inter-token latency (ITL) distribution",
+		  itl, ni, "gaps between tokens");
+	free(ttft);
+	free(itl);
+	return 0;
+}
+
+/* ---- tables -------------------------------------------------------------- */
+
+static void cell(FILE *f, const char *s)
+{
+	fputs("<td>", f);
+	html_escape(f, s);
+	fputs("</td>", f);
+}
+
+static void table_devices(const struct report *r, FILE *f)
+{
+	fputs("<h2>Devices</h2>\n<table id=\"devices\"><tr><th>name</th>"
+	      "<th>kind</th><th>busy s</th><th>idle s</th><th>busy %</th>"
+	      "<th>$/hour</th><th>steps</th></tr>\n", f);
+	for (size_t i = 0; i < r->ndevs; i++) {
+		const struct report_device *d = &r->devs[i];
+
+		fputs("<tr>", f);
+		cell(f, d->dev.name);
+		fprintf(f, "<td>%s</td><td>%.3f</td><td>%.3f</td><td>%.1f</td>"
+			"<td>%.2f</td><td>%u</td></tr>\n",
+			d->dev.kind == TT_DEV_CPU ? "cpu" : "gpu",
+			d->busy_ns / 1e9, d->idle_ns / 1e9,
+			r->window_ns ? 100.0 * d->busy_ns / r->window_ns : 0,
+			d->usd_per_hour, d->attributed ? d->steps.nsteps : 0);
+	}
+	fputs("</table>\n", f);
+}
+
+static void per_1m(FILE *f, double v)
+{
+	if (v < 0)
+		fputs("<td>-</td>", f);
+	else
+		fprintf(f, "<td>%.4f</td>", v);
+}
+
+static void table_groups(FILE *f, const char *id, const char *title,
+			 const struct report_group *g, size_t n)
+{
+	fprintf(f, "<h2>%s</h2>\n<table id=\"%s\"><tr><th>name</th>"
+		"<th>requests</th><th>prompt tokens</th><th>completion tokens"
+		"</th><th>GPU s</th><th>busy $</th><th>loaded $</th>"
+		"<th>$/1M prompt</th><th>$/1M completion</th></tr>\n", title,
+		id);
+	for (size_t i = 0; i < n; i++) {
+		fputs("<tr>", f);
+		cell(f, g[i].name);
+		fprintf(f, "<td>%" PRIu64 "</td><td>%" PRIu64 "</td><td>%"
+			PRIu64 "</td><td>%.6f</td><td>%.6f</td><td>%.6f</td>",
+			g[i].requests, g[i].prompt_tokens,
+			g[i].completion_tokens, g[i].gpu_ns / 1e9,
+			g[i].cost_usd, g[i].cost_loaded_usd);
+		per_1m(f, g[i].usd_per_1m_prompt);
+		per_1m(f, g[i].usd_per_1m_completion);
+		fputs("</tr>\n", f);
+	}
+	fputs("</table>\n", f);
+}
+
+static void table_model(const struct report *r, FILE *f)
+{
+	const struct report_device *d = r->model_dev == SIZE_MAX ? NULL
+				      : &r->devs[r->model_dev];
+	static const char *const label[CM_NTERMS] = {
+		[CM_FIXED] = "fixed ms per step",
+		[CM_PREFILL] = "ms per prefill token",
+		[CM_DECODE] = "ms per decode token",
+		[CM_CONTEXT] = "ms per context token",
+		[CM_PREFILL_SQ] = "ms per prefill attention unit",
+	};
+
+	fputs("<h2>Step cost model</h2>\n", f);
+	if (!d || !d->model.fitted) {
+		fputs("<p id=\"cost-model\">Not fitted: too few steps, or no "
+		      "device attributed; shares go by tokens processed.</p>\n",
+		      f);
+		return;
+	}
+	fputs("<table id=\"cost-model\"><tr><th>term</th><th>coefficient"
+	      "</th></tr>\n", f);
+	for (int t = 0; t < CM_NTERMS; t++)
+		if (d->model.used[t])
+			fprintf(f, "<tr><td>%s</td><td>%.6g</td></tr>\n",
+				label[t], d->model.coef[t] / 1e6);
+	fprintf(f, "<tr><td>R&#178;</td><td>%.4f</td></tr><tr><td>steps</td>"
+		"<td>%u</td></tr>\n</table>\n<p>Fitted on ", d->model.r2,
+		d->model.steps);
+	html_escape(f, d->dev.name);
+	fputs(".</p>\n", f);
+}
+
+static void evidence(FILE *f, const cJSON *ev)
+{
+	const cJSON *c;
+
+	fputs("<dl class=\"evidence\">", f);
+	cJSON_ArrayForEach(c, ev) {
+		char *s = cJSON_IsString(c) || cJSON_IsNumber(c) ? NULL
+			  : cJSON_PrintUnformatted(c);
+		char num[32];
+
+		snprintf(num, sizeof(num), "%.6g", c->valuedouble);
+		fputs("<dt>", f);
+		html_escape(f, c->string);
+		fputs("</dt><dd>", f);
+		html_escape(f, cJSON_IsString(c) ? c->valuestring
+			       : cJSON_IsNumber(c) ? num : s);
+		fputs("</dd>", f);
+		free(s);
+	}
+	fputs("</dl>\n", f);
+}
+
+/* Each finding: severity and id, the summary, the evidence, the action. */
+static void findings(const struct report *r, FILE *f)
+{
+	fputs("<h2>Findings</h2>\n<div id=\"findings\">\n", f);
+	if (!r->findings.n)
+		fputs("<p>None above their thresholds.</p>\n", f);
+	for (size_t i = 0; i < r->findings.n; i++) {
+		const struct finding *x = &r->findings.items[i];
+		const char *sev = findings_severity_name(x->severity);
+
+		fprintf(f, "<div class=\"finding sev-%s\"><p><span "
+			"class=\"sev\">%s</span> <code>", sev, sev);
+		html_escape(f, x->id);
+		fputs("</code> ", f);
+		html_escape(f, x->summary);
+		fputs("</p>\n", f);
+		evidence(f, x->evidence);
+		fputs("<p class=\"action\">Action: ", f);
+		html_escape(f, x->action);
+		fputs("</p></div>\n", f);
+	}
+	fputs("</div>\n", f);
+}
+
+/* ---- the page ------------------------------------------------------------ */
+
+static const char style[] =
+	"body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;"
+	"max-width:960px}\n"
+	"h1{font-size:22px}h2{font-size:17px;margin-top:28px}\n"
+	"table{border-collapse:collapse;margin:8px 0}\n"
+	"td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\n"
+	"td:first-child,th:first-child{text-align:left}\n"
+	"figure{margin:12px 0}figcaption{color:#555;font-size:13px}\n"
+	".chart text{font-size:11px;fill:#444}.yl{text-anchor:end}"
+	".end{text-anchor:end}\n"
+	".grid{stroke:#e4e4e4}.busy{fill:#2b7bb9}.idle{fill:#e8e8e8}"
+	".loaded{fill:#f0a04b}.batch{fill:#4a9d5b}.hist{fill:#7a5fb0}\n"
+	".finding{border-left:4px solid #888;padding:2px 12px;margin:10px 0;"
+	"overflow-wrap:anywhere}"
+	".sev-critical{border-color:#b00020}.sev-warning{border-color:#e08a00}"
+	".sev-info{border-color:#2b7bb9}\n"
+	".sev{font-weight:bold;text-transform:uppercase;font-size:12px}"
+	".action{color:#333}\n"
+	".legend{font-size:12px;color:#444}.sw{display:inline-block;"
+	"width:10px;height:10px;margin:0 4px 0 10px}\n"
+	"dl{margin:0}dt{font-weight:bold;display:inline}dd{display:inline;"
+	"margin:0 8px 0 4px}\n.ct{font-weight:600;margin:4px 0}\n";
+
+/* Writes each chart's laid-out size into data-rendered. */
+static const char script[] =
+	"<script>document.querySelectorAll('svg.chart').forEach(function(s)"
+	"{var b=s.getBoundingClientRect();s.setAttribute('data-rendered',"
+	"Math.round(b.width)+'x'+Math.round(b.height));});</script>\n";
+
+static void page_head(const struct report *r, const struct collect *c,
+		      FILE *f)
+{
+	fprintf(f, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n"
+		"<meta charset=\"utf-8\">\n<title>tokentrace report</title>\n"
+		"<style>\n%s</style>\n</head>\n<body>\n<h1>tokentrace report"
+		"</h1>\n<p id=\"summary\">Window %.3f s, %zu requests, %zu "
+		"devices, compute source ", style, r->window_ns / 1e9,
+		r->nreqs, r->ndevs);
+	html_escape(f, r->compute);
+	if (c && c->host.hostname[0]) {
+		fputs(", host ", f);
+		html_escape(f, c->host.hostname);
+	}
+	fprintf(f, ". Busy %.3f s attributed to requests, %.3f s "
+		"unattributed.</p>\n", (r->busy_ns - r->unattributed_ns) / 1e9,
+		r->unattributed_ns / 1e9);
+}
+
+static void page_losses(const struct report *r, FILE *f)
+{
+	const struct report_losses *l = &r->losses;
+
+	fprintf(f, "<h2>Losses</h2>\n<p id=\"losses\">Events lost: CPU %"
+		PRIu64 ", sockets %" PRIu64 " (%" PRIu64 " bytes), CUPTI %"
+		PRIu64 ".</p>\n", l->cpu_events, l->sock_events, l->sock_bytes,
+		l->cupti_records);
+}
+
+int html_write_report(const struct report *r, const struct collect *c,
+		      FILE *f)
+{
+	int err = 0;
+
+	page_head(r, c, f);
+	fputs("<h2>Device busy and idle over time</h2>\n", f);
+	for (size_t i = 0; i < r->ndevs; i++)
+		chart_busy(r, i, c, f);
+	fputs("<h2>Batch size over time</h2>\n", f);
+	chart_batch(r, f);
+	fputs("<h2>Cost per tenant</h2>\n", f);
+	err = chart_tenants(r, f);
+	fputs("<h2>Latency</h2>\n", f);
+	if (!err)
+		err = chart_latency(r, f);
+	findings(r, f);
+	table_devices(r, f);
+	table_groups(f, "tenants", "Tenants", r->tenants, r->ntenants);
+	table_groups(f, "models", "Models", r->models, r->nmodels);
+	table_model(r, f);
+	page_losses(r, f);
+	fprintf(f, "%s</body>\n</html>\n", script);
+	if (err)
+		return err;
+	return ferror(f) ? -EIO : 0;
+}
