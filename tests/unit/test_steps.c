@@ -312,3 +312,39 @@ Test(steps, too_few_copies_for_the_bursts_fall_back_to_tokens)
 	sy_free(g);
 	free(g);
 }
+
+/* The union against a bitmap of the same random intervals. */
+Test(steps, union_of_random_intervals_matches_a_bitmap)
+{
+	enum { W = 4096, N = 2000 };
+	static unsigned char bit[W];
+	static struct tt_interval iv[N];
+	struct steps_span *spans;
+	size_t nspans;
+	uint64_t busy, want = 0, sum = 0;
+
+	srand(7);
+	for (int i = 0; i < N; i++) {
+		uint64_t s = rand() % W, len = rand() % 40;
+		uint64_t e = s + len > W ? W : s + len;
+
+		iv[i] = (struct tt_interval){ .start_ns = s, .end_ns = e,
+					      .device = i % 5 ? 1 : 2 };
+		if (iv[i].device != 1)
+			continue;
+		for (uint64_t t = s; t < e; t++)
+			bit[t] = 1;
+	}
+	for (int t = 0; t < W; t++)
+		want += bit[t];
+	cr_assert_eq(steps_union(iv, N, 1, 0, W, &spans, &nspans, &busy), 0);
+	cr_expect_eq(busy, want);
+	for (size_t i = 0; i < nspans; i++) {
+		sum += spans[i].end_ns - spans[i].start_ns;
+		if (i)
+			cr_expect_gt(spans[i].start_ns, spans[i - 1].end_ns,
+				     "spans must be sorted and disjoint");
+	}
+	cr_expect_eq(sum, busy);
+	free(spans);
+}
