@@ -1,0 +1,445 @@
+/*
+ * socktrace.c - the loader and the connection layer of socket tracing.
+ *
+ * In:  records of include/tokentrace/sock.h from the ring buffer of
+ *      bpf/sock.bpf.c (through the build/sock.skel.h skeleton).
+ * Out: per connection, its identity and addresses (struct tt_conn_meta) and
+ *      the calls reqtrack_data / reqtrack_lost / reqtrack_close of the
+ *      request tracker (user/requests.h); counters of what was seen and
+ *      what was lost.
+ * Assumes: root or CAP_BPF+CAP_PERFMON, kernel BTF, tracefs (mounted here
+ *      when missing). The traced processes are servers: connections they
+ *      open themselves (connect) are counted, not given to the tracker. Connections are kept in a hash table by conn_id; a
+ *      connection silent for idle_timeout_ns is closed in the tracker, so
+ *      state stays bounded even when close() was never seen.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "tokentrace/sock.h"
+#include "sock.skel.h"
+#include "socktrace.h"
+#include "sslprobe.h"
+#include "tracefs.h"
+
+#define CONN_BUCKETS	4096
+#define SWEEP_NS	1000000000ull
+#define IDLE_DEFAULT_NS	(600ull * 1000000000ull)
+
+struct conn_ent {
+	struct tt_conn_meta meta;
+	uint64_t last_ns;
+	bool client;		/* connect()ed by the traced process: its
+				   requests go out, not in; not a server's */
+	struct conn_ent *next;
+};
+
+struct socktrace {
+	struct socktrace_opts o;
+	struct sock_bpf *skel;
+	struct ring_buffer *rb;
+	struct sslprobe_set *ssl;
+	struct conn_ent *buckets[CONN_BUCKETS];
+	uint64_t last_sweep_ns;
+	struct socktrace_stats s;
+};
+
+uint64_t socktrace_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+unsigned socktrace_ringbuf_bytes(unsigned kb)
+{
+	unsigned want = (kb ? kb : 4096) * 1024u, page = getpagesize();
+	unsigned sz = page;
+
+	while (sz < want && sz < (1u << 30))
+		sz <<= 1;
+	return sz;
+}
+
+/* ---- connections --------------------------------------------------------- */
+
+static struct conn_ent **conn_slot(struct socktrace *st, uint64_t id)
+{
+	struct conn_ent **pp = &st->buckets[id % CONN_BUCKETS];
+
+	while (*pp && (*pp)->meta.conn_id != id)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static struct conn_ent *conn_lookup(struct socktrace *st,
+				    const struct tt_sock_hdr *h)
+{
+	struct conn_ent **pp = conn_slot(st, h->conn_id), *c = *pp;
+
+	if (c)
+		return c;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->meta.pid = h->tgid;
+	c->meta.conn_id = h->conn_id;
+	*pp = c;
+	st->s.conns_live++;
+	return c;
+}
+
+static void conn_drop(struct socktrace *st, uint64_t id, uint64_t ts)
+{
+	struct conn_ent **pp = conn_slot(st, id), *c = *pp;
+	bool client;
+
+	if (!c)
+		return;
+	client = c->client;
+	*pp = c->next;
+	free(c);
+	st->s.conns_live--;
+	if (st->o.rt && !client)
+		reqtrack_close(st->o.rt, id, ts);
+}
+
+/* Close what was silent longer than the idle timeout. */
+static void conn_sweep(struct socktrace *st, uint64_t now)
+{
+	uint64_t idle = st->o.idle_timeout_ns;
+
+	if (now - st->last_sweep_ns < SWEEP_NS)
+		return;
+	st->last_sweep_ns = now;
+	for (int b = 0; b < CONN_BUCKETS; b++) {
+		struct conn_ent **pp = &st->buckets[b];
+
+		while (*pp) {
+			struct conn_ent *c = *pp;
+
+			if (now < c->last_ns + idle) {
+				pp = &c->next;
+				continue;
+			}
+			*pp = c->next;
+			if (st->o.rt && !c->client)
+				reqtrack_close(st->o.rt, c->meta.conn_id, now);
+			free(c);
+			st->s.conns_live--;
+			st->s.conns_timed_out++;
+		}
+	}
+}
+
+static void conn_free_all(struct socktrace *st)
+{
+	for (int b = 0; b < CONN_BUCKETS; b++) {
+		while (st->buckets[b]) {
+			struct conn_ent *c = st->buckets[b];
+
+			st->buckets[b] = c->next;
+			free(c);
+		}
+	}
+	st->s.conns_live = 0;
+}
+
+/* ---- records ------------------------------------------------------------- */
+
+static void on_open(struct socktrace *st, struct conn_ent *c,
+		    const struct tt_sock_hdr *h, size_t size)
+{
+	const struct tt_sock_open *o = (const void *)(h + 1);
+
+	if (size < sizeof(*h) + sizeof(*o))
+		return;
+	c->meta.family = o->family;
+	c->meta.local_port = o->local_port;
+	c->meta.remote_port = o->remote_port;
+	memcpy(c->meta.local_addr, o->local_addr, 16);
+	memcpy(c->meta.remote_addr, o->remote_addr, 16);
+	c->client = o->role == TT_SOCK_ROLE_CONNECTED;
+	st->s.open_events++;
+}
+
+static void on_data(struct socktrace *st, struct conn_ent *c,
+		    const struct tt_sock_hdr *h, size_t size)
+{
+	const struct tt_sock_data *d = (const void *)(h + 1);
+	const uint8_t *payload = (const uint8_t *)(d + 1);
+	enum tt_dir dir;
+
+	if (size < sizeof(*h) + sizeof(*d) ||
+	    d->len > size - sizeof(*h) - sizeof(*d))
+		return;
+	dir = d->dir == TT_SOCK_DIR_IN ? TT_DIR_IN : TT_DIR_OUT;
+	st->s.data_events++;
+	st->s.bytes += d->len;
+	st->s.bytes_missing += d->missing;
+	if (d->source == TT_SOCK_SRC_TLS)
+		st->s.tls_bytes += d->len;
+	if (st->o.on_data)
+		st->o.on_data(st->o.ctx, &c->meta, dir, h->ts_ns, payload,
+			      d->len, d->missing, h->flags & TT_SOCK_F_LOST);
+	if (c->client) {
+		st->s.client_bytes += d->len;
+		return;
+	}
+	if (st->o.rt)
+		reqtrack_data(st->o.rt, &c->meta, dir, h->ts_ns, payload,
+			      d->len, d->missing);
+}
+
+static int handle_record(void *ctx, void *data, size_t size)
+{
+	struct socktrace *st = ctx;
+	const struct tt_sock_hdr *h = data;
+	struct conn_ent *c;
+
+	if (size < sizeof(*h) || h->version != TT_SOCK_VERSION ||
+	    h->size > size)
+		return 0;
+	st->s.events++;
+	c = conn_lookup(st, h);
+	if (!c)
+		return 0;
+	c->last_ns = h->ts_ns;
+	if (h->flags & TT_SOCK_F_LOST) {
+		st->s.lost_marks++;
+		if (st->o.rt && !c->client)
+			reqtrack_lost(st->o.rt, &c->meta, h->ts_ns);
+	}
+	switch (h->type) {
+	case TT_SOCK_EV_OPEN:
+		on_open(st, c, h, h->size);
+		break;
+	case TT_SOCK_EV_DATA:
+		on_data(st, c, h, h->size);
+		break;
+	case TT_SOCK_EV_CLOSE:
+		st->s.close_events++;
+		conn_drop(st, h->conn_id, h->ts_ns);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+/* ---- loading ------------------------------------------------------------- */
+
+static int quiet_print(enum libbpf_print_level level, const char *fmt,
+		       va_list ap)
+{
+	(void)level;
+	(void)fmt;
+	(void)ap;
+	return 0;
+}
+
+static int loud_print(enum libbpf_print_level level, const char *fmt,
+		      va_list ap)
+{
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+/* root, or CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), effective */
+static bool have_privilege(void)
+{
+	struct __user_cap_header_struct hdr = {
+		.version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[2] = {};
+	uint64_t eff;
+
+	if (geteuid() == 0)
+		return true;
+	if (syscall(SYS_capget, &hdr, data))
+		return false;
+	eff = data[0].effective | ((uint64_t)data[1].effective << 32);
+	if (eff & (1ull << CAP_SYS_ADMIN))
+		return true;
+	return (eff & (1ull << 39)) && (eff & (1ull << 38));
+}
+
+static int check_host(void)
+{
+	if (!have_privilege()) {
+		fprintf(stderr, "tokentrace: needs root (or CAP_BPF and "
+			"CAP_PERFMON) to load eBPF programs; run it with "
+			"sudo\n");
+		return -EPERM;
+	}
+	if (access("/sys/kernel/btf/vmlinux", R_OK) != 0) {
+		fprintf(stderr, "tokentrace: no kernel BTF at "
+			"/sys/kernel/btf/vmlinux: the kernel needs "
+			"CONFIG_DEBUG_INFO_BTF=y\n");
+		return -ENOENT;
+	}
+	if (tracefs_ensure())
+		return -ENODEV;
+	return 0;
+}
+
+static int load(struct socktrace *st)
+{
+	unsigned cap = st->o.capture_cap ? st->o.capture_cap :
+		       TT_SOCK_CAP_DEFAULT;
+	unsigned rb = socktrace_ringbuf_bytes(st->o.ringbuf_kb);
+	int err;
+
+	if (cap > TT_SOCK_CAP_MAX) {
+		fprintf(stderr, "tokentrace: capture cap %u is above the "
+			"maximum %u bytes per syscall\n", cap,
+			TT_SOCK_CAP_MAX);
+		return -EINVAL;
+	}
+	st->skel = sock_bpf__open();
+	if (!st->skel) {
+		err = -errno;
+		fprintf(stderr, "tokentrace: opening the socket programs "
+			"failed: %s\n", strerror(-err));
+		return err;
+	}
+	st->skel->rodata->capture_cap = cap;
+	bpf_map__set_max_entries(st->skel->maps.events, rb);
+	st->s.capture_cap = cap;
+	st->s.ringbuf_kb = rb / 1024;
+	err = sock_bpf__load(st->skel);
+	if (err) {
+		fprintf(stderr, "tokentrace: loading the socket programs "
+			"failed: %s%s\n", strerror(-err),
+			st->o.verbose ? "" : " (--verbose shows the "
+			"verifier's log)");
+		return err == -EACCES ? -EPERM : err;
+	}
+	err = sock_bpf__attach(st->skel);
+	if (err) {
+		fprintf(stderr, "tokentrace: attaching the syscall "
+			"tracepoints failed: %s\n", strerror(-err));
+		return err;
+	}
+	return 0;
+}
+
+int socktrace_open(const struct socktrace_opts *opts, struct socktrace **out)
+{
+	struct socktrace *st;
+	int err;
+
+	*out = NULL;
+	err = check_host();
+	if (err)
+		return err;
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->o = *opts;
+	if (!st->o.idle_timeout_ns)
+		st->o.idle_timeout_ns = IDLE_DEFAULT_NS;
+	libbpf_set_print(st->o.verbose ? loud_print : quiet_print);
+	err = load(st);
+	if (!err) {
+		st->rb = ring_buffer__new(bpf_map__fd(st->skel->maps.events),
+					  handle_record, st, NULL);
+		if (!st->rb)
+			err = -errno;
+	}
+	if (!err && !st->o.no_tls && !(st->ssl = sslprobe_new()))
+		err = -ENOMEM;
+	if (err) {
+		socktrace_close(st);
+		return err;
+	}
+	st->last_sweep_ns = socktrace_now_ns();
+	*out = st;
+	return 0;
+}
+
+int socktrace_add_pid(struct socktrace *st, pid_t pid)
+{
+	uint32_t tgid = pid;
+	uint8_t one = 1;
+	int err;
+
+	err = bpf_map__update_elem(st->skel->maps.targets, &tgid,
+				   sizeof(tgid), &one, sizeof(one), BPF_ANY);
+	if (err) {
+		fprintf(stderr, "tokentrace: adding pid %d to the targets "
+			"failed: %s\n", (int)pid, strerror(-err));
+		return err;
+	}
+	st->s.targets++;
+	if (st->ssl && sslprobe_attach_pid(st->ssl, st->skel, pid) > 0)
+		st->s.ssl_libs = sslprobe_count(st->ssl);
+	return 0;
+}
+
+int socktrace_poll(struct socktrace *st, int timeout_ms)
+{
+	/* Records are written without a wakeup until the ring is an eighth
+	 * full, so take what is there before waiting for one. */
+	int n = ring_buffer__consume(st->rb);
+
+	if (n == 0)
+		n = ring_buffer__poll(st->rb, timeout_ms);
+
+	if (n == -EINTR)
+		n = 0;
+	conn_sweep(st, socktrace_now_ns());
+	return n;
+}
+
+int socktrace_drain(struct socktrace *st)
+{
+	return ring_buffer__consume(st->rb);
+}
+
+static void read_losses(struct socktrace *st)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	struct tt_sock_loss *v;
+	uint32_t zero = 0;
+
+	if (ncpu <= 0 || !(v = calloc(ncpu, sizeof(*v))))
+		return;
+	if (!bpf_map__lookup_elem(st->skel->maps.losses, &zero, sizeof(zero),
+				  v, ncpu * sizeof(*v), 0)) {
+		st->s.lost_events = st->s.lost_bytes = 0;
+		for (int i = 0; i < ncpu; i++) {
+			st->s.lost_events += v[i].events;
+			st->s.lost_bytes += v[i].bytes;
+		}
+	}
+	free(v);
+}
+
+void socktrace_stats(struct socktrace *st, struct socktrace_stats *out)
+{
+	read_losses(st);
+	*out = st->s;
+}
+
+void socktrace_close(struct socktrace *st)
+{
+	if (!st)
+		return;
+	ring_buffer__free(st->rb);
+	sslprobe_free(st->ssl);
+	sock_bpf__destroy(st->skel);
+	conn_free_all(st);
+	free(st);
+}

@@ -1,0 +1,80 @@
+/*
+ * socktrace.h - socket tracing as a library: loads bpf/sock.bpf.c, reads
+ * its ring buffer, keeps the connections, and feeds the request tracker.
+ *
+ * Use: socktrace_open(), socktrace_add_pid() for each target, then
+ * socktrace_poll() in a loop, socktrace_stats(), socktrace_close().
+ */
+#ifndef TT_SOCKTRACE_H
+#define TT_SOCKTRACE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "requests.h"
+
+struct socktrace;
+
+/* Raw data hook: every captured piece of every connection (those the
+ * target connect()ed too), before reqtrack. */
+typedef void (*socktrace_data_cb)(void *ctx, const struct tt_conn_meta *conn,
+				  enum tt_dir dir, uint64_t ts_ns,
+				  const void *data, size_t len, size_t missing,
+				  bool lost_before);
+
+struct socktrace_opts {
+	struct reqtrack *rt;		/* fed with data, close, lost; may be NULL */
+	unsigned ringbuf_kb;		/* 0: 4096 KiB; rounded up to a power of 2 */
+	unsigned capture_cap;		/* bytes per syscall; 0: TT_SOCK_CAP_DEFAULT */
+	bool verbose;			/* libbpf messages on stderr */
+	bool no_tls;			/* do not probe libssl */
+	uint64_t idle_timeout_ns;	/* 0: 600 s; silent connections are closed */
+	socktrace_data_cb on_data;	/* optional */
+	void *ctx;
+};
+
+struct socktrace_stats {
+	uint64_t events, open_events, data_events, close_events;
+	uint64_t bytes, bytes_missing, tls_bytes;
+	uint64_t client_bytes;		/* on connections the target opened */
+	uint64_t lost_events, lost_bytes;	/* refused by the ring buffer */
+	uint64_t lost_marks;		/* records flagged "earlier ones lost" */
+	uint64_t conns_live, conns_timed_out;
+	unsigned targets, ssl_libs;
+	unsigned ringbuf_kb, capture_cap;
+};
+
+/*
+ * Checks privilege, BTF and tracefs, loads and attaches the programs.
+ * Returns 0, or with a message on stderr: -EPERM (no root / CAP_BPF),
+ * -ENOENT (no BTF), -ENODEV (no tracefs), -EINVAL (bad option), other
+ * -errno on load failure.
+ */
+int socktrace_open(const struct socktrace_opts *opts, struct socktrace **out);
+
+/* Trace pid (a tgid) and its future children; probes its libssl. */
+int socktrace_add_pid(struct socktrace *st, pid_t pid);
+
+/* Waits up to timeout_ms for events and handles them; returns how many
+ * were handled, or -errno. The kernel wakes the reader only when its buffer
+ * fills up, so call this at least every 100 ms or so. */
+int socktrace_poll(struct socktrace *st, int timeout_ms);
+
+/* Handles what is left in the ring buffer without waiting. */
+int socktrace_drain(struct socktrace *st);
+
+void socktrace_stats(struct socktrace *st, struct socktrace_stats *out);
+
+/* Detaches, unloads and frees; the tracker is left as it is (call
+ * reqtrack_flush for what is still open). */
+void socktrace_close(struct socktrace *st);
+
+/* CLOCK_MONOTONIC now, the clock of every record. */
+uint64_t socktrace_now_ns(void);
+
+/* The ring buffer size actually used for a request of kb KiB. */
+unsigned socktrace_ringbuf_bytes(unsigned kb);
+
+#endif
