@@ -12,6 +12,7 @@
  * Assumes: no root, BTF or GPU: reading a trace only reads a file. A
  *      trace with bad blocks is reported from its valid blocks; what was
  *      skipped is said on stderr and counted under losses.trace.
+ *      Reading shows progress on stderr when it is a terminal.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -301,6 +302,64 @@ static int close_out(FILE *f, const char *path)
 
 /* ---- loading ------------------------------------------------------------- */
 
+/*
+ * Reading a big trace shows progress on stderr when stderr is a terminal:
+ * once reading has taken RC_PROGRESS_AFTER_NS (small traces stay quiet),
+ * then at most every RC_PROGRESS_EVERY_NS; the line is wiped at the end.
+ */
+#define RC_PROGRESS_AFTER_NS	500000000ull
+#define RC_PROGRESS_EVERY_NS	200000000ull
+
+struct rc_progress {
+	uint64_t start_ns, last_ns;
+	bool shown;
+};
+
+static uint64_t rc_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static void show_progress(void *ctx, const char *name, uint64_t done,
+			  uint64_t total)
+{
+	struct rc_progress *p = ctx;
+	uint64_t now = rc_now_ns();
+
+	if (done >= total) {
+		if (p->shown)
+			fputs("\r\033[K", stderr);
+		p->shown = false;
+		return;
+	}
+	if (now - p->start_ns < RC_PROGRESS_AFTER_NS ||
+	    now - p->last_ns < RC_PROGRESS_EVERY_NS)
+		return;
+	p->last_ns = now;
+	p->shown = true;
+	fprintf(stderr, "\rtokentrace: reading %s: %3.0f%% (%.1f of %.1f MiB)",
+		name, 100.0 * done / total, done / 1048576.0,
+		total / 1048576.0);
+}
+
+/* collect_load, with progress on a terminal. */
+static int load_with_progress(struct rc_trace *t, const char *path)
+{
+	struct rc_progress p = { rc_now_ns(), 0, false };
+	bool tty = isatty(STDERR_FILENO);
+	int err;
+
+	if (tty)
+		tracefile_set_progress(show_progress, &p);
+	err = collect_load(&t->c, path, stderr, &t->hdr);
+	if (tty)
+		tracefile_set_progress(NULL, NULL);
+	return err;
+}
+
 static int load_trace(struct rc_trace *t, const char *path,
 		      const struct rc_args *a)
 {
@@ -310,7 +369,7 @@ static int load_trace(struct rc_trace *t, const char *path,
 	int err;
 
 	collect_init(&t->c);
-	err = collect_load(&t->c, path, stderr, &t->hdr);
+	err = load_with_progress(t, path);
 	if (err) {
 		if (err == -EBADMSG)
 			fprintf(stderr, "tokentrace: %s: cannot report: the "

@@ -14,7 +14,8 @@ struct command {
 };
 
 static const struct command commands[] = {
-	{ "record", cmd_record, "trace running servers, print one JSON line per request" },
+	{ "record", cmd_record, "trace running servers: request records, a trace file, the report" },
+	{ "top", cmd_top, "live view of running servers, per tenant and per model" },
 	{ "run", cmd_run, "start a server under tracing until it exits, then summarise" },
 	{ "report", cmd_report, "the report of a trace file (text or JSON), offline" },
 	{ "diff", cmd_diff, "two trace files side by side, with what changed" },

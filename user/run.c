@@ -30,7 +30,8 @@
  * write without wakeups.
  *
  * With --compute auto the CPU source always runs and the CUPTI library is
- * injected when it exists next to the tokentrace binary; the GPU devices
+ * injected when it exists next to the tokentrace binary (or, installed,
+ * in ../lib/tokentrace/ from it); the GPU devices
  * appear in the summary only if records arrive.
  *
  * Everything the sources deliver goes into a struct collect (user/
@@ -48,13 +49,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "attach.h"
 #include "collect.h"
 #include "commands.h"
 #include "compute.h"
@@ -77,7 +78,7 @@ enum run_compute { RUN_AUTO, RUN_CPU, RUN_CUPTI };
 
 struct run_args {
 	enum run_compute compute;
-	const char *summary, *out_path, *tenant_key, *metrics;
+	const char *summary, *out_path, *tenant_key, *metrics, *hash_key;
 	double duration_s;
 	char **cmd;
 };
@@ -126,6 +127,8 @@ static void usage(FILE *f)
 "  -o, --output FILE  a trace file for `tokentrace report`, or request\n"
 "                     records as JSON lines if FILE ends in .jsonl; 0600\n"
 "  --tenant-key KEY   header:NAME | user | api-key | client-addr\n"
+"  --hash-key FILE    key for hashing API keys into tenant names, made on\n"
+"                     first use (default /var/lib/tokentrace/hash.key)\n"
 "  --duration S       send CMD SIGTERM after S seconds\n"
 "  --metrics ADDR:PORT serve Prometheus metrics at /metrics (ADDR\n"
 "                     127.0.0.1 unless given; PORT 0 picks a free one)\n"
@@ -162,6 +165,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		{ "tenant-key", required_argument, 0, 't' },
 		{ "duration", required_argument, 0, 'd' },
 		{ "metrics", required_argument, 0, 'm' },
+		{ "hash-key", required_argument, 0, 'k' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 }
 	};
@@ -180,6 +184,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		case 'o': a->out_path = optarg; break;
 		case 't': a->tenant_key = optarg; break;
 		case 'm': a->metrics = optarg; break;
+		case 'k': a->hash_key = optarg; break;
 		case 'd':
 			a->duration_s = strtod(optarg, &end);
 			if (*end || end == optarg || a->duration_s <= 0) {
@@ -223,9 +228,14 @@ static bool can_load_bpf(void)
 	return (caps & (1ull << 39)) && (caps & (1ull << 38));
 }
 
-/* The CUPTI library's absolute path: next to /proc/self/exe. */
+/*
+ * The CUPTI library's absolute path: next to /proc/self/exe (the build
+ * tree), else in ../lib/tokentrace/ from it (make install: PREFIX/bin and
+ * PREFIX/lib/tokentrace).
+ */
 static bool find_cupti_lib(char *out, size_t cap)
 {
+	static const char *const dirs[] = { "", "/../lib/tokentrace" };
 	char exe[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	char *slash;
@@ -237,9 +247,14 @@ static bool find_cupti_lib(char *out, size_t cap)
 	if (!slash)
 		return false;
 	*slash = 0;
-	if ((size_t)snprintf(out, cap, "%s/%s", exe, RUN_CUPTI_LIB) >= cap)
-		return false;
-	return access(out, R_OK) == 0;
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		if ((size_t)snprintf(out, cap, "%s%s/%s", exe, dirs[i],
+				     RUN_CUPTI_LIB) >= cap)
+			continue;
+		if (access(out, R_OK) == 0)
+			return true;
+	}
+	return false;
 }
 
 static int make_private_dir(struct run_state *rs)
@@ -351,8 +366,7 @@ static int open_socktrace(struct run_state *rs)
 
 	if (rs->a.tenant_key && tenant_parse_spec(rs->a.tenant_key, &ro))
 		return -EINVAL;		/* it said why */
-	if (getrandom(ro.hash_key, sizeof(ro.hash_key), 0) !=
-	    (ssize_t)sizeof(ro.hash_key))
+	if (attach_hash_key(rs->a.hash_key, "run", ro.hash_key))
 		return -EIO;
 	ro.on_request = on_request;
 	ro.ctx = rs;
@@ -383,7 +397,8 @@ static int open_sources(struct run_state *rs)
 					      sizeof(rs->lib_path));
 		if (!rs->have_lib && rs->a.compute == RUN_CUPTI) {
 			fprintf(stderr, "tokentrace run: CUPTI library missing:"
-				" no %s next to the tokentrace binary (build "
+				" no %s next to the tokentrace binary nor in "
+				"../lib/tokentrace/ from it (build "
 				"it where the CUDA toolkit is installed, or "
 				"use --compute cpu)\n", RUN_CUPTI_LIB);
 			return TT_EXIT_FAIL;

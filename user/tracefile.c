@@ -936,6 +936,21 @@ static size_t resync(const uint8_t *p, size_t len, size_t pos)
 	return len;
 }
 
+static tracefile_progress_fn progress_fn;
+static void *progress_ctx;
+
+void tracefile_set_progress(tracefile_progress_fn fn, void *ctx)
+{
+	progress_fn = fn;
+	progress_ctx = ctx;
+}
+
+static void progress(const char *name, size_t done, size_t total)
+{
+	if (progress_fn)
+		progress_fn(progress_ctx, name, done, total);
+}
+
 int tracefile_read_mem(const void *buf, size_t len, const char *name,
 		       const struct tracefile_handlers *h,
 		       struct tracefile_header *hdr,
@@ -965,6 +980,7 @@ int tracefile_read_mem(const void *buf, size_t len, const char *name,
 		else if (read_block(&r, p + pos, len - pos, pos, &used)) {
 			st->blocks_ok++;
 			pos += used;
+			progress(name, pos, len);
 			continue;
 		}
 		next = resync(p, len, pos);
@@ -978,7 +994,9 @@ int tracefile_read_mem(const void *buf, size_t len, const char *name,
 			st->cut = true;		/* the tail is a cut block */
 		}
 		pos = next;
+		progress(name, pos, len);
 	}
+	progress(name, len, len);
 	free(r.tok);
 	return 0;
 }

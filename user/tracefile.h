@@ -172,6 +172,15 @@ int tracefile_read_mem(const void *buf, size_t len, const char *name,
 		       struct tracefile_header *hdr,
 		       struct tracefile_stats *st);
 
+/*
+ * Progress of reading: after each block, fn(ctx, name, bytes done, bytes
+ * in all), and once at the end with done == total. One hook for the
+ * process, set by a command that shows progress (NULL: none).
+ */
+typedef void (*tracefile_progress_fn)(void *ctx, const char *name,
+				      uint64_t done, uint64_t total);
+void tracefile_set_progress(tracefile_progress_fn fn, void *ctx);
+
 /* CRC32C (Castagnoli) of len bytes, continuing from crc (0 to start). */
 uint32_t tracefile_crc32c(uint32_t crc, const void *buf, size_t len);
 
