@@ -13,7 +13,10 @@
  * devices of the compute source (GPUs with CUPTI, the CPU device with the
  * CPU source, whose busy time is the on-CPU union of the server's threads)
  * are cut into steps, a step cost model is fitted over those steps, and
- * each step's busy time is split among the requests it served. Per device
+ * each step's busy time is split among the requests it served. On the CPU
+ * device a step's busy time is that of the compute threads only (see
+ * compute_thread_ivs); the time of threads that only do I/O stays in the
+ * device's busy time as unattributed. Per device
  * and over all of them, requests' time plus unattributed time equals busy
  * time to the nanosecond, or report_build fails and says which numbers
  * disagree. Cost: busy cost = ns used x price; loaded cost spreads the
@@ -29,6 +32,9 @@
 #include "report.h"
 
 #define NS_PER_HOUR	3.6e12
+
+/* A CPU thread computes if it has 1/this of the busiest thread's time. */
+#define COMPUTE_THREAD_SHARE	4
 
 static double price_of(const struct report_input *in, const char *name)
 {
@@ -205,8 +211,84 @@ static void credit_device(struct report *r, struct report_device *d,
 	}
 }
 
-static int attribute_device(const struct report_input *in, struct report *r,
-			    struct report_device *d, struct attr_request *a)
+/* On-CPU time of one thread of the CPU device. */
+struct thread_ns {
+	uint32_t tid;
+	uint64_t ns;
+};
+
+/* Add ns to tid's entry in t (n entries, room for one more); the new n. */
+static size_t thread_add(struct thread_ns *t, size_t n, uint32_t tid,
+			 uint64_t ns)
+{
+	for (size_t i = 0; i < n; i++)
+		if (t[i].tid == tid) {
+			t[i].ns += ns;
+			return n;
+		}
+	t[n].tid = tid;
+	t[n].ns = ns;
+	return n + 1;
+}
+
+static bool thread_kept(const struct thread_ns *t, size_t n, uint32_t tid,
+			uint64_t min_ns)
+{
+	for (size_t i = 0; i < n; i++)
+		if (t[i].tid == tid)
+			return t[i].ns >= min_ns;
+	return false;
+}
+
+/*
+ * The intervals of the CPU device's compute threads: those with at least
+ * 1/COMPUTE_THREAD_SHARE of the busiest thread's on-CPU time in the
+ * window (the engine, or a pool of equal workers), not the threads that
+ * only accept connections and write tokens. Their time is the server's
+ * too, but not its forward passes: cut into steps it lands in whichever
+ * step its writes fall, mostly the short decode steps, and makes decode
+ * look dearer than it is. It stays in the device's busy time and, being
+ * outside the steps, is unattributed. *out is allocated (caller frees).
+ */
+static int compute_thread_ivs(const struct report_input *in, uint32_t dev,
+			      struct tt_interval **out, size_t *nout)
+{
+	struct thread_ns *t = malloc((in->nivs ? in->nivs : 1) * sizeof(*t));
+	struct tt_interval *v = malloc((in->nivs ? in->nivs : 1) *
+				       sizeof(*v));
+	uint64_t most = 0;
+	size_t nt = 0, n = 0;
+
+	if (!t || !v) {
+		free(t);
+		free(v);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < in->nivs; i++) {
+		const struct tt_interval *iv = &in->ivs[i];
+		uint64_t a = iv->start_ns > in->start_ns ? iv->start_ns
+							 : in->start_ns;
+		uint64_t b = iv->end_ns < in->end_ns ? iv->end_ns : in->end_ns;
+		if (iv->device == dev && b > a)
+			nt = thread_add(t, nt, iv->tid, b - a);
+	}
+	for (size_t i = 0; i < nt; i++)
+		if (t[i].ns > most)
+			most = t[i].ns;
+	for (size_t i = 0; i < in->nivs; i++)
+		if (in->ivs[i].device == dev &&
+		    thread_kept(t, nt, in->ivs[i].tid,
+				most / COMPUTE_THREAD_SHARE))
+			v[n++] = in->ivs[i];
+	free(t);
+	*out = v;
+	*nout = n;
+	return 0;
+}
+
+/* Steps of device d: on the CPU from its compute threads' time, with the
+ * busy spans (for the findings) of all its threads. */
+static int find_steps(const struct report_input *in, struct report_device *d)
 {
 	struct steps_input si = {
 		.reqs = in->reqs, .nreqs = (uint32_t)in->nreqs,
@@ -215,7 +297,29 @@ static int attribute_device(const struct report_input *in, struct report *r,
 		.source = d->dev.kind == TT_DEV_CPU ? STEPS_FROM_TOKENS
 						    : STEPS_AUTO,
 	};
-	int err = steps_find(&si, &d->steps);
+	struct tt_interval *v = NULL;
+	int err;
+
+	if (d->dev.kind != TT_DEV_CPU)
+		return steps_find(&si, &d->steps);
+	err = compute_thread_ivs(in, d->dev.id, &v, &si.nivs);
+	if (err)
+		return err;
+	si.ivs = v;
+	err = steps_find(&si, &d->steps);
+	free(v);
+	if (err)
+		return err;
+	free(d->steps.busy);
+	return steps_union(in->ivs, in->nivs, d->dev.id, in->start_ns,
+			   in->end_ns, &d->steps.busy, &d->steps.nbusy,
+			   &d->steps.busy_ns);
+}
+
+static int attribute_device(const struct report_input *in, struct report *r,
+			    struct report_device *d, struct attr_request *a)
+{
+	int err = find_steps(in, d);
 
 	if (!err)
 		err = fit_model(d);

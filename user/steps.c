@@ -14,12 +14,21 @@
  * to back with no other work between them (ids, then logprobs) close one
  * step, so only the last of such a run counts. On the CPU, and as a
  * cross-check on a GPU, the token writes of all running requests come in
- * bursts after each step: sorting every token time and splitting where the
- * gap exceeds a threshold gives the bursts, and step k runs from the last
- * write of burst k-1 to the last write of burst k. The threshold comes from
- * the data: a quarter of the median gap between two tokens of the same
- * request (which is about one step, since a request gets at most one token
- * per step), and never under 200 us.
+ * bursts after each step: sorting every token time and splitting where a
+ * request writes its next token (it gets one per step), or where the gap
+ * exceeds a threshold, gives the bursts, and step k runs from the first
+ * write of burst k-1 to the first write of burst k. The first write, not
+ * the last: a server that writes from another thread than the engine's
+ * (the reference server, llama.cpp, vLLM's API process) writes a step's
+ * tokens while the next step already runs, and on a loaded host the last
+ * write of a burst can trail its step by more than a step (measured on
+ * the reference server under tokentrace: first write within -0.4..+0.8 ms
+ * of the step's end for 80 % of steps, last write -0.1..+1.3 ms, steps of
+ * about 1 ms). The threshold comes from the data: eight times the median
+ * gap between two tokens of the same request (about one step), never
+ * under 200 us, so it only separates bursts across a stopped engine; a
+ * smaller one split steps whose writes were spread out, and gave a step's
+ * busy time to its neighbour.
  *
  * What each request did: the step that produced its first token did its
  * prefill (all prompt tokens, context 0); a step that produced a later
@@ -42,9 +51,12 @@
 
 /* Smallest gap that separates two bursts of token writes: below it, writes
  * are one burst whatever the data says (socket writes of one step). */
-#define BURST_GAP_MIN_NS	200000ull
-/* Burst gap = median same-request token gap / this. */
-#define BURST_GAP_DIVISOR	4
+#define BURST_GAP_MIN_NS	20000000ull
+/* Burst gap = median same-request token gap * this: a gap that long
+ * means the engine stopped (no request running), not that one step's
+ * writes came late; the steps of a busy engine are told apart by the
+ * requests that come back in the next burst (see find_bursts). */
+#define BURST_GAP_FACTOR	8
 
 /* Copies close steps only if there are at least 1/this as many of them as
  * token bursts; fewer, and the engine does not end its steps with a small
@@ -240,28 +252,43 @@ static uint64_t burst_gap(const struct steps_input *in)
 	}
 	if (k) {
 		qsort(g, k, sizeof(*g), cmp_u64);
-		if (g[k / 2] / BURST_GAP_DIVISOR > gap)
-			gap = g[k / 2] / BURST_GAP_DIVISOR;
+		if (g[k / 2] * BURST_GAP_FACTOR > gap)
+			gap = g[k / 2] * BURST_GAP_FACTOR;
 	}
 	free(g);
 	return gap;
 }
 
 /*
- * Split sorted tokens into bursts; bounds[b] = time of the last token of
+ * Split sorted tokens into bursts; bounds[b] = time of the first token of
  * burst b. Marks each token with its burst in ->step when mark is set.
+ * A burst ends at a gap wider than `gap`, and also where a request that
+ * already has a token in it writes another: a step gives a request at
+ * most one token, and the writes of one step can be spread out as much as
+ * the gaps between steps (a server thread that writes them late, then
+ * several steps' worth back to back). The first write of a burst follows
+ * the end of its step closely; the last one can trail it by a step or
+ * more. last[] has room for nreqs.
  */
 static uint32_t find_bursts(struct tok *t, size_t n, uint64_t gap,
-			    uint64_t *bounds, bool mark)
+			    uint32_t *last, uint32_t nreqs, uint64_t *bounds,
+			    bool mark)
 {
 	uint32_t b = 0;
 
+	for (uint32_t i = 0; i < nreqs; i++)
+		last[i] = UINT32_MAX;
 	for (size_t i = 0; i < n; i++) {
-		if (i && t[i].ns - t[i - 1].ns > gap)
+		bool open = !i;
+
+		if (i && (t[i].ns - t[i - 1].ns > gap || last[t[i].req] == b)) {
 			b++;
+			open = true;
+		}
+		last[t[i].req] = b;
 		if (mark)
 			t[i].step = b;
-		if (bounds)
+		if (bounds && open)
 			bounds[b] = t[i].ns;
 	}
 	return n ? b + 1 : 0;
@@ -513,28 +540,37 @@ static int finish_steps(const struct steps_input *in, struct steps_result *r)
 static int cut(const struct steps_input *in, struct steps_result *r,
 	       struct tok *t, size_t nt, uint64_t **bounds, uint32_t *nb)
 {
-	int err;
+	uint32_t *last = malloc((in->nreqs ? in->nreqs : 1) * sizeof(*last));
+	int err = 0;
 
+	if (!last)
+		return -ENOMEM;
 	r->burst_gap_ns = burst_gap(in);
-	r->bursts = find_bursts(t, nt, r->burst_gap_ns, NULL, false);
+	r->bursts = find_bursts(t, nt, r->burst_gap_ns, last, in->nreqs, NULL,
+				false);
 	if (in->source != STEPS_FROM_TOKENS) {
 		err = copy_bounds(in, bounds, nb);
 		if (err)
-			return err;
+			goto out;
 		if (in->source == STEPS_FROM_COPIES ||
 		    (*nb >= 2 && *nb * COPY_MIN_BURST_SHARE >= r->bursts)) {
 			r->source = STEPS_FROM_COPIES;
 			tokens_after_copies(t, nt, *bounds, *nb);
-			return 0;
+			goto out;
 		}
 		free(*bounds);
 	}
 	r->source = STEPS_FROM_TOKENS;
 	*bounds = malloc((r->bursts ? r->bursts : 1) * sizeof(uint64_t));
-	if (!*bounds)
-		return -ENOMEM;
-	*nb = find_bursts(t, nt, r->burst_gap_ns, *bounds, true);
-	return 0;
+	if (!*bounds) {
+		err = -ENOMEM;
+		goto out;
+	}
+	*nb = find_bursts(t, nt, r->burst_gap_ns, last, in->nreqs, *bounds,
+			  true);
+out:
+	free(last);
+	return err;
 }
 
 int steps_find(const struct steps_input *in, struct steps_result *r)

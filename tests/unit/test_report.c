@@ -430,3 +430,51 @@ Test(report, reversed_window_is_refused)
 	cr_expect_eq(report_build(&in, &rep), -EINVAL);
 	report_free(&rep);
 }
+
+/*
+ * On the CPU, a thread that only writes the tokens (the server's network
+ * thread: 15 us per write, a few per cent of the engine's time) is not
+ * part of the forward passes: with it or without it, every request gets
+ * the same time, and its time is unattributed (it stays in busy time).
+ */
+Test(report, cpu_writer_thread_time_is_unattributed_not_charged_to_steps)
+{
+	struct sy_cfg c = sy_default();
+	struct sy_req r[SY_MAXR];
+	struct sy_engine *g;
+	struct report one, two;
+	uint64_t writer = 0, sum = 0;
+
+	c.cpu = true;
+	g = run_engine(&c, r, many(r));
+	struct report_input in = input_of(g, "cpu");
+	cr_assert_eq(report_build(&in, &one), 0);
+	size_t n = g->nivs;
+	for (uint32_t i = 0; i < g->nreqs; i++)
+		for (uint32_t j = 0; j < g->reqs[i].token_ns_len; j++) {
+			uint64_t w = g->tok[i][j];
+			sy_iv(g, &c, w, w + 15000, TT_IV_CPU, 0, 0);
+			g->ivs[g->nivs - 1].tid = 43;
+			writer += 15000;
+		}
+	cr_assert_gt(g->nivs, n);
+	in = input_of(g, "cpu");
+	cr_assert_eq(report_build(&in, &two), 0);
+	cr_assert_gt(two.devs[0].busy_ns, one.devs[0].busy_ns);
+	cr_expect_leq(two.devs[0].busy_ns - one.devs[0].busy_ns, writer);
+	for (size_t i = 0; i < two.nreqs; i++) {
+		cr_expect_eq(two.reqs[i].gpu_ns, one.reqs[i].gpu_ns,
+			     "request %zu: %llu ns with the writer thread, "
+			     "%llu without", i,
+			     (unsigned long long)two.reqs[i].gpu_ns,
+			     (unsigned long long)one.reqs[i].gpu_ns);
+		sum += two.reqs[i].gpu_ns;
+	}
+	cr_expect_eq(two.unattributed_ns - one.unattributed_ns,
+		     two.devs[0].busy_ns - one.devs[0].busy_ns);
+	cr_expect_eq(sum + two.unattributed_ns, two.devs[0].busy_ns);
+	report_free(&one);
+	report_free(&two);
+	sy_free(g);
+	free(g);
+}

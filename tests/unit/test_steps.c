@@ -118,8 +118,9 @@ Test(steps, token_bursts_cut_the_same_steps_on_the_cpu)
 	cr_expect_eq(r.source, STEPS_FROM_TOKENS, "no copies on a CPU");
 	expect_entries(g, &r);
 	for (uint32_t k = 0; k < r.nsteps; k++)
-		cr_expect_eq(r.steps[k].end_ns, g->steps[k].last_token_ns,
-			     "step %u ends at its burst's last write", k);
+		cr_expect_eq(r.steps[k].end_ns, g->steps[k].end_ns +
+			     SY_TOKEN_DELAY, "step %u ends at its burst's "
+			     "first write", k);
 	cr_expect_geq(r.burst_gap_ns, 200000);
 	steps_free(&r);
 	sy_free(g);
@@ -347,4 +348,73 @@ Test(steps, union_of_random_intervals_matches_a_bitmap)
 	}
 	cr_expect_eq(sum, busy);
 	free(spans);
+}
+
+/*
+ * A server whose network thread writes the tokens while the engine already
+ * runs the next step: a step's writes come 1.5 ms late, 80 us before the
+ * next step's; another's are spread 200 us apart and end 50 us before the
+ * next step's. No gap tells these steps apart; but each request gets one
+ * token per step, so a request writing again starts the next step whatever
+ * the gaps say; and a step ends at the first write of its burst, which
+ * follows the step's end by the writer's lag, not at the last one.
+ */
+#define LW_REQS		3
+#define LW_STEPS	12
+#define LW_STEP_NS	1000000ull
+
+static uint64_t lw_write(uint32_t k, uint32_t j, uint64_t end)
+{
+	static const uint64_t lag[3] = { 50000, 1500000, 600000 };
+	static const uint64_t spread[3] = { 20000, 10000, 200000 };
+
+	return end + lag[k % 3] + j * spread[k % 3];
+}
+
+Test(steps, late_and_spread_token_writes_still_cut_one_step_per_token)
+{
+	static uint64_t tok[LW_REQS][LW_STEPS];
+	struct tt_request q[LW_REQS] = { 0 };
+	struct tt_interval iv[LW_STEPS];
+	uint64_t t0 = 1000000000ull;
+	struct steps_result r;
+
+	for (uint32_t k = 0; k < LW_STEPS; k++) {
+		uint64_t end = t0 + (k + 1) * LW_STEP_NS;
+		iv[k] = (struct tt_interval){ .start_ns = end - LW_STEP_NS,
+					      .end_ns = end - 10000,
+					      .kind = TT_IV_CPU };
+		for (uint32_t j = 0; j < LW_REQS; j++)
+			tok[j][k] = lw_write(k, j, end);
+	}
+	for (uint32_t j = 0; j < LW_REQS; j++) {
+		snprintf(q[j].id, sizeof(q[j].id), "lw-%u", j);
+		q[j].arrival_ns = t0 - 1000;
+		q[j].token_ns = tok[j];
+		q[j].token_ns_len = LW_STEPS;
+		q[j].first_token_ns = tok[j][0];
+		q[j].end_ns = tok[j][LW_STEPS - 1] + 1000;
+		q[j].prompt_tokens = 40;
+		q[j].completion_tokens = LW_STEPS;
+	}
+	struct steps_input in = {
+		.reqs = q, .nreqs = LW_REQS, .ivs = iv, .nivs = LW_STEPS,
+		.start_ns = t0 - 2000, .end_ns = t0 + 20 * LW_STEP_NS,
+		.source = STEPS_FROM_TOKENS,
+	};
+
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_assert_eq(r.nsteps, LW_STEPS, "%u steps, the engine ran %u",
+		     r.nsteps, LW_STEPS);
+	for (uint32_t k = 0; k < LW_STEPS; k++) {
+		const struct steps_step *s = &r.steps[k];
+		cr_expect_eq(s->n, LW_REQS, "step %u serves %u", k, s->n);
+		cr_expect_eq(s->end_ns, tok[0][k], "step %u ends at its "
+			     "first write", k);
+		for (uint32_t i = 0; i < s->n; i++)
+			cr_expect_eq(r.entries[s->first + i].phase,
+				     k ? ATTR_DECODE : ATTR_PREFILL,
+				     "step %u entry %u", k, i);
+	}
+	steps_free(&r);
 }
