@@ -4,6 +4,7 @@
 #   make demo       reference server + load + tokentrace, then the report
 #   make test       unit tests, then end-to-end tests (root for the eBPF ones)
 #   make bench      benchmarks; they print figures
+#   make soak       30 minutes of record under load; memory must stay flat
 #   make CUDA=1     also build the reference server's CUDA backend
 #   make install    binary, CUPTI library and systemd unit (PREFIX, DESTDIR)
 #
@@ -75,7 +76,7 @@ ifeq ($(HAVE_CUPTI),1)
 TARGETS += $(CUPTI_LIB)
 endif
 
-.PHONY: all deps demo test test-unit test-e2e test-cupti bench clean
+.PHONY: all deps demo test test-unit test-e2e test-cupti bench soak clean
 # Generated BPF objects and skeletons are kept, not removed as intermediates.
 .SECONDARY: $(BPF_OBJS) $(BPF_SKELS)
 .DEFAULT_GOAL := all
@@ -175,8 +176,18 @@ test-e2e: all $(BUILD)/tests/e2e
 demo: all
 	tools/demo.sh
 
-bench: all
+# Small helper programs of the benchmarks (tools/bench/*.c), on libtt.a.
+BENCH_BINS := $(patsubst tools/bench/%.c,$(BUILD)/bench/%,$(wildcard tools/bench/*.c))
+$(BUILD)/bench/%: tools/bench/%.c $(USER_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(USER_LIB) $(PKG_LIBS) $(LDLIBS)
+
+bench: all $(BENCH_BINS)
 	tools/bench.sh
+
+# A 30-minute soak of record under churn (SOAK_SECONDS to change; root).
+soak: all
+	tools/soak.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -6,7 +6,7 @@ set -eu
 
 PKGS="make gcc clang llvm pkg-config libbpf-dev bpftool libelf-dev libdw-dev
 zlib1g-dev libcjson-dev libcriterion-dev libssl-dev openssl libmicrohttpd-dev
-libzstd-dev curl python3 procps iproute2 prometheus chromium"
+libzstd-dev curl python3 procps iproute2 prometheus chromium libclang-rt-14-dev"
 
 missing=""
 for p in $PKGS; do

@@ -109,8 +109,8 @@ static bool get_num(const cJSON *o, const char *key, int64_t *out)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
 
-	if (!cJSON_IsNumber(v) || v->valuedouble < 0)
-		return false;
+	if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble >= 9e18)
+		return false;	/* 9e18: the cast below stays defined */
 	*out = (int64_t)v->valuedouble;
 	return true;
 }
@@ -219,7 +219,8 @@ static void scan_request(const char *b, size_t n, struct api_req *r)
 		int64_t x = 0;
 
 		if (isdigit((unsigned char)*v)) {
-			while (v < end && isdigit((unsigned char)*v))
+			while (v < end && isdigit((unsigned char)*v) &&
+			       x < 100000000000000000LL)	/* no overflow */
 				x = x * 10 + (*v++ - '0');
 			r->max_tokens = x;
 		}

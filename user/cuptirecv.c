@@ -364,8 +364,8 @@ static int on_name(struct cuptirecv *r, struct stream *s, const uint8_t *p,
 	const char *str = (const char *)p + sizeof(n);
 
 	memcpy(&n, p, sizeof(n));
-	if (n.name_id == 0)
-		return fault(r, s, "name record with id 0");
+	if (n.name_id == 0 || n.name_id > (1u << 20))	/* the library's limit */
+		return fault(r, s, "name record with id 0 or over 2^20");
 	if (n.len > TTC_NAME_MAX || sizeof(n) + n.len + 1 > size ||
 	    str[n.len] != '\0')
 		return fault(r, s, "name record length does not fit its size");

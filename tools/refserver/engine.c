@@ -289,11 +289,17 @@ static int ensure_kv(struct rs_engine *e, struct rs_req *r)
 }
 
 /* Runs one request's share of the step on the CPU; returns its ns. */
+/*
+ * One request's part of a step on the CPU. Its cost is the engine thread's
+ * CPU time, not wall time: a preempted engine would otherwise charge the
+ * wait to whichever request it was computing, and the truth would depend
+ * on what else the host runs.
+ */
 static uint64_t run_entry_cpu(struct rs_engine *e,
 			      const struct rs_plan_entry *pe)
 {
 	struct rs_req *r = pe->item->owner;
-	uint64_t t0 = rs_now_ns();
+	uint64_t t0 = thread_cpu_ns();
 
 	for (int i = 0; i < pe->tokens; i++) {
 		int pos = pe->pos + i;
@@ -306,7 +312,7 @@ static uint64_t run_entry_cpu(struct rs_engine *e,
 	}
 	if (pe->samples)
 		r->last_token = rs_sample(e->logits, r->temperature, &r->rng);
-	return rs_now_ns() - t0;
+	return thread_cpu_ns() - t0;
 }
 
 #ifdef REFSERVER_CUDA
