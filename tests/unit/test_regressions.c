@@ -12,6 +12,9 @@
 
 #include <tokentrace/compute.h>
 
+#include "../../tools/loadgen/loadgen.h"
+#include "../../tools/refserver/api.h"
+#include "../../tools/refserver/http.h"
 #include "../../user/api.h"
 #include "../../user/cuptirecv.h"
 
@@ -93,4 +96,46 @@ Test(regressions, name_record_with_huge_id_is_malformed_not_a_hang,
 	cr_assert(strstr(st.last_error, "name record"), "error: %s",
 		  st.last_error);
 	cuptirecv_close(r);
+}
+
+/* A client's "seed" past int64's range was cast from double (undefined). */
+Test(regressions, refserver_refuses_a_seed_out_of_range)
+{
+	static const char body[] = "{\"prompt\":\"hi\",\"seed\":1e300}";
+	struct rs_api_req r;
+	char err[128] = "";
+
+	cr_expect_lt(rs_api_parse(RS_API_COMPLETIONS, body, strlen(body), &r,
+				  err, sizeof(err)), 0);
+	cr_expect(strstr(err, "seed") != NULL, "error '%s'", err);
+	rs_api_req_free(&r);
+}
+
+/* A NUL byte matched strchr's terminator and passed as a token char. */
+Test(regressions, refserver_rejects_nul_in_the_method)
+{
+	static const char req[] = "GE\0T / HTTP/1.1\r\nHost: x\r\n\r\n";
+	struct rs_http_req r;
+	size_t used = 0;
+
+	cr_expect_lt(rs_http_parse(req, sizeof(req) - 1, 1024, &r, &used), 0);
+	rs_http_req_free(&r);
+}
+
+/* The load generator cast a huge usage count from double to long. */
+Test(regressions, loadgen_ignores_a_usage_count_out_of_range)
+{
+	static const char resp[] =
+		"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+		"Content-Length: 64\r\n\r\n"
+		"{\"id\":\"x\",\"usage\":{\"prompt_tokens\":3,"
+		"\"completion_tokens\":3e200}}";
+	struct lg_resp r;
+
+	lg_resp_init(&r);
+	lg_resp_feed(&r, resp, sizeof(resp) - 1);
+	cr_expect(r.done);
+	cr_expect_eq(r.prompt_tokens, 3);
+	cr_expect_eq(r.completion_tokens, -1, "got %ld", r.completion_tokens);
+	lg_resp_free(&r);
 }

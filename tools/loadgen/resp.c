@@ -29,6 +29,13 @@
 
 #include "loadgen.h"
 
+/* A token count a long can hold; anything else is left unknown. */
+static bool count_ok(const cJSON *v)
+{
+	return cJSON_IsNumber(v) && v->valuedouble >= 0 &&
+	       v->valuedouble < 9e18;
+}
+
 #define HEAD_MAX	(64 * 1024)
 #define LINE_MAX_SSE	(4 * 1024 * 1024)
 #define BODY_MAX	(16 * 1024 * 1024)
@@ -141,10 +148,10 @@ static void json_take_meta(struct lg_resp *r, const cJSON *root)
 		snprintf(r->id, sizeof(r->id), "%s", id->valuestring);
 	if (cJSON_IsObject(usage)) {
 		v = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens");
-		if (cJSON_IsNumber(v))
+		if (count_ok(v))
 			r->prompt_tokens = (long)v->valuedouble;
 		v = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
-		if (cJSON_IsNumber(v))
+		if (count_ok(v))
 			r->completion_tokens = (long)v->valuedouble;
 	}
 	if (error && !cJSON_IsNull(error) && !r->error[0]) {

@@ -176,6 +176,9 @@ static int get_flags(const cJSON *root, struct rs_api_req *out, char *err,
 	}
 	v = cJSON_GetObjectItemCaseSensitive(root, "seed");
 	if (cJSON_IsNumber(v)) {
+		/* Out of int64's range the cast is undefined: refuse it. */
+		if (!(v->valuedouble > -9e18 && v->valuedouble < 9e18))
+			return fail(err, errlen, "'seed' is out of range");
 		out->has_seed = true;
 		out->seed = (uint64_t)(int64_t)v->valuedouble;
 	}

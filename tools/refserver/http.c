@@ -118,7 +118,8 @@ static size_t head_end(const char *buf, size_t len)
 
 static bool is_tchar(unsigned char c)
 {
-	return isalnum(c) || strchr("!#$%&'*+-.^_`|~", c);
+	/* c != 0: strchr would match the string's own terminator. */
+	return c && (isalnum(c) || strchr("!#$%&'*+-.^_`|~", c));
 }
 
 /* Rejects garbage early: the bytes so far must start like "TOKEN SP". */
