@@ -140,11 +140,36 @@ static __always_inline void add_slice(struct tt_cpu_thread *t, __u32 tid,
 		emit(t);
 }
 
+/*
+ * The slice that ends now. Its length is the growth of the task's own
+ * sum_exec_runtime since its last switch-out (the scheduler has just
+ * updated it for prev), so the total stays exact even when a switch-in
+ * was never seen: a tracepoint program is skipped when another BPF program
+ * was preempted on the same CPU, and then on_ns is stale or missing. The
+ * first slice of a thread, with no sum yet, is measured from on_ns.
+ */
 static __always_inline void switch_out(struct tt_cpu_thread *t, __u32 tid,
 				       __u64 now)
 {
-	if (t->on_ns && now > t->on_ns)
-		add_slice(t, tid, t->on_ns, now, t->on_cpu);
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 sum = BPF_CORE_READ(task, se.sum_exec_runtime), dur = 0;
+	__u64 start;
+	__u32 cpu = t->on_ns ? t->on_cpu : bpf_get_smp_processor_id();
+
+	if (t->sum_ns && sum >= t->sum_ns)
+		dur = sum - t->sum_ns;
+	else if (t->on_ns && now > t->on_ns)
+		dur = now - t->on_ns;
+	t->sum_ns = sum;
+	if (dur > now)
+		dur = now;
+	start = now - dur;
+	if (start < t->last_end_ns)	/* never overlap its own last slice */
+		start = t->last_end_ns;
+	if (dur && start < now) {
+		add_slice(t, tid, start, now, cpu);
+		t->last_end_ns = now;
+	}
 	t->on_ns = 0;
 	if (t->exiting) {
 		emit(t);

@@ -61,6 +61,9 @@ struct tt_cpu_thread {
 	__tt_u32 on_cpu;	/* CPU it was switched in on */
 	__tt_u32 exiting;	/* sched_process_exit seen: drop at switch-out */
 	struct tt_cpu_rec batch;	/* nslices == 0: nothing pending */
+	__tt_u64 sum_ns;	/* task's sum_exec_runtime at its last
+				   switch-out, 0 before the first */
+	__tt_u64 last_end_ns;	/* end of its last slice */
 };
 
 /* Indexes of the per-CPU `counters` array. */
