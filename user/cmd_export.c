@@ -24,19 +24,15 @@
 #include "collect.h"
 #include "commands.h"
 #include "export.h"
+#include "prices.h"
 #include "report.h"
 #include "tracefile.h"
-
-#define EX_MAX_PRICES	64
 
 enum ex_fmt { EX_PERFETTO, EX_OTLP, EX_JSONL, EX_NFMT };
 
 struct ex_args {
 	const char *trace, *out[EX_NFMT];
-	struct report_price prices[EX_MAX_PRICES];
-	char *names[EX_MAX_PRICES];
-	size_t nprices;
-	double gpu_price, cpu_price;	/* < 0: defaults */
+	struct prices prices;
 };
 
 static void usage(FILE *f)
@@ -62,99 +58,6 @@ static void usage(FILE *f)
 "  --price-file F  lines 'DEVICE NAME = USD' ('#' starts a comment)\n");
 }
 
-/* ---- prices -------------------------------------------------------------- */
-
-static char *trim(char *s)
-{
-	char *e;
-
-	while (*s == ' ' || *s == '\t')
-		s++;
-	e = s + strlen(s);
-	while (e > s && strchr(" \t\r\n", e[-1]))
-		*--e = '\0';
-	return s;
-}
-
-/* "NAME=USD" (item is modified). 0 or -1 with a message. */
-static int add_price(struct ex_args *a, char *item)
-{
-	char *eq = strrchr(item, '='), *name, *end;
-	double v;
-
-	if (!eq)
-		goto bad;
-	*eq = '\0';
-	name = trim(item);
-	v = strtod(trim(eq + 1), &end);
-	if (!*name || end == trim(eq + 1) || *end || v < 0 || !isfinite(v))
-		goto bad;
-	if (!strcmp(name, "gpu") || !strcmp(name, "cpu")) {
-		*(name[0] == 'g' ? &a->gpu_price : &a->cpu_price) = v;
-		return 0;
-	}
-	if (a->nprices == EX_MAX_PRICES) {
-		fprintf(stderr, "tokentrace: more than %d prices\n",
-			EX_MAX_PRICES);
-		return -1;
-	}
-	a->names[a->nprices] = strdup(name);
-	if (!a->names[a->nprices])
-		return -1;
-	a->prices[a->nprices].device_name = a->names[a->nprices];
-	a->prices[a->nprices++].usd_per_hour = v;
-	return 0;
-bad:
-	fprintf(stderr, "tokentrace: price '%s': use NAME=USD with a number "
-		"of USD per hour >= 0\n", item);
-	return -1;
-}
-
-static int parse_price(struct ex_args *a, const char *s)
-{
-	char *end, *copy, *item, *save = NULL;
-	double v = strtod(s, &end);
-	int err = 0;
-
-	if (end != s && !*end) {
-		if (v < 0 || !isfinite(v)) {
-			fprintf(stderr, "tokentrace: --price %s: not a price "
-				">= 0\n", s);
-			return -1;
-		}
-		a->gpu_price = a->cpu_price = v;
-		return 0;
-	}
-	copy = strdup(s);
-	if (!copy)
-		return -1;
-	for (item = strtok_r(copy, ",", &save); item && !err;
-	     item = strtok_r(NULL, ",", &save))
-		err = add_price(a, item);
-	free(copy);
-	return err;
-}
-
-static int read_price_file(struct ex_args *a, const char *path)
-{
-	FILE *f = fopen(path, "re");
-	char line[512];
-	int err = 0;
-
-	if (!f) {
-		fprintf(stderr, "tokentrace: --price-file %s: %s\n", path,
-			strerror(errno));
-		return -1;
-	}
-	while (!err && fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "#")] = '\0';
-		if (*trim(line))
-			err = add_price(a, line);
-	}
-	fclose(f);
-	return err;
-}
-
 /* ---- arguments ----------------------------------------------------------- */
 
 /* 0 ok, 1 help shown, -1 usage error. */
@@ -171,7 +74,7 @@ static int parse_args(int argc, char **argv, struct ex_args *a)
 	};
 	int opt;
 
-	a->gpu_price = a->cpu_price = -1;
+	prices_init(&a->prices);
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -179,11 +82,11 @@ static int parse_args(int argc, char **argv, struct ex_args *a)
 		case 'O': a->out[EX_OTLP] = optarg; break;
 		case 'J': a->out[EX_JSONL] = optarg; break;
 		case 'p':
-			if (parse_price(a, optarg))
+			if (prices_parse(&a->prices, optarg))
 				return -1;
 			break;
 		case 'F':
-			if (read_price_file(a, optarg))
+			if (prices_read_file(&a->prices, optarg))
 				return -1;
 			break;
 		case 'h': usage(stdout); return 1;
@@ -258,8 +161,7 @@ static int write_one(enum ex_fmt fmt, const char *path,
 static int load(const struct ex_args *a, struct collect *c,
 		struct tracefile_header *h, struct report *r)
 {
-	struct collect_prices p = { a->prices, a->nprices, a->gpu_price,
-				    a->cpu_price };
+	struct collect_prices p = prices_for_report(&a->prices);
 	struct report_input in;
 	int err = collect_load(c, a->trace, stderr, h);
 
@@ -291,8 +193,7 @@ int cmd_export(int argc, char **argv)
 	int ret = parse_args(argc, argv, &a), err;
 
 	if (ret) {
-		for (size_t i = 0; i < a.nprices; i++)
-			free(a.names[i]);
+		prices_free(&a.prices);
 		return ret > 0 ? TT_EXIT_OK : TT_EXIT_USAGE;
 	}
 	collect_init(&c);
@@ -302,7 +203,6 @@ int cmd_export(int argc, char **argv)
 			err = write_one(fmt, a.out[fmt], &r, &c, &h);
 	report_free(&r);
 	collect_free(&c);
-	for (size_t i = 0; i < a.nprices; i++)
-		free(a.names[i]);
+	prices_free(&a.prices);
 	return err ? TT_EXIT_FAIL : TT_EXIT_OK;
 }

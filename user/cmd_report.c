@@ -31,10 +31,9 @@
 #include "commands.h"
 #include "hostinfo.h"
 #include "html.h"
+#include "prices.h"
 #include "report.h"
 #include "tracefile.h"
-
-#define RC_MAX_PRICES	64
 
 enum rc_format { RC_TEXT, RC_JSON, RC_HTML };
 
@@ -42,10 +41,7 @@ struct rc_args {
 	enum rc_format format;
 	const char *out, *files[2];
 	int nfiles;
-	struct report_price prices[RC_MAX_PRICES];
-	char *names[RC_MAX_PRICES];
-	size_t nprices;
-	double gpu_price, cpu_price;	/* < 0: defaults */
+	struct prices prices;
 };
 
 /* One loaded trace and its report. */
@@ -98,117 +94,9 @@ static void diff_usage(FILE *f)
 "relative change from A to B. Prices as for `tokentrace report`.\n");
 }
 
-/* ---- prices -------------------------------------------------------------- */
-
-static int add_price(struct rc_args *a, const char *name, size_t len,
-		     const char *usd)
-{
-	char *end;
-	double v = strtod(usd, &end);
-
-	while (*end == ' ' || *end == '\t' || *end == '\n')
-		end++;
-	while (len && (name[len - 1] == ' ' || name[len - 1] == '\t'))
-		len--;
-	while (len && (*name == ' ' || *name == '\t'))
-		name++, len--;
-	if (end == usd || *end || v < 0 || !isfinite(v) || !len) {
-		fprintf(stderr, "tokentrace: price '%.*s=%s': use NAME=USD "
-			"with a number of USD per hour >= 0\n", (int)len,
-			name, usd);
-		return -1;
-	}
-	if (len == 3 && !strncmp(name, "gpu", 3)) {
-		a->gpu_price = v;
-		return 0;
-	}
-	if (len == 3 && !strncmp(name, "cpu", 3)) {
-		a->cpu_price = v;
-		return 0;
-	}
-	if (a->nprices == RC_MAX_PRICES) {
-		fprintf(stderr, "tokentrace: more than %d prices\n",
-			RC_MAX_PRICES);
-		return -1;
-	}
-	a->names[a->nprices] = strndup(name, len);
-	if (!a->names[a->nprices])
-		return -1;
-	a->prices[a->nprices].device_name = a->names[a->nprices];
-	a->prices[a->nprices++].usd_per_hour = v;
-	return 0;
-}
-
-/* "4.10", or "NAME=USD,NAME=USD". */
-static int parse_price(struct rc_args *a, const char *s)
-{
-	char *end, *copy, *item, *save = NULL;
-	double v = strtod(s, &end);
-	int err = 0;
-
-	if (end != s && !*end) {
-		if (v < 0 || !isfinite(v)) {
-			fprintf(stderr, "tokentrace: --price %s: not a price "
-				">= 0\n", s);
-			return -1;
-		}
-		a->gpu_price = a->cpu_price = v;
-		return 0;
-	}
-	copy = strdup(s);
-	for (item = copy ? strtok_r(copy, ",", &save) : NULL; item && !err;
-	     item = strtok_r(NULL, ",", &save)) {
-		char *eq = strrchr(item, '=');
-
-		if (!eq) {
-			fprintf(stderr, "tokentrace: --price '%s': expected "
-				"a number or NAME=USD,...\n", item);
-			err = -1;
-		} else {
-			err = add_price(a, item, eq - item, eq + 1);
-		}
-	}
-	free(copy);
-	return copy ? err : -1;
-}
-
-static int read_price_file(struct rc_args *a, const char *path)
-{
-	FILE *f = fopen(path, "re");
-	char line[512];
-	int err = 0, n = 0;
-
-	if (!f) {
-		fprintf(stderr, "tokentrace: --price-file %s: %s\n", path,
-			strerror(errno));
-		return -1;
-	}
-	while (!err && fgets(line, sizeof(line), f)) {
-		char *eq, *hash = strchr(line, '#');
-
-		n++;
-		if (hash)
-			*hash = 0;
-		if (strspn(line, " \t\r\n") == strlen(line))
-			continue;
-		eq = strrchr(line, '=');
-		if (!eq) {
-			fprintf(stderr, "tokentrace: %s line %d: expected "
-				"'DEVICE NAME = USD'\n", path, n);
-			err = -1;
-		} else {
-			line[strcspn(line, "\r")] = 0;
-			err = add_price(a, line, eq - line, eq + 1);
-		}
-	}
-	fclose(f);
-	return err;
-}
-
 static void free_args(struct rc_args *a)
 {
-	for (size_t i = 0; i < a->nprices; i++)
-		free(a->names[i]);
+	prices_free(&a->prices);
 }
 
 /* ---- arguments ----------------------------------------------------------- */
@@ -227,7 +115,7 @@ static int parse_args(int argc, char **argv, struct rc_args *a, int nfiles,
 	};
 	int opt;
 
-	a->gpu_price = a->cpu_price = -1;
+	prices_init(&a->prices);
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -246,11 +134,11 @@ static int parse_args(int argc, char **argv, struct rc_args *a, int nfiles,
 			}
 			break;
 		case 'p':
-			if (parse_price(a, optarg))
+			if (prices_parse(&a->prices, optarg))
 				return -1;
 			break;
 		case 'P':
-			if (read_price_file(a, optarg))
+			if (prices_read_file(&a->prices, optarg))
 				return -1;
 			break;
 		case 'o': a->out = optarg; break;
@@ -363,8 +251,7 @@ static int load_with_progress(struct rc_trace *t, const char *path)
 static int load_trace(struct rc_trace *t, const char *path,
 		      const struct rc_args *a)
 {
-	struct collect_prices p = { a->prices, a->nprices, a->gpu_price,
-				    a->cpu_price };
+	struct collect_prices p = prices_for_report(&a->prices);
 	struct report_input in;
 	int err;
 
@@ -498,8 +385,8 @@ static bool is_default(const struct rc_trace *t, const struct rc_args *a,
 {
 	if (!collect_price_is_default(&t->c, d->dev.name))
 		return false;
-	return d->dev.kind == TT_DEV_CPU ? a->cpu_price < 0 :
-	       a->gpu_price < 0;
+	return d->dev.kind == TT_DEV_CPU ? a->prices.cpu < 0 :
+	       a->prices.gpu < 0;
 }
 
 static int write_text(const struct rc_trace *t, const struct rc_args *a,
