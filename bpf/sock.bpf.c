@@ -78,8 +78,10 @@ struct stash {
 	__u8 dir;	/* TT_SOCK_DIR_* */
 };
 
+/* LRU: a thread killed inside a syscall never reaches its exit program;
+ * its stash ages out instead of filling the map. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);		/* pid_tgid */
 	__type(value, struct stash);
@@ -120,8 +122,9 @@ struct ssl_call {
 	__u8 dir;
 };
 
+/* LRU for the same reason as stashes */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);		/* pid_tgid */
 	__type(value, struct ssl_call);

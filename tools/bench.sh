@@ -9,7 +9,8 @@
 #      on exit, whatever happens.
 #
 # Sections are shell functions named bench_*, run in the order listed in
-# SECTIONS at the bottom. To add a benchmark, write a function that prints
+# SECTIONS at the bottom (BENCH_SECTIONS="bench_x bench_y" runs only those).
+# Those that load eBPF programs need root and say "skipped" otherwise. To add a benchmark, write a function that prints
 # its own figures (use `section` for its title) and add it to SECTIONS.
 set -eu
 
@@ -17,8 +18,17 @@ cd "$(dirname "$0")/.."
 B=build
 TMP=$(mktemp -d /tmp/tt-bench-XXXXXX)
 SERVER_PID=""
+REC_PID=""
+OLD_BPF_STATS=""
 
 cleanup() {
+	if [ -n "$REC_PID" ]; then
+		kill -INT "$REC_PID" 2>/dev/null || true
+		wait "$REC_PID" 2>/dev/null || true
+	fi
+	if [ -n "$OLD_BPF_STATS" ]; then
+		sysctl -qw kernel.bpf_stats_enabled="$OLD_BPF_STATS" || true
+	fi
 	if [ -n "$SERVER_PID" ]; then
 		kill "$SERVER_PID" 2>/dev/null || true
 		wait "$SERVER_PID" 2>/dev/null || true
@@ -141,17 +151,7 @@ idx_of() {
 	esac
 }
 
-# ---- main ---------------------------------------------------------------------
-
-SECTIONS=${BENCH_SECTIONS:-"bench_refserver_throughput"}
-
-echo "tokentrace benchmarks: $0 $*"
-machine
-for s in $SECTIONS; do
-	"$s"
-done
-
-# ==== BEGIN probe cost (socket tracing: bpf/sock.bpf.c) ========================
+# ---- probe cost (socket tracing: bpf/sock.bpf.c) -----------------------------
 #
 # Per-event cost of the socket probes, from the kernel's own BPF statistics
 # (kernel.bpf_stats_enabled=1: run_time_ns and run_cnt of each program):
@@ -162,11 +162,23 @@ done
 #    at the tgid lookup.
 # Also the wall time per write() of that process with and without the probes
 # attached: the cost of the tracepoint hook itself, which run_time_ns does
-# not include. Needs root; prints why and skips otherwise. Runs after the
-# sections above; BENCH_PROBE=0 skips it.
+# not include. Needs root; prints why and skips otherwise.
 
 # "name run_time_ns run_cnt" of the newest loaded program of each name
+# (bpftool can fail while another program loads or unloads: tried again)
 probe_stats() {
+	for _ in 1 2 3 4 5; do
+		out=$(probe_stats_once 2>/dev/null || true)
+		if [ -n "$out" ]; then
+			echo "$out"
+			return 0
+		fi
+		sleep 0.2
+	done
+	echo "bench: bpftool prog show gave no statistics" >&2
+}
+
+probe_stats_once() {
 	bpftool prog show --json | python3 -c '
 import json, sys
 newest = {}
@@ -207,24 +219,15 @@ bench_probe_cost() {
 	reqs=${PROBE_REQUESTS:-200}
 	writes=${PROBE_WRITES:-200000}
 	old_stats=$(sysctl -n kernel.bpf_stats_enabled)
+	OLD_BPF_STATS=$old_stats
 	sysctl -qw kernel.bpf_stats_enabled=1
 	bare_ns=$(probe_write_ns "$writes")
 
-	"$B/refserver" --port 0 --port-file "$TMP/probe.port" \
-		>"$TMP/probe.srv" 2>&1 &
-	SERVER_PID=$!
-	i=0
-	while [ ! -s "$TMP/probe.port" ] && [ $i -lt 100 ]; do
-		sleep 0.1; i=$((i + 1))
-	done
-	port=$(cat "$TMP/probe.port")
-	"$B/tokentrace" record --port "$port" -o "$TMP/probe.jsonl" \
-		2>"$TMP/probe.err" &
-	tracer=$!
-	i=0
-	while ! grep -q "tracing" "$TMP/probe.err" && [ $i -lt 150 ]; do
-		sleep 0.1; i=$((i + 1))
-	done
+	start_refserver
+	port=$PORT
+	echo "server: $B/refserver --host 127.0.0.1 --port 0; tracer:" \
+		"$B/tokentrace record --port $port -o FILE.jsonl"
+	start_record "$TMP/probe.jsonl"
 
 	probe_stats >"$TMP/probe.s0"
 	"$B/loadgen" --url "http://127.0.0.1:$port" --concurrency 4 \
@@ -242,16 +245,285 @@ bench_probe_cost() {
 	echo "write() wall time of that process: ${bare_ns} ns without probes," \
 		"${traced_ns} ns with them attached"
 
-	kill -INT "$tracer" 2>/dev/null || true
-	wait "$tracer" 2>/dev/null || true
-	grep -E "lost events" "$TMP/probe.err" | sed 's/^tokentrace: /tracer: /' || true
-	kill "$SERVER_PID" 2>/dev/null || true
-	wait "$SERVER_PID" 2>/dev/null || true
-	SERVER_PID=""
+	stop_record
+	grep -E "lost events" "$TMP/rec.err" | sed 's/^tokentrace: /tracer: /' || true
+	stop_refserver
 	sysctl -qw kernel.bpf_stats_enabled="$old_stats"
+	OLD_BPF_STATS=""
 }
 
-if [ "${BENCH_PROBE:-1}" != 0 ]; then
-	bench_probe_cost
-fi
-# ==== END probe cost ===========================================================
+# ---- the tracer ---------------------------------------------------------------
+
+# start_record OUT [FLAGS...]: `tokentrace record --port $PORT -o OUT`,
+# once it traces; sets REC_PID. Its stderr goes to $TMP/rec.err.
+start_record() {
+	out=$1
+	shift
+	"$B/tokentrace" record --port "$PORT" -o "$out" "$@" \
+		>"$TMP/rec.out" 2>"$TMP/rec.err" &
+	REC_PID=$!
+	i=0
+	until grep -q "tracing 1 process" "$TMP/rec.err" 2>/dev/null; do
+		i=$((i + 1))
+		if [ $i -gt 600 ] || ! kill -0 "$REC_PID" 2>/dev/null; then
+			echo "bench: tokentrace record did not start:" >&2
+			cat "$TMP/rec.err" >&2
+			exit 1
+		fi
+		sleep 0.05
+	done
+}
+
+stop_record() {
+	kill -INT "$REC_PID" 2>/dev/null || true
+	wait "$REC_PID" 2>/dev/null || true
+	REC_PID=""
+}
+
+rss_kb() {
+	awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+# seconds (with ns) a command takes; its output is dropped
+time_s() {
+	t0=$(date +%s%N)
+	"$@" >/dev/null 2>&1 || { echo "bench: $* failed" >&2; exit 1; }
+	t1=$(date +%s%N)
+	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }'
+}
+
+need_root() {
+	if [ "$(id -u)" != 0 ]; then
+		echo "skipped: needs root to load eBPF programs"
+		return 1
+	fi
+}
+
+# ---- overhead on the traced server ---------------------------------------------
+#
+# The reference server at saturation (loadgen --concurrency 16), without
+# tracing and with `tokentrace record --port` attached, runs alternating
+# (the same seed for both kinds in a round, the order turned each round,
+# after one warm-up run), median of BENCH_OVH_RUNS (5) each: completion tokens/s and TTFT p50 as ratios traced / untraced.
+# Goal: throughput >= 0.98, TTFT p50 within 2%. The collector runs on the
+# same cores as server and client: on a small machine its CPU time is part
+# of what is measured.
+#   BENCH_OVH_REQUESTS  requests per run (default 400)
+#   BENCH_OVH_RUNS      runs of each kind (default 5)
+ovh_load() {
+	# shellcheck disable=SC2086
+	"$B/loadgen" --url "http://127.0.0.1:$PORT/v1/completions" $lg_flags \
+		--requests "$n" --seed "$2" >"$TMP/lg.out" 2>&1 || {
+		echo "bench: loadgen failed:" >&2
+		cat "$TMP/lg.out" >&2
+		exit 1
+	}
+	awk '/^throughput:/ { print $4 }' "$TMP/lg.out" >>"$TMP/ovh.$1.tps"
+	awk '/^ttft:/ { print $3 }' "$TMP/lg.out" >>"$TMP/ovh.$1.ttft"
+}
+
+ovh_traced() {
+	start_record "$TMP/ovh.tt"
+	ovh_load traced "$1"
+	stop_record
+	rm -f "$TMP/ovh.tt"
+}
+
+bench_overhead() {
+	section "overhead on the traced server (refserver at saturation)"
+	need_root || return 0
+	need "$B/tokentrace" "$B/refserver" "$B/loadgen"
+	ref_flags="--max-batch 16"
+	lg_flags="--stream --prompt-len 64 --max-tokens 32 --concurrency 16"
+	n=${BENCH_OVH_REQUESTS:-400}
+	runs=${BENCH_OVH_RUNS:-5}
+	# shellcheck disable=SC2086
+	start_refserver $ref_flags
+	echo "server: $B/refserver --host 127.0.0.1 --port 0 $ref_flags"
+	echo "client: $B/loadgen --url http://127.0.0.1:$PORT/v1/completions" \
+		"$lg_flags --requests $n --seed R"
+	echo "traced: $B/tokentrace record --port $PORT -o FILE.tt attached" \
+		"for the traced runs; one warm-up run, then $runs runs of each" \
+		"kind, alternating (plain-traced, traced-plain, ...)"
+	: >"$TMP/ovh.plain.tps"; : >"$TMP/ovh.plain.ttft"
+	: >"$TMP/ovh.traced.tps"; : >"$TMP/ovh.traced.ttft"
+	ovh_load warmup 0
+	r=0
+	while [ $r -lt "$runs" ]; do
+		r=$((r + 1))
+		# ABBA: the order turns each round, so drift cancels
+		if [ $((r % 2)) = 1 ]; then
+			ovh_load plain "$r"
+			ovh_traced "$r"
+		else
+			ovh_traced "$r"
+			ovh_load plain "$r"
+		fi
+	done
+	stop_refserver
+	printf '%-10s %-12s %-14s %s\n' kind tokens/s "ttft p50 ms" \
+		"runs (tokens/s | ttft p50 ms)"
+	for k in plain traced; do
+		printf '%-10s %-12s %-14s %s| %s\n' "$k" \
+			"$(median <"$TMP/ovh.$k.tps")" \
+			"$(median <"$TMP/ovh.$k.ttft")" \
+			"$(tr '\n' ' ' <"$TMP/ovh.$k.tps")" \
+			"$(tr '\n' ' ' <"$TMP/ovh.$k.ttft")"
+	done
+	awk -v pt="$(median <"$TMP/ovh.plain.tps")" \
+	    -v tt="$(median <"$TMP/ovh.traced.tps")" \
+	    -v pf="$(median <"$TMP/ovh.plain.ttft")" \
+	    -v tf="$(median <"$TMP/ovh.traced.ttft")" 'BEGIN {
+		printf "ratio traced/plain: throughput %.3f (goal >= 0.98), " \
+		       "ttft p50 %.3f (goal 0.98-1.02)\n", tt / pt, tf / pf }'
+}
+
+# ---- collector: replay speed ----------------------------------------------------
+#
+# A trace of millions of events made by build/bench/gentrace (one GPU,
+# continuous batching: requests with their token times, kernels and copies),
+# then `tokentrace report` on it pinned to one core (taskset -c 0), median
+# of 3 runs: events (requests + token times + intervals) per second over
+# the whole command (read, attribution, findings, text report). Goal: >= 2M
+# events/s. The same with --format json (every request written out) once.
+#   BENCH_GEN_REQUESTS  requests in the trace (default 100000)
+#   BENCH_GEN_TOKENS    tokens per request (default 32)
+bench_collector() {
+	section "collector: replaying a large trace, one core"
+	need "$B/tokentrace" "$B/bench/gentrace"
+	reqs=${BENCH_GEN_REQUESTS:-100000}
+	toks=${BENCH_GEN_TOKENS:-32}
+	"$B/bench/gentrace" "$TMP/big.tt" "$reqs" "$toks" 16 >"$TMP/gen.out"
+	events=$(awk '/^gentrace:/ { print $9 }' "$TMP/gen.out")
+	echo "trace: $B/bench/gentrace FILE $reqs $toks 16 ->" \
+		"$(sed 's/^gentrace: //' "$TMP/gen.out")"
+	echo "command: taskset -c 0 $B/tokentrace report FILE (median of 3)"
+	: >"$TMP/rep.s"
+	for r in 1 2 3; do
+		time_s taskset -c 0 "$B/tokentrace" report "$TMP/big.tt" \
+			>>"$TMP/rep.s"
+	done
+	med=$(median <"$TMP/rep.s")
+	json_s=$(time_s taskset -c 0 "$B/tokentrace" report "$TMP/big.tt" \
+		--format json)
+	rss=0
+	if [ -x /usr/bin/time ]; then
+		/usr/bin/time -f '%M' -o "$TMP/rss.out" taskset -c 0 \
+			"$B/tokentrace" report "$TMP/big.tt" >/dev/null 2>&1
+		rss=$(tail -1 "$TMP/rss.out")
+	fi
+	awk -v e="$events" -v m="$med" -v runs="$(tr '\n' ' ' <"$TMP/rep.s")" \
+	    -v j="$json_s" -v rss="$rss" 'BEGIN {
+		printf "text report: %.3f s (runs %s): %.2f M events/s " \
+		       "(goal >= 2)\n", m, runs, e / m / 1e6
+		printf "json report: %.3f s: %.2f M events/s\n", j, e / j / 1e6
+		printf "peak RSS of the text report: %d kB (%.0f bytes/event)\n",
+		       rss, rss * 1024 / e }'
+	rm -f "$TMP/big.tt"
+}
+
+# ---- collector: memory per connection and per request in flight -----------------
+#
+# `tokentrace record` on a refserver that holds requests (--step-delay-ms
+# 200, --max-batch 4); a client opens BENCH_CONNS (8000) idle connections,
+# then sends a streamed request on each (all in flight: a few running, the
+# rest queued). The collector's VmRSS before, with the idle connections, and
+# with the requests in flight, divided by the count. Needs root.
+#   BENCH_CONNS   connections (default 8000; the fd limit is raised to fit)
+bench_collector_memory() {
+	section "collector: memory per open connection and per request in flight"
+	need_root || return 0
+	need "$B/tokentrace" "$B/refserver" "$B/bench/gentrace"
+	nc=${BENCH_CONNS:-8000}
+	# shellcheck disable=SC3045
+	ulimit -n $((nc + 256)) 2>/dev/null || true
+	start_refserver --step-delay-ms 200 --max-batch 4
+	start_record "$TMP/mem.tt"
+	echo "server: $B/refserver --step-delay-ms 200 --max-batch 4;" \
+		"tracer: $B/tokentrace record --port $PORT -o FILE.tt;" \
+		"client: $nc connections (python3)"
+	python3 - "$PORT" "$nc" "$TMP" <<'PY' &
+import os, resource, socket, sys, time
+port, n, tmp = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+resource.setrlimit(resource.RLIMIT_NOFILE, (n + 64, n + 64))
+socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+open(tmp + "/conns.ready", "w").close()
+while not os.path.exists(tmp + "/conns.go"):
+    time.sleep(0.05)
+body = b'{"model":"ref-tiny","prompt":"hello world","max_tokens":100000,' \
+       b'"stream":true,"user":"mem"}'
+req = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+       b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+       % len(body)) + body
+for s in socks:
+    s.sendall(req)
+open(tmp + "/conns.sent", "w").close()
+time.sleep(600)
+PY
+	py=$!
+	sleep 1
+	r0=$(rss_kb "$REC_PID")
+	i=0
+	while [ ! -e "$TMP/conns.ready" ] && [ $i -lt 600 ]; do
+		sleep 0.05; i=$((i + 1))
+	done
+	sleep 2
+	r1=$(rss_kb "$REC_PID")
+	touch "$TMP/conns.go"
+	i=0
+	while [ ! -e "$TMP/conns.sent" ] && [ $i -lt 600 ]; do
+		sleep 0.05; i=$((i + 1))
+	done
+	sleep 2
+	r2=$(rss_kb "$REC_PID")
+	kill "$py" 2>/dev/null || true
+	wait "$py" 2>/dev/null || true
+	stop_record
+	stop_refserver
+	awk -v n="$nc" -v a="$r0" -v b="$r1" -v c="$r2" 'BEGIN {
+		printf "collector RSS: %d kB before, %d kB with %d idle " \
+		       "connections, %d kB with a request in flight on each\n",
+		       a, b, n, c
+		printf "per open connection: %.0f bytes; per request in " \
+		       "flight: %.0f bytes more (RSS is counted in pages, " \
+		       "and memory malloc already holds is not counted: " \
+		       "+-%.0f bytes)\n", (b - a) * 1024 / n,
+		       (c - b) * 1024 / n, 4096 / n }'
+	"$B/bench/gentrace" --sizes 2>/dev/null || true
+}
+
+# ---- trace size -----------------------------------------------------------------
+#
+# A real run: refserver under `tokentrace record --port P --compute cpu -o
+# FILE.tt` (its CPU slices are the compute records), BENCH_SIZE_REQUESTS
+# (300) streamed requests of 32 tokens. Bytes per request and per compute
+# record from build/bench/tracesize (each kind written again alone, zstd
+# as record writes it). Needs root.
+bench_trace_size() {
+	section "trace size (a real run's trace)"
+	need_root || return 0
+	need "$B/tokentrace" "$B/refserver" "$B/loadgen" "$B/bench/tracesize"
+	n=${BENCH_SIZE_REQUESTS:-300}
+	start_refserver --max-batch 16
+	start_record "$TMP/size.tt" --compute cpu
+	echo "tracer: $B/tokentrace record --port $PORT --compute cpu -o" \
+		"FILE.tt; client: $B/loadgen --stream --max-tokens 32" \
+		"--prompt-len 64 --concurrency 8 --requests $n"
+	"$B/loadgen" --url "http://127.0.0.1:$PORT/v1/completions" --stream \
+		--max-tokens 32 --prompt-len 64 --concurrency 8 --requests "$n" \
+		--quiet || echo "bench: loadgen failed" >&2
+	stop_record
+	stop_refserver
+	"$B/bench/tracesize" "$TMP/size.tt" "$TMP" | sed 's/^tracesize: //'
+}
+
+# ---- main ---------------------------------------------------------------------
+
+SECTIONS=${BENCH_SECTIONS:-"bench_refserver_throughput bench_overhead \
+bench_probe_cost bench_collector bench_collector_memory bench_trace_size"}
+
+echo "tokentrace benchmarks: $0 $*"
+machine
+for s in $SECTIONS; do
+	"$s"
+done

@@ -25,6 +25,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
 
 #include "attach.h"
 #include "commands.h"
@@ -193,6 +195,8 @@ void attach_init(struct attach *a, const struct attach_opts *o)
 	a->o = *o;
 	a->nlisten = -1;
 	collect_init(&a->c);
+	collect_set_limits(&a->c, COLLECT_MAX_REQS_DEFAULT,
+			   COLLECT_MAX_IVS_DEFAULT);
 }
 
 static int open_socktrace(struct attach *a)
@@ -264,11 +268,36 @@ static void trace_pids(struct attach *a, size_t from)
 	}
 }
 
+/* root, or CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), effective: said
+ * first, before any other warning, as the one reason to stop. */
+static bool privileged(void)
+{
+	struct __user_cap_header_struct hdr = {
+		.version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[2] = {};
+	uint64_t eff;
+
+	if (geteuid() == 0)
+		return true;
+	if (syscall(SYS_capget, &hdr, data))
+		return false;
+	eff = data[0].effective | ((uint64_t)data[1].effective << 32);
+	if (eff & (1ull << CAP_SYS_ADMIN))
+		return true;
+	return (eff & (1ull << 39)) && (eff & (1ull << 38));
+}
+
 int attach_open(struct attach *a)
 {
 	struct socktrace_stats s;
 	int ret;
 
+	if (!privileged()) {
+		fprintf(stderr, "tokentrace: needs root (or CAP_BPF and "
+			"CAP_PERFMON) to load eBPF programs; run it with "
+			"sudo\n");
+		return TT_EXIT_PRIV;
+	}
 	hostinfo_read(&a->c.host);
 	if (a->o.metrics && metrics_start_spec(a->o.metrics, &a->metrics))
 		return TT_EXIT_USAGE;

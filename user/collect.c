@@ -8,8 +8,10 @@
  *      (collect_load).
  * Out: struct report_input for report_build (collect_report_input), and
  *      the same arrays for exporters.
- * Assumes: one thread; the caller bounds how long it collects (memory
- *      grows with every interval and request kept).
+ * Assumes: one thread. Memory is bounded by spilling to the trace file
+ *      (collect_set_spill, then collect_reload for the report) or by the
+ *      limits of collect_set_limits (see collect.h); with neither, it
+ *      grows with every interval and request kept (reading a trace).
  *
  * Devices are kept one per id (a later report of the same id replaces the
  * earlier); kernel names one per (pid, name id). Compute losses follow
@@ -95,13 +97,31 @@ static void add_device(struct collect *c, const struct tt_device *d)
 		note_err(c, tracefile_put_device(c->writer, d));
 }
 
+/* Whether the next interval (or request) is kept in memory: not when it
+ * went to a spilling writer, nor beyond the limit (then it is counted). */
+static bool keep(struct collect *c, size_t n, size_t max, uint64_t *dropped)
+{
+	if (c->writer && c->spill)
+		return false;
+	if (max && n >= max) {
+		(*dropped)++;
+		return false;
+	}
+	return true;
+}
+
 static void add_interval(struct collect *c, const struct tt_interval *iv)
 {
-	if (!grow((void **)&c->ivs, &c->capivs, c->nivs, sizeof(*iv)))
-		return;
-	c->ivs[c->nivs++] = *iv;
+	c->ivs_seen++;
 	if (c->writer)
 		note_err(c, tracefile_put_interval(c->writer, iv));
+	if (!keep(c, c->nivs, c->max_ivs, &c->ivs_dropped))
+		return;
+	if (!grow((void **)&c->ivs, &c->capivs, c->nivs, sizeof(*iv))) {
+		c->ivs_dropped++;
+		return;
+	}
+	c->ivs[c->nivs++] = *iv;
 }
 
 static void add_name(struct collect *c, uint32_t pid, uint32_t id,
@@ -192,27 +212,39 @@ void collect_sink(struct collect *c, struct tt_compute_sink *sink)
 
 int collect_add_request(struct collect *c, const struct tt_request *q)
 {
-	struct tt_request *k;
+	struct tt_request *k, cut = *q;
 	uint64_t *tok = NULL;
 	uint32_t n = q->token_ns ? q->token_ns_len : 0;
 
 	if (n > TT_TOKEN_NS_MAX)
 		n = TT_TOKEN_NS_MAX;
+	cut.token_ns_len = n;
+	c->reqs_seen++;
+	if (c->writer)
+		note_err(c, tracefile_put_request(c->writer, &cut));
+	if (!keep(c, c->nreqs, c->max_reqs, &c->reqs_dropped))
+		return 0;
 	if (!grow((void **)&c->reqs, &c->capreqs, c->nreqs, sizeof(*q)))
-		return -ENOMEM;
+		goto oom;
 	if (n) {
 		tok = malloc(n * sizeof(*tok));
 		if (!tok)
-			return -ENOMEM;
+			goto oom;
 		memcpy(tok, q->token_ns, n * sizeof(*tok));
 	}
 	k = &c->reqs[c->nreqs++];
-	*k = *q;
+	*k = cut;
 	k->token_ns = tok;
-	k->token_ns_len = n;
-	if (c->writer)
-		note_err(c, tracefile_put_request(c->writer, k));
 	return 0;
+oom:
+	c->reqs_dropped++;
+	return -ENOMEM;
+}
+
+void collect_set_limits(struct collect *c, size_t max_reqs, size_t max_ivs)
+{
+	c->max_reqs = max_reqs;
+	c->max_ivs = max_ivs;
 }
 
 void collect_set_compute(struct collect *c, const char *source,
@@ -268,6 +300,18 @@ static int write_all_kept(struct collect *c, struct tracefile_writer *w)
 	return err;
 }
 
+/* Free the requests and intervals kept (they are in the trace file). */
+static void drop_kept(struct collect *c)
+{
+	for (size_t i = 0; i < c->nreqs; i++)
+		free((void *)c->reqs[i].token_ns);
+	free(c->reqs);
+	free(c->ivs);
+	c->reqs = NULL;
+	c->ivs = NULL;
+	c->nreqs = c->capreqs = c->nivs = c->capivs = 0;
+}
+
 int collect_attach_writer(struct collect *c, struct tracefile_writer *w)
 {
 	if (c->writer)
@@ -276,7 +320,44 @@ int collect_attach_writer(struct collect *c, struct tracefile_writer *w)
 	if (!w)
 		return 0;
 	note_err(c, write_all_kept(c, w));
+	if (c->spill)
+		drop_kept(c);
 	return c->write_error;
+}
+
+void collect_set_spill(struct collect *c, bool on)
+{
+	c->spill = on;
+	if (on && c->writer)
+		drop_kept(c);
+}
+
+int collect_reload(struct collect *c, const char *path, FILE *log)
+{
+	struct collect n;
+	int err;
+
+	collect_init(&n);
+	err = collect_load(&n, path, log, NULL);
+	if (err) {
+		fprintf(log ? log : stderr, "tokentrace: cannot read the trace "
+			"%s back for the report: %s (tokentrace report %s "
+			"may still read what it holds)\n", path,
+			strerror(-err), path);
+		collect_free(&n);
+		return err;
+	}
+	n.host = c->host;
+	n.max_reqs = c->max_reqs;
+	n.max_ivs = c->max_ivs;
+	n.reqs_dropped = c->reqs_dropped;
+	n.ivs_dropped = c->ivs_dropped;
+	n.reqs_seen = c->reqs_seen;
+	n.ivs_seen = c->ivs_seen;
+	n.write_error = c->write_error;
+	collect_free(c);
+	*c = n;
+	return 0;
 }
 
 int collect_tick(struct collect *c, uint64_t now_ns)
@@ -503,11 +584,18 @@ static uint64_t count_intervals(const struct collect *c, uint32_t device)
 
 cJSON *collect_report_json(const struct collect *c, const struct report *r)
 {
-	cJSON *root = report_json(r), *d;
+	cJSON *root = report_json(r), *d, *los;
 	size_t i = 0;
 
 	if (!root)
 		return NULL;
+	los = cJSON_GetObjectItem(root, "losses");
+	if (los) {
+		cJSON_AddNumberToObject(los, "requests_not_kept",
+					(double)c->reqs_dropped);
+		cJSON_AddNumberToObject(los, "intervals_not_kept",
+					(double)c->ivs_dropped);
+	}
 	cJSON_ArrayForEach(d, cJSON_GetObjectItem(root, "devices")) {
 		if (i >= r->ndevs)
 			break;

@@ -8,8 +8,15 @@
  * Out: a struct report_input for report_build, the same data for the
  *      exporters, and (when a writer is attached) every record appended to
  *      a trace file as it arrives.
- * Assumes: one clock, CLOCK_MONOTONIC ns. Memory grows with what is kept;
- *      the caller bounds the traced interval.
+ * Assumes: one clock, CLOCK_MONOTONIC ns.
+ *
+ * Memory is bounded two ways. With a writer attached and spilling on
+ * (collect_set_spill), requests and intervals go to the trace file as they
+ * arrive and are not kept; after collect_close, collect_reload reads the
+ * file back for the report, so the report of a recording is the report of
+ * its trace by construction. Without spilling, at most max_reqs requests
+ * and max_ivs intervals are kept (0: no limit); what comes beyond is
+ * counted (reqs_dropped, ivs_dropped) and shown in the report's losses.
  */
 #ifndef TT_COLLECT_H
 #define TT_COLLECT_H
@@ -70,10 +77,19 @@ struct collect {
 	uint64_t trace_blocks_ok, trace_blocks_skipped;
 	uint64_t trace_bytes_skipped, trace_records_skipped;
 	bool trace_cut;			/* it ends inside a block */
+	/* bounds (see the top of this file) */
+	size_t max_reqs, max_ivs;	/* kept at most; 0: no limit */
+	uint64_t reqs_dropped, ivs_dropped;	/* over the limits: not kept */
+	uint64_t reqs_seen, ivs_seen;	/* every one that arrived */
+	bool spill;			/* with a writer: write, do not keep */
 	struct report_price *price_store;	/* collect_report_input's */
 	bool *price_default;		/* per price_store entry */
 	size_t nprice_store;
 };
+
+/* Limits record and run apply without a trace file (flags change them). */
+#define COLLECT_MAX_REQS_DEFAULT	1000000u
+#define COLLECT_MAX_IVS_DEFAULT		10000000u
 
 /* Prices per device-hour: named ones first, then a default by kind. */
 #define COLLECT_GPU_USD_PER_HOUR	2.00
@@ -111,6 +127,27 @@ void collect_set_sock_losses(struct collect *c, uint64_t events,
  */
 int collect_attach_writer(struct collect *c, struct tracefile_writer *w);
 
+/*
+ * Keep at most max_reqs requests and max_ivs intervals in memory (0: no
+ * limit); later ones are counted in reqs_dropped and ivs_dropped.
+ */
+void collect_set_limits(struct collect *c, size_t max_reqs, size_t max_ivs);
+
+/*
+ * on: while a writer is attached, requests and intervals are written and
+ * not kept (what is kept now is written and freed at attach). Devices,
+ * names, losses and the window are small and always kept. Read the trace
+ * back with collect_reload after collect_close for the report.
+ */
+void collect_set_spill(struct collect *c, bool on);
+
+/*
+ * After collect_close: replace what c keeps by the trace file at path (the
+ * one the writer wrote), read with no limits. Host facts, the drop counts
+ * and the limits stay. 0 or a negative errno (said on log, NULL: stderr).
+ */
+int collect_reload(struct collect *c, const char *path, FILE *log);
+
 /* Once a second (now: monotonic ns): the window so far and the losses
  * go to the writer, and its buffer becomes a block. 0 or the error. */
 int collect_tick(struct collect *c, uint64_t now_ns);
@@ -134,7 +171,8 @@ bool collect_price_is_default(const struct collect *c, const char *dev);
 uint64_t collect_on_cpu_ns(const struct collect *c, uint32_t device);
 
 /* report_json(r) with on_cpu_ns added to CPU devices and the count of
- * intervals to every device: the object that run --summary and report
+ * intervals to every device, and the requests and intervals not kept
+ * (memory limits) to losses: the object that run --summary and report
  * --format json write. NULL on OOM. */
 cJSON *collect_report_json(const struct collect *c, const struct report *r);
 

@@ -17,8 +17,13 @@
  *      which what is left in the ring buffer is read and open requests are
  *      flushed (end "open"). Without --compute cpu there is no compute
  *      source: the report has requests, tenants and models, no devices.
- *      The store grows with the requests kept: as a host agent, restart
- *      it (one trace file per start) to bound it.
+ *
+ * Memory stays bounded however long it runs: with a trace file, requests
+ * and intervals go to the file as they arrive and are not kept; the
+ * report at the end is read back from the file (so it is what `tokentrace
+ * report FILE` gives). Without one, at most --max-requests requests and
+ * --max-intervals intervals are kept for the report; what comes beyond is
+ * counted and the report says so.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +51,7 @@ struct record_args {
 	const char *out_path, *summary;
 	double duration_s;
 	bool all;
+	size_t max_reqs, max_ivs;
 };
 
 struct record_ctx {
@@ -72,7 +78,7 @@ static void usage(FILE *f)
 "                         [--duration S] [--compute cpu] [--tenant-key KEY]\n"
 "                         [--hash-key FILE] [--ringbuf-kb N]\n"
 "                         [--capture-cap BYTES] [--all] [--no-tls]\n"
-"                         [--verbose]\n"
+"                         [--max-requests N] [--max-intervals N] [--verbose]\n"
 "\n"
 "Traces the sockets of running servers (and their children): every\n"
 "finished inference request, its tenant, model, tokens and latencies.\n"
@@ -85,7 +91,27 @@ ATTACH_HELP
 "  --summary FILE     write the report (tokentrace report --format json)\n"
 "                     to FILE at the end, mode 0600\n"
 "  --duration S       stop after S seconds (default: at SIGINT/SIGTERM)\n"
-"  --all              also keep requests of no inference API\n");
+"  --all              also keep requests of no inference API\n"
+"  --max-requests N   without a trace file: requests kept for the report\n"
+"                     (default 1000000; later ones are counted as losses)\n"
+"  --max-intervals N  the same for compute intervals (default 10000000)\n");
+}
+
+/* A positive count for flag; 0 or -1 (said). */
+static int parse_limit(const char *flag, const char *s, size_t *v)
+{
+	char *end;
+	unsigned long long n;
+
+	errno = 0;
+	n = strtoull(s, &end, 10);
+	if (errno || *end || end == s || !n || *s == '-') {
+		fprintf(stderr, "tokentrace record: %s '%s' is not a positive "
+			"count\n", flag, s);
+		return -1;
+	}
+	*v = (size_t)n;
+	return 0;
 }
 
 /* 0 ok, 1 help shown, -1 usage error. */
@@ -97,6 +123,8 @@ static int parse_args(int argc, char **argv, struct record_args *a)
 		{ "summary", required_argument, 0, 's' },
 		{ "duration", required_argument, 0, 'd' },
 		{ "all", no_argument, 0, 'a' },
+		{ "max-requests", required_argument, 0, 'R' },
+		{ "max-intervals", required_argument, 0, 'I' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 }
 	};
@@ -105,6 +133,8 @@ static int parse_args(int argc, char **argv, struct record_args *a)
 
 	optind = 1;
 	a->ao.cmd = "record";
+	a->max_reqs = COLLECT_MAX_REQS_DEFAULT;
+	a->max_ivs = COLLECT_MAX_IVS_DEFAULT;
 	while ((opt = getopt_long(argc, argv, "o:hv", longopts, NULL)) != -1) {
 		r = attach_parse_opt(&a->ao, opt == 'v' ? ATTACH_OPT_VERBOSE :
 				     opt, optarg);
@@ -125,6 +155,13 @@ static int parse_args(int argc, char **argv, struct record_args *a)
 			}
 			break;
 		case 'a': a->all = true; break;
+		case 'R': case 'I':
+			if (parse_limit(opt == 'R' ? "--max-requests" :
+					"--max-intervals", optarg,
+					opt == 'R' ? &a->max_reqs :
+					&a->max_ivs))
+				return -1;
+			break;
 		case 'h': usage(stdout); return 1;
 		default: usage(stderr); return -1;
 		}
@@ -198,6 +235,7 @@ static int open_output(struct record_ctx *rc)
 	if (tracefile_create(path, &rc->at.c.host, RECORD_ZSTD_LEVEL, true,
 			     &w))
 		return -1;		/* it named the file */
+	collect_set_spill(&rc->at.c, true);
 	return collect_attach_writer(&rc->at.c, w) ? -1 : 0;
 }
 
@@ -224,6 +262,13 @@ static void print_counts(const struct record_ctx *rc)
 		(unsigned long long)s.lost_events,
 		(unsigned long long)s.lost_bytes,
 		(unsigned long long)s.lost_marks);
+	if (rc->at.c.reqs_dropped || rc->at.c.ivs_dropped)
+		fprintf(stderr, "tokentrace: memory limit: %llu request(s) and "
+			"%llu interval(s) not kept for the report (raise "
+			"--max-requests/--max-intervals, or record to a trace "
+			"file with -o FILE)\n",
+			(unsigned long long)rc->at.c.reqs_dropped,
+			(unsigned long long)rc->at.c.ivs_dropped);
 }
 
 /* Close the trace, build the report, write --summary, print the text.
@@ -241,6 +286,8 @@ static int finish(struct record_ctx *rc)
 			strerror(-rc->at.c.write_error));
 		ret = TT_EXIT_FAIL;
 	}
+	if (trace && collect_reload(&rc->at.c, path, stderr))
+		ret = TT_EXIT_FAIL;
 	print_counts(rc);
 	err = attach_report(&rc->at, &r);
 	if (!err)
@@ -290,6 +337,7 @@ static int run(struct record_ctx *rc)
 	rc->a.ao.on_request = on_request;
 	rc->a.ao.ctx = rc;
 	attach_init(&rc->at, &rc->a.ao);
+	collect_set_limits(&rc->at.c, rc->a.max_reqs, rc->a.max_ivs);
 	ret = attach_open(&rc->at);
 	if (!ret && open_output(rc))
 		ret = TT_EXIT_FAIL;

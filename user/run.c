@@ -35,9 +35,11 @@
  * appear in the summary only if records arrive.
  *
  * Everything the sources deliver goes into a struct collect (user/
- * collect.c), which also appends it to the trace file as it arrives; the
- * summary is report_build over the collected data, the same report that
- * `tokentrace report` gives from the trace file later.
+ * collect.c). With a trace file it goes to the file as it arrives and is
+ * not kept (memory stays flat however long the server runs); the report
+ * at the end is read back from the file, so it is the report `tokentrace
+ * report` gives from it later. Without one, at most --max-requests
+ * requests and --max-intervals intervals are kept, the rest counted.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -81,6 +83,7 @@ struct run_args {
 	const char *summary, *out_path, *tenant_key, *metrics, *hash_key;
 	double duration_s;
 	char **cmd;
+	size_t max_reqs, max_ivs;
 };
 
 struct run_state {
@@ -132,6 +135,9 @@ static void usage(FILE *f)
 "  --duration S       send CMD SIGTERM after S seconds\n"
 "  --metrics ADDR:PORT serve Prometheus metrics at /metrics (ADDR\n"
 "                     127.0.0.1 unless given; PORT 0 picks a free one)\n"
+"  --max-requests N   without a trace file: requests kept for the report\n"
+"                     (default 1000000; later ones are counted as losses)\n"
+"  --max-intervals N  the same for compute intervals (default 10000000)\n"
 "\n"
 "Exit code: CMD's, or 128+N if a signal N ended it; 127 if CMD cannot\n"
 "run; 2 usage, 3 not root, 4 kernel feature missing.\n");
@@ -155,6 +161,23 @@ static int parse_compute(const char *s, enum run_compute *c)
 	return 0;
 }
 
+/* A positive count for flag; 0 or -1 (said). */
+static int parse_limit(const char *flag, const char *s, size_t *v)
+{
+	char *end;
+	unsigned long long n;
+
+	errno = 0;
+	n = strtoull(s, &end, 10);
+	if (errno || *end || end == s || !n || *s == '-') {
+		fprintf(stderr, "tokentrace run: %s '%s' is not a positive "
+			"count\n", flag, s);
+		return -1;
+	}
+	*v = (size_t)n;
+	return 0;
+}
+
 /* 0 ok, 1 help shown, -1 usage error. */
 static int parse_args(int argc, char **argv, struct run_args *a)
 {
@@ -166,6 +189,8 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		{ "duration", required_argument, 0, 'd' },
 		{ "metrics", required_argument, 0, 'm' },
 		{ "hash-key", required_argument, 0, 'k' },
+		{ "max-requests", required_argument, 0, 'R' },
+		{ "max-intervals", required_argument, 0, 'I' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 }
 	};
@@ -173,6 +198,8 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 	int opt;
 
 	optind = 1;
+	a->max_reqs = COLLECT_MAX_REQS_DEFAULT;
+	a->max_ivs = COLLECT_MAX_IVS_DEFAULT;
 	/* '+': stop at the first non-option, CMD's own flags stay CMD's */
 	while ((opt = getopt_long(argc, argv, "+o:h", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -185,6 +212,13 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		case 't': a->tenant_key = optarg; break;
 		case 'm': a->metrics = optarg; break;
 		case 'k': a->hash_key = optarg; break;
+		case 'R': case 'I':
+			if (parse_limit(opt == 'R' ? "--max-requests" :
+					"--max-intervals", optarg,
+					opt == 'R' ? &a->max_reqs :
+					&a->max_ivs))
+				return -1;
+			break;
 		case 'd':
 			a->duration_s = strtod(optarg, &end);
 			if (*end || end == optarg || a->duration_s <= 0) {
@@ -327,7 +361,10 @@ static int open_output(struct run_state *rs)
 	if (!is_jsonl(rs->a.out_path)) {
 		err = tracefile_create(rs->a.out_path, &rs->c.host,
 				       RUN_ZSTD_LEVEL, true, &w);
-		return err ? err : collect_attach_writer(&rs->c, w);
+		if (err)
+			return err;
+		collect_set_spill(&rs->c, true);
+		return collect_attach_writer(&rs->c, w);
 	}
 	fd = open(rs->a.out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 		  0600);
@@ -717,6 +754,16 @@ static int report(struct run_state *rs)
 			strerror(-rs->c.write_error));
 		ret = TT_EXIT_FAIL;
 	}
+	if (rs->a.out_path && !rs->out &&
+	    collect_reload(&rs->c, rs->a.out_path, stderr))
+		ret = TT_EXIT_FAIL;
+	if (rs->c.reqs_dropped || rs->c.ivs_dropped)
+		fprintf(stderr, "tokentrace run: memory limit: %llu request(s) "
+			"and %llu interval(s) not kept for the report (raise "
+			"--max-requests/--max-intervals, or write a trace file "
+			"with -o FILE)\n",
+			(unsigned long long)rs->c.reqs_dropped,
+			(unsigned long long)rs->c.ivs_dropped);
 	err = collect_report_input(&rs->c, NULL, &in);
 	if (!err)
 		err = report_build(&in, &r);
@@ -820,6 +867,7 @@ int cmd_run(int argc, char **argv)
 		free(rs);
 		return ret > 0 ? TT_EXIT_OK : TT_EXIT_USAGE;
 	}
+	collect_set_limits(&rs->c, rs->a.max_reqs, rs->a.max_ivs);
 	if (!can_load_bpf()) {
 		fprintf(stderr, "tokentrace run: needs root (or CAP_BPF and "
 			"CAP_PERFMON) to load its eBPF programs: run it with "

@@ -9,11 +9,15 @@
  *      what was lost.
  * Assumes: root or CAP_BPF+CAP_PERFMON, kernel BTF, tracefs (mounted here
  *      when missing). The traced processes are servers: connections they
- *      open themselves (connect) are counted, not given to the tracker. Connections are kept in a hash table by conn_id; a
- *      connection silent for idle_timeout_ns is closed in the tracker, so
- *      state stays bounded even when close() was never seen.
+ *      open themselves (connect) are counted, not given to the tracker.
+ *      Connections are kept in a hash table by conn_id; a connection
+ *      silent for idle_timeout_ns, or whose process is gone (killed: its
+ *      sockets closed by the kernel, no close() seen), is closed in the
+ *      tracker at the next sweep (each second), so state stays bounded and
+ *      a dead server's open requests end at once.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,10 +119,23 @@ static void conn_drop(struct socktrace *st, uint64_t id, uint64_t ts)
 		reqtrack_close(st->o.rt, id, ts);
 }
 
-/* Close what was silent longer than the idle timeout. */
+/* Whether process pid is gone; the last answer is cached per sweep. */
+static bool pid_gone(uint32_t pid, uint32_t *last_pid, bool *last_gone)
+{
+	if (pid != *last_pid) {
+		*last_pid = pid;
+		*last_gone = kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+	}
+	return *last_gone;
+}
+
+/* Close what was silent longer than the idle timeout, and the connections
+ * of processes that are gone. */
 static void conn_sweep(struct socktrace *st, uint64_t now)
 {
 	uint64_t idle = st->o.idle_timeout_ns;
+	uint32_t last_pid = 0;
+	bool last_gone = false;
 
 	if (now - st->last_sweep_ns < SWEEP_NS)
 		return;
@@ -129,7 +146,8 @@ static void conn_sweep(struct socktrace *st, uint64_t now)
 		while (*pp) {
 			struct conn_ent *c = *pp;
 
-			if (now < c->last_ns + idle) {
+			if (now < c->last_ns + idle &&
+			    !pid_gone(c->meta.pid, &last_pid, &last_gone)) {
 				pp = &c->next;
 				continue;
 			}

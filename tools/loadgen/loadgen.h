@@ -51,6 +51,8 @@ struct lg_opts {
 	bool insecure;
 	bool allow_errors;
 	bool quiet;		/* no summary on stdout */
+	bool close_each;	/* --close: a new connection per request */
+	double cancel_frac;	/* --cancel-frac: streams cut after 1st token */
 
 	int concurrency;	/* workers (closed loop) or in-flight cap (open) */
 	double rate;		/* > 0: open loop, Poisson arrivals per second */
@@ -187,11 +189,14 @@ struct lg_result {
 	long prompt_len;
 	long max_tokens;
 	bool stream;
+	bool cancel;		/* to be cut after its first token */
+	bool cancelled;		/* was cut by the client */
 };
 
 struct lg_summary {
 	long ok;
 	long failed;
+	long cancelled;		/* --cancel-frac: cut by the client */
 	double wall_s;
 	double req_per_s;
 	long completion_tokens;

@@ -44,6 +44,11 @@ void lg_usage(FILE *f)
 "  --timeout S          per-request timeout in seconds (default 60)\n"
 "  --out FILE           one JSON line per request\n"
 "  --allow-errors       exit 0 even when requests failed\n"
+"  --close              close the connection after each response (no\n"
+"                       keep-alive: a new connection per request)\n"
+"  --cancel-frac F      cut this fraction of streams (0-1) after their\n"
+"                       first token by closing the connection; counted as\n"
+"                       cancelled, not failed (\"cancelled\":true in --out)\n"
 "  --quiet              no summary\n"
 "  --help               this text\n"
 "\n"
@@ -234,7 +239,7 @@ enum {
 	OPT_URL = 256, OPT_CHAT, OPT_CONC, OPT_RATE, OPT_REQS, OPT_DUR,
 	OPT_TEN, OPT_PLEN, OPT_MAXT, OPT_STREAM, OPT_MODEL, OPT_KEY,
 	OPT_INSECURE, OPT_SEED, OPT_TIMEOUT, OPT_OUT, OPT_ALLOW, OPT_QUIET,
-	OPT_HELP,
+	OPT_CLOSE, OPT_CANCEL, OPT_HELP,
 };
 
 static const struct option long_opts[] = {
@@ -256,6 +261,8 @@ static const struct option long_opts[] = {
 	{ "out", required_argument, NULL, OPT_OUT },
 	{ "allow-errors", no_argument, NULL, OPT_ALLOW },
 	{ "quiet", no_argument, NULL, OPT_QUIET },
+	{ "close", no_argument, NULL, OPT_CLOSE },
+	{ "cancel-frac", required_argument, NULL, OPT_CANCEL },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -275,6 +282,12 @@ static int apply(struct lg_opts *o, int c, const char *arg, bool *url,
 	case OPT_INSECURE: o->insecure = true; return 0;
 	case OPT_ALLOW: o->allow_errors = true; return 0;
 	case OPT_QUIET: o->quiet = true; return 0;
+	case OPT_CLOSE: o->close_each = true; return 0;
+	case OPT_CANCEL:
+		if (parse_double(arg, &o->cancel_frac) < 0 ||
+		    !(o->cancel_frac >= 0 && o->cancel_frac <= 1))
+			break;
+		return 0;
 	case OPT_OUT: o->out_path = arg; return 0;
 	case OPT_KEY: o->api_key = arg; return 0;
 	case OPT_HELP: lg_usage(stdout); return 1;

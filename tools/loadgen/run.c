@@ -58,6 +58,7 @@ struct worker {
 	struct dvec itl_ms;
 	long ok;
 	long failed;
+	long cancelled;
 	long completion_tokens;
 	int64_t last_end_ns;
 };
@@ -195,6 +196,8 @@ void lg_result_write(FILE *f, const struct lg_result *r)
 	fputs(",\"tenant\":", f);
 	put_str(f, r->tenant ? r->tenant : "");
 	fprintf(f, ",\"status\":%d", r->status);
+	if (r->cancelled)
+		fputs(",\"cancelled\":true", f);
 	if (r->error[0]) {
 		fputs(",\"error\":", f);
 		put_str(f, r->error);
@@ -248,6 +251,10 @@ static int read_response(struct worker *w, struct lg_result *res,
 			for (long k = 1; k < toks; k++)
 				dvec_push(&w->itl_ms, 0);
 			last_tok = t;
+			if (res->cancel && !r->done) {
+				res->cancelled = true;
+				return 0;
+			}
 		}
 		if (r->done)
 			return 0;
@@ -297,8 +304,12 @@ static void finish_result(struct worker *w, struct lg_result *res, int rc)
 	if (!rc && !res->error[0] && (r->status < 200 || r->status > 299))
 		snprintf(res->error, sizeof(res->error), "HTTP status %d",
 			 r->status);
-	if (rc || !r->keep_alive)
+	if (rc || !r->keep_alive || res->cancelled || w->sh->o->close_each)
 		lg_conn_close(&w->conn);
+	if (res->cancelled && !rc) {
+		w->cancelled++;
+		return;
+	}
 	ok = !res->error[0];
 	if (!ok) {
 		w->failed++;
@@ -327,6 +338,9 @@ static void do_request(struct worker *w, long idx)
 	res.tenant = o->tenants[t].name;
 	res.prompt_len = lg_rng_range(&rng, &o->prompt_len);
 	res.max_tokens = lg_rng_range(&rng, &o->max_tokens);
+	/* drawn last, and only when asked: other runs stay as they were */
+	res.cancel = o->stream && o->cancel_frac > 0 &&
+		     lg_rng_unit(&rng) < o->cancel_frac;
 	req = lg_build_request(o, res.tenant, res.prompt_len, res.max_tokens,
 			       &rng, &len);
 	if (!req) {
@@ -419,6 +433,7 @@ static void merge(struct worker *ws, int n, struct lg_summary *s,
 
 		s->ok += w->ok;
 		s->failed += w->failed;
+		s->cancelled += w->cancelled;
 		s->completion_tokens += w->completion_tokens;
 		for (size_t k = 0; k < w->ttft_ms.n; k++)
 			dvec_push(&ttft, w->ttft_ms.v[k]);
@@ -429,7 +444,8 @@ static void merge(struct worker *ws, int n, struct lg_summary *s,
 	}
 	s->wall_s = (double)(end - start_ns) / 1e9;
 	if (s->wall_s > 0) {
-		s->req_per_s = (double)(s->ok + s->failed) / s->wall_s;
+		s->req_per_s = (double)(s->ok + s->failed + s->cancelled) /
+			       s->wall_s;
 		s->tok_per_s = (double)s->completion_tokens / s->wall_s;
 	}
 	s->ttft_p50_ms = lg_percentile(ttft.v, ttft.n, 50);
@@ -532,7 +548,11 @@ void lg_summary_print(FILE *f, const struct lg_opts *o,
 		"http", o->host, o->port, o->path, o->stream ? "stream" :
 		"no stream", o->rate > 0 ? "rate" : "concurrency",
 		o->rate > 0 ? o->rate : (double)o->concurrency);
-	fprintf(f, "requests: %ld ok, %ld failed\n", s->ok, s->failed);
+	if (s->cancelled)
+		fprintf(f, "requests: %ld ok, %ld failed, %ld cancelled by the "
+			"client\n", s->ok, s->failed, s->cancelled);
+	else
+		fprintf(f, "requests: %ld ok, %ld failed\n", s->ok, s->failed);
 	fprintf(f, "wall: %.3f s\n", s->wall_s);
 	fprintf(f, "throughput: %.2f requests/s, %.1f completion tokens/s "
 		"(%ld tokens)\n", s->req_per_s, s->tok_per_s,
