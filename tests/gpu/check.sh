@@ -328,7 +328,7 @@ fi
 if [ -x build/tokentrace ] && T 10 build/tokentrace run --help > /dev/null 2>&1; then
 	note "tokentrace run -- refserver"
 	if start_server tt $SETSID "$ROOT/build/tokentrace" run \
-	    --summary "$WORK/tt.summary.json" -o "$WORK/tt.requests.jsonl" -- \
+	    --summary "$WORK/tt.summary.json" -o "$WORK/tt.trace.tt" -- \
 	    "$ROOT/build/refserver" --device cuda --port 0 \
 	    --port-file "$WORK/tt.port" --truth "$WORK/tt.truth.jsonl"; then
 		run_load tt && pass "tt_load: requests served" || fail "tt_load: no request served"
@@ -350,6 +350,14 @@ print("%s tt_summary_gpu: %d gpu devices, busy %.3f ms, truth gpu_ns %.3f ms, lo
 EOF
 		else
 			skip "tt_summary_gpu: no summary file or no python3"
+		fi
+		# The trace read back: the report conserves device time exactly.
+		if [ -s "$WORK/tt.trace.tt" ] &&
+		    T 60 build/tokentrace report "$WORK/tt.trace.tt" \
+		    --format json -o "$WORK/tt.report.json"; then
+			pass "tt_trace_report: the recorded trace reports"
+		else
+			fail "tt_trace_report: tokentrace report on the trace failed"
 		fi
 	else
 		fail "tt_server: tokentrace run did not bring the server up"
