@@ -44,13 +44,11 @@
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 
-#define MAX_PIDS	6
+#include "harness.h"
+
 #define SERVER_NICE	-10
 #define MAX_TRUTH_REQS	512
 #define MAX_TRUTH_STEPS	8192
-
-static pid_t pids[MAX_PIDS];
-static char dir[64];
 
 /* What the truth log says. */
 struct truth_req {
@@ -80,167 +78,16 @@ struct truth {
 
 static struct truth truth;
 
-static void msleep(int ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
-static void path(char *out, size_t n, const char *name)
-{
-	snprintf(out, n, "%s/%s", dir, name);
-}
-
-static void track(pid_t p, int on)
-{
-	for (int i = 0; i < MAX_PIDS; i++) {
-		if (on && !pids[i]) {
-			pids[i] = p;
-			return;
-		}
-		if (!on && pids[i] == p)
-			pids[i] = 0;
-	}
-}
-
-/* Wait for p up to ms; its wait status, or -1 if it still runs. */
-static int reap(pid_t p, int ms)
-{
-	int st;
-
-	for (int waited = 0;; waited += 10) {
-		pid_t r = waitpid(p, &st, WNOHANG);
-
-		if (r == p) {
-			track(p, 0);
-			return st;
-		}
-		if (r < 0 || waited >= ms)
-			return -1;
-		msleep(10);
-	}
-}
-
-/* Start argv with stdout and stderr in dir/log, at niceness nice_inc. */
-static pid_t spawn(char *const argv[], const char *log, int nice_inc)
-{
-	char lp[128];
-	pid_t p;
-
-	path(lp, sizeof(lp), log);
-	p = fork();
-	cr_assert_geq(p, 0, "fork failed");
-	if (p == 0) {
-		int fd = open(lp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
-		if (nice_inc)
-			setpriority(PRIO_PROCESS, 0, nice_inc);
-		execv(argv[0], argv);
-		_exit(98);
-	}
-	track(p, 1);
-	return p;
-}
-
-/* dir/name's contents (caller frees), NULL if it cannot be read. */
-static char *slurp(const char *name)
-{
-	char p[128];
-	char *buf = NULL;
-	size_t n = 0, cap = 0;
-	FILE *f;
-
-	path(p, sizeof(p), name);
-	f = fopen(p, "r");
-	if (!f)
-		return NULL;
-	for (;;) {
-		if (cap - n < 4096) {
-			char *q = realloc(buf, cap ? 2 * cap : 65536);
-
-			if (!q)
-				break;
-			buf = q;
-			cap = cap ? 2 * cap : 65536;
-		}
-		size_t got = fread(buf + n, 1, cap - n - 1, f);
-
-		n += got;
-		if (!got)
-			break;
-	}
-	fclose(f);
-	if (buf)
-		buf[n] = 0;
-	return buf;
-}
-
-/* The last bytes of dir/name, for failure messages (static buffer). */
-static const char *tail_of(const char *name)
-{
-	static char out[1024];
-	char *s = slurp(name);
-	size_t n;
-
-	if (!s)
-		return "(no log)";
-	n = strlen(s);
-	snprintf(out, sizeof(out), "%s", n > 1000 ? s + n - 1000 : s);
-	free(s);
-	return out;
-}
-
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/tt-attr-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
+	e2e_setup("attr", 0);
 	memset(&truth, 0, sizeof(truth));
 }
 
+/* TT_KEEP=1 keeps the folder of a failure. */
 static void teardown(void)
 {
-	char cmd[128];
-
-	for (int i = 0; i < MAX_PIDS; i++) {
-		if (pids[i]) {
-			kill(pids[i], SIGKILL);
-			waitpid(pids[i], NULL, 0);
-			pids[i] = 0;
-		}
-	}
-	if (getenv("TT_KEEP")) {	/* keep the files of a failure */
-		fprintf(stderr, "kept %s\n", dir);
-		return;
-	}
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd))
-		fprintf(stderr, "could not remove %s\n", dir);
-}
-
-static void need_tools(void)
-{
-	struct stat st;
-
-	if (geteuid() != 0)
-		cr_skip_test("needs root to load eBPF programs");
-	if (stat("build/tokentrace", &st) || stat("build/refserver", &st) ||
-	    stat("build/loadgen", &st))
-		cr_skip_test("build/tokentrace, build/refserver or "
-			     "build/loadgen not built (make)");
-}
-
-static int exit_of(int st)
-{
-	cr_assert_neq(st, -1, "process did not exit in time");
-	if (WIFSIGNALED(st))
-		return 128 + WTERMSIG(st);
-	return WEXITSTATUS(st);
+	e2e_teardown(SIGKILL, true);
 }
 
 /* ---- the server under tracing ---------------------------------------- */
@@ -253,34 +100,19 @@ static int start_server(pid_t *tt, const char *extra)
 			   "--summary", sum, "-o", trace, "--",
 			   "build/refserver", "--host", "127.0.0.1", "--port",
 			   "0", "--port-file", pf, "--truth", tf, NULL };
-	char *s;
-	int port = 0;
 
-	path(pf, sizeof(pf), "port");
-	path(tf, sizeof(tf), "truth.jsonl");
-	path(sum, sizeof(sum), "summary.json");
-	path(trace, sizeof(trace), "trace.tt");
+	e2e_path(pf, sizeof(pf), "port");
+	e2e_path(tf, sizeof(tf), "truth.jsonl");
+	e2e_path(sum, sizeof(sum), "summary.json");
+	e2e_path(trace, sizeof(trace), "trace.tt");
 	if (extra) {
 		snprintf(x, sizeof(x), "%s", extra);
 		argv[18] = "--step-delay-ms";
 		argv[19] = x;
 		argv[20] = NULL;
 	}
-	*tt = spawn(argv, "run.log", SERVER_NICE);
-	for (int waited = 0; waited < 15000; waited += 20) {
-		s = slurp("port");
-		if (s && sscanf(s, "%d", &port) == 1 && port > 0) {
-			free(s);
-			return port;
-		}
-		free(s);
-		cr_assert_eq(reap(*tt, 0), -1, "run ended before the server "
-			     "listened: %s", tail_of("run.log"));
-		msleep(20);
-	}
-	cr_assert_fail("refserver wrote no port file in 15 s: %s",
-		       tail_of("run.log"));
-	return 0;
+	*tt = e2e_spawn_ex(argv, "run.log", NULL, -1, -1, SERVER_NICE);
+	return e2e_wait_port("port", *tt, 15000, "run.log", "run");
 }
 
 /* Start loadgen against port with the given options (NULL-terminated). */
@@ -296,46 +128,30 @@ static pid_t start_load(int port, const char *out, const char *log,
 	slot = (slot + 1) % 8;
 	snprintf(url[slot], sizeof(url[slot]),
 		 "http://127.0.0.1:%d/v1/completions", port);
-	path(op[slot], sizeof(op[slot]), out);
+	e2e_path(op[slot], sizeof(op[slot]), out);
 	argv[2] = url[slot];
 	argv[6] = op[slot];
 	for (int i = 0; opts[i] && n < 38; i++)
 		argv[n++] = (char *)opts[i];
 	argv[n] = NULL;
-	return spawn(argv, log, 0);
+	return e2e_spawn(argv, log, NULL);
 }
 
 static void wait_load(pid_t p, const char *log)
 {
-	cr_assert_eq(exit_of(reap(p, 60000)), 0, "loadgen failed: %s",
-		     tail_of(log));
+	cr_assert_eq(e2e_exit_of(e2e_reap(p, 60000)), 0, "loadgen failed: %s",
+		     e2e_tail(log, 1000));
 }
 
 /* SIGTERM (forwarded to the server, which exits cleanly). */
 static void stop_server(pid_t tt)
 {
 	kill(tt, SIGTERM);
-	cr_assert_eq(exit_of(reap(tt, 20000)), 0, "run: %s",
-		     tail_of("run.log"));
+	cr_assert_eq(e2e_exit_of(e2e_reap(tt, 20000)), 0, "run: %s",
+		     e2e_tail("run.log", 1000));
 }
 
 /* ---- the truth log ---------------------------------------------------- */
-
-static double num(const cJSON *o, const char *k)
-{
-	const cJSON *n = cJSON_GetObjectItem(o, k);
-
-	cr_assert(cJSON_IsNumber(n), "field %s is not a number", k);
-	return n->valuedouble;
-}
-
-static const char *str(const cJSON *o, const char *k)
-{
-	const cJSON *s = cJSON_GetObjectItem(o, k);
-
-	cr_assert(cJSON_IsString(s), "field %s is not a string", k);
-	return s->valuestring;
-}
 
 static struct truth_cpu *truth_cpu_of(const char *id)
 {
@@ -350,35 +166,36 @@ static struct truth_cpu *truth_cpu_of(const char *id)
 static void truth_step_cpu(const cJSON *o)
 {
 	const cJSON *es = cJSON_GetObjectItem(o, "entries"), *e;
-	double wall = 0, cpu = num(o, "cpu_ns");
+	double wall = 0, cpu = e2e_num(o, "cpu_ns");
 
 	cJSON_ArrayForEach(e, es)
-		wall += num(e, "ns");
+		wall += e2e_num(e, "ns");
 	cJSON_ArrayForEach(e, es)
 		if (wall > 0)
-			truth_cpu_of(str(e, "id"))->cpu_ns +=
-				cpu * num(e, "ns") / wall;
+			truth_cpu_of(e2e_str(e, "id"))->cpu_ns +=
+				cpu * e2e_num(e, "ns") / wall;
 }
 
 static void truth_line(const cJSON *o)
 {
-	const char *type = str(o, "type");
+	const char *type = e2e_str(o, "type");
 
 	if (!strcmp(type, "step")) {
 		truth_step_cpu(o);
 		cr_assert_lt(truth.nstep, MAX_TRUTH_STEPS, "too many steps");
-		truth.step_cpu_ns += num(o, "cpu_ns");
-		truth.step[truth.nstep].start_ns = num(o, "start_ns");
-		truth.step[truth.nstep++].end_ns = num(o, "end_ns");
+		truth.step_cpu_ns += e2e_num(o, "cpu_ns");
+		truth.step[truth.nstep].start_ns = e2e_num(o, "start_ns");
+		truth.step[truth.nstep++].end_ns = e2e_num(o, "end_ns");
 	} else if (!strcmp(type, "request")) {
 		struct truth_req *r = &truth.req[truth.nreq];
 
 		cr_assert_lt(truth.nreq, MAX_TRUTH_REQS, "too many requests");
-		snprintf(r->id, sizeof(r->id), "%s", str(o, "id"));
-		snprintf(r->tenant, sizeof(r->tenant), "%s", str(o, "tenant"));
-		r->arrival_ns = num(o, "arrival_ns");
-		r->end_ns = num(o, "end_ns");
-		r->compute_ns = num(o, "compute_ns");
+		snprintf(r->id, sizeof(r->id), "%s", e2e_str(o, "id"));
+		snprintf(r->tenant, sizeof(r->tenant), "%s",
+			 e2e_str(o, "tenant"));
+		r->arrival_ns = e2e_num(o, "arrival_ns");
+		r->end_ns = e2e_num(o, "end_ns");
+		r->compute_ns = e2e_num(o, "compute_ns");
 		truth.compute_ns += r->compute_ns;
 		truth.nreq++;
 	}
@@ -390,7 +207,7 @@ static void load_truth(void)
 	static char line[1 << 16];
 	FILE *f;
 
-	path(p, sizeof(p), "truth.jsonl");
+	e2e_path(p, sizeof(p), "truth.jsonl");
 	f = fopen(p, "r");
 	cr_assert_not_null(f, "no truth log %s", p);
 	while (fgets(line, sizeof(line), f)) {
@@ -494,24 +311,12 @@ static double truth_no_demand_ns(double a, double b)
 
 /* ---- the report ------------------------------------------------------- */
 
-static cJSON *load_json(const char *name)
-{
-	char *text = slurp(name);
-	cJSON *o;
-
-	cr_assert_not_null(text, "no %s: %s", name, tail_of("run.log"));
-	o = cJSON_Parse(text);
-	cr_assert_not_null(o, "%s is not valid JSON", name);
-	free(text);
-	return o;
-}
-
 static const cJSON *cpu_device(const cJSON *o)
 {
 	const cJSON *d;
 
 	cJSON_ArrayForEach(d, cJSON_GetObjectItem(o, "devices"))
-		if (!strcmp(str(d, "kind"), "cpu"))
+		if (!strcmp(e2e_str(d, "kind"), "cpu"))
 			return d;
 	cr_assert_fail("no cpu device in the report");
 	return NULL;
@@ -522,7 +327,7 @@ static const cJSON *finding(const cJSON *o, const char *id)
 	const cJSON *f;
 
 	cJSON_ArrayForEach(f, cJSON_GetObjectItem(o, "findings"))
-		if (!strcmp(str(f, "id"), id))
+		if (!strcmp(e2e_str(f, "id"), id))
 			return f;
 	return NULL;
 }
@@ -533,7 +338,7 @@ static const cJSON *by_name(const cJSON *arr, const char *key,
 	const cJSON *x;
 
 	cJSON_ArrayForEach(x, arr)
-		if (!strcmp(str(x, key), name))
+		if (!strcmp(e2e_str(x, key), name))
 			return x;
 	return NULL;
 }
@@ -545,19 +350,20 @@ static void expect_conserved(const cJSON *o, const char *what)
 	double sum = 0;
 
 	cJSON_ArrayForEach(r, cJSON_GetObjectItem(o, "requests"))
-		sum += num(r, "gpu_ns");
-	cr_expect_eq(sum + num(o, "unattributed_ns"),
-		     num(cpu_device(o), "busy_ns"),
+		sum += e2e_num(r, "gpu_ns");
+	cr_expect_eq(sum + e2e_num(o, "unattributed_ns"),
+		     e2e_num(cpu_device(o), "busy_ns"),
 		     "%s: requests %.0f + unattributed %.0f != busy %.0f ns",
-		     what, sum, num(o, "unattributed_ns"),
-		     num(cpu_device(o), "busy_ns"));
+		     what, sum, e2e_num(o, "unattributed_ns"),
+		     e2e_num(cpu_device(o), "busy_ns"));
 }
 
 static void expect_same_number(const cJSON *a, const cJSON *b, const char *k,
 			       const char *what)
 {
-	cr_expect_eq(num(a, k), num(b, k), "%s %s: live %.0f, read back "
-		     "%.0f", what, k, num(a, k), num(b, k));
+	cr_expect_eq(e2e_num(a, k), e2e_num(b, k),
+		     "%s %s: live %.0f, read back %.0f", what, k,
+		     e2e_num(a, k), e2e_num(b, k));
 }
 
 /* The report read back from the trace equals the live summary. */
@@ -569,11 +375,13 @@ static void expect_read_back_equal(const cJSON *live)
 	const cJSON *r, *t, *f;
 	cJSON *back;
 
-	path(trace, sizeof(trace), "trace.tt");
-	path(out, sizeof(out), "report.json");
-	cr_assert_eq(exit_of(reap(spawn(argv, "report.log", 0), 30000)), 0,
-		     "tokentrace report failed: %s", tail_of("report.log"));
-	back = load_json("report.json");
+	e2e_path(trace, sizeof(trace), "trace.tt");
+	e2e_path(out, sizeof(out), "report.json");
+	cr_assert_eq(e2e_exit_of(e2e_reap(e2e_spawn(argv, "report.log",
+							NULL), 30000)), 0,
+		     "tokentrace report failed: %s",
+		     e2e_tail("report.log", 1000));
+	back = e2e_load_json("report.json", "run.log");
 	expect_conserved(back, "read back");
 	expect_same_number(live, back, "window_ns", "report");
 	expect_same_number(live, back, "unattributed_ns", "report");
@@ -586,25 +394,26 @@ static void expect_read_back_equal(const cJSON *live)
 		     "request counts differ");
 	cJSON_ArrayForEach(r, cJSON_GetObjectItem(live, "requests")) {
 		const cJSON *q = by_name(cJSON_GetObjectItem(back, "requests"),
-					 "id", str(r, "id"));
+					 "id", e2e_str(r, "id"));
 
 		cr_expect_not_null(q, "request %s not read back",
-				   str(r, "id"));
+				   e2e_str(r, "id"));
 		if (q)
-			expect_same_number(r, q, "gpu_ns", str(r, "id"));
+			expect_same_number(r, q, "gpu_ns", e2e_str(r, "id"));
 	}
 	cJSON_ArrayForEach(t, cJSON_GetObjectItem(live, "tenants")) {
 		const cJSON *q = by_name(cJSON_GetObjectItem(back, "tenants"),
-					 "name", str(t, "name"));
+					 "name", e2e_str(t, "name"));
 
 		cr_expect_not_null(q, "tenant %s not read back",
-				   str(t, "name"));
+				   e2e_str(t, "name"));
 		if (q)
-			expect_same_number(t, q, "gpu_ns", str(t, "name"));
+			expect_same_number(t, q, "gpu_ns", e2e_str(t, "name"));
 	}
 	cJSON_ArrayForEach(f, cJSON_GetObjectItem(live, "findings"))
-		cr_expect_not_null(finding(back, str(f, "id")),
-				   "finding %s not read back", str(f, "id"));
+		cr_expect_not_null(finding(back, e2e_str(f, "id")),
+				   "finding %s not read back",
+				   e2e_str(f, "id"));
 	cJSON_Delete(back);
 }
 
@@ -615,10 +424,10 @@ static cJSON *finish(pid_t tt)
 
 	stop_server(tt);
 	load_truth();
-	o = load_json("summary.json");
+	o = e2e_load_json("summary.json", "run.log");
 	expect_conserved(o, "live summary");
 	expect_read_back_equal(o);
-	cr_expect_eq(num(cJSON_GetObjectItem(o, "losses"), "events"), 0,
+	cr_expect_eq(e2e_num(cJSON_GetObjectItem(o, "losses"), "events"), 0,
 		     "events were lost; the comparison is not fair");
 	return o;
 }
@@ -681,18 +490,18 @@ Test(attribution, each_request_s_share_follows_the_server_s_own_compute)
 	pid_t tt;
 	cJSON *o;
 
-	need_tools();
+	e2e_need_tools();
 	int port = start_server(&tt, NULL);
 	wait_load(start_load(port, "load.jsonl", "load.log", opts),
 		  "load.log");
 	o = finish(tt);
 	cJSON_ArrayForEach(r, cJSON_GetObjectItem(o, "requests")) {
-		const struct truth_req *t = truth_req(str(r, "id"));
+		const struct truth_req *t = truth_req(e2e_str(r, "id"));
 
 		if (!t || n == MAX_TRUTH_REQS)
 			continue;
-		sh[n] = (struct share){ .id = str(r, "id"),
-					.gpu_ns = num(r, "gpu_ns"),
+		sh[n] = (struct share){ .id = e2e_str(r, "id"),
+					.gpu_ns = e2e_num(r, "gpu_ns"),
 					.compute_ns = t->compute_ns };
 		cpu[n] = sh[n];
 		cpu[n++].compute_ns = truth_cpu_of(t->id)->cpu_ns;
@@ -730,7 +539,7 @@ Test(attribution, prompt_heavy_and_decode_heavy_tenants_in_truth_s_ratio)
 	pid_t tt, l1, l2;
 	cJSON *o;
 
-	need_tools();
+	e2e_need_tools();
 	int port = start_server(&tt, NULL);
 	l1 = start_load(port, "prompty.jsonl", "prompty.log", prompty);
 	l2 = start_load(port, "chatty.jsonl", "chatty.log", chatty);
@@ -752,8 +561,8 @@ Test(attribution, prompt_heavy_and_decode_heavy_tenants_in_truth_s_ratio)
 	p = by_name(ts, "name", "prompty");
 	c = by_name(ts, "name", "chatty");
 	cr_assert(p && c, "the report lacks a tenant");
-	got_p = num(p, "gpu_ns");
-	got_c = num(c, "gpu_ns");
+	got_p = e2e_num(p, "gpu_ns");
+	got_c = e2e_num(c, "gpu_ns");
 	log_truth_quality();
 	cr_log_info("prompty: %.1f ms attributed, %.1f ms by the server "
 		    "(%.1f ms CPU); chatty: %.1f ms attributed, %.1f ms by the "
@@ -784,16 +593,16 @@ Test(attribution, step_delays_show_as_idle_with_demand_at_truth_s_fraction)
 	pid_t tt;
 	cJSON *o;
 
-	need_tools();
+	e2e_need_tools();
 	int port = start_server(&tt, "5");
 	wait_load(start_load(port, "load.jsonl", "load.log", opts),
 		  "load.log");
 	o = finish(tt);
-	want = truth_bubble_ns() / num(o, "window_ns");
+	want = truth_bubble_ns() / e2e_num(o, "window_ns");
 	f = finding(o, "idle_with_demand");
 	cr_assert_not_null(f, "no idle_with_demand finding; the truth has "
 			   "bubbles for %.1f%% of the wall time", 100 * want);
-	got = num(cJSON_GetObjectItem(f, "evidence"), "fraction_of_wall");
+	got = e2e_num(cJSON_GetObjectItem(f, "evidence"), "fraction_of_wall");
 	cr_log_info("idle with demand: %.2f%% of the wall, truth %.2f%%",
 		    100 * got, 100 * want);
 	cr_expect_leq(fabs(got - want), 0.05, "idle_with_demand %.1f%% of "
@@ -811,8 +620,8 @@ static const char *const burst_opts[] = {
 /* Window start and end from the report, as absolute times. */
 static void window_of(const cJSON *o, double *a, double *b)
 {
-	*a = num(o, "window_start_ns");
-	*b = num(o, "window_end_ns");
+	*a = e2e_num(o, "window_start_ns");
+	*b = e2e_num(o, "window_end_ns");
 }
 
 Test(attribution, idle_gaps_in_the_load_give_idle_without_demand)
@@ -822,11 +631,11 @@ Test(attribution, idle_gaps_in_the_load_give_idle_without_demand)
 	pid_t tt;
 	cJSON *o;
 
-	need_tools();
+	e2e_need_tools();
 	int port = start_server(&tt, NULL);
 	wait_load(start_load(port, "l1.jsonl", "l1.log", burst_opts),
 		  "l1.log");
-	msleep(2000);
+	e2e_msleep(2000);
 	wait_load(start_load(port, "l2.jsonl", "l2.log", burst_opts),
 		  "l2.log");
 	o = finish(tt);
@@ -836,7 +645,7 @@ Test(attribution, idle_gaps_in_the_load_give_idle_without_demand)
 	cr_assert_not_null(f, "no idle_without_demand finding; the truth "
 			   "has no request in flight %.1f%% of the wall",
 			   100 * want);
-	got = num(cJSON_GetObjectItem(f, "evidence"), "fraction_of_wall");
+	got = e2e_num(cJSON_GetObjectItem(f, "evidence"), "fraction_of_wall");
 	cr_log_info("idle without demand: %.2f%% of the wall, truth %.2f%%",
 		    100 * got, 100 * want);
 	cr_expect_leq(fabs(got - want), 0.05, "idle_without_demand %.1f%% "
@@ -854,7 +663,7 @@ Test(attribution, steady_load_gives_no_idle_without_demand)
 	pid_t tt;
 	cJSON *o;
 
-	need_tools();
+	e2e_need_tools();
 	int port = start_server(&tt, NULL);
 	wait_load(start_load(port, "load.jsonl", "load.log", opts),
 		  "load.log");
@@ -868,6 +677,6 @@ Test(attribution, steady_load_gives_no_idle_without_demand)
 		     100 * want);
 	f = finding(o, "idle_without_demand");
 	cr_expect_null(f, "idle_without_demand on a steady load: %s",
-		       f ? str(f, "summary") : "");
+		       f ? e2e_str(f, "summary") : "");
 	cJSON_Delete(o);
 }

@@ -28,228 +28,42 @@
 #include <cJSON.h>
 #include <criterion/criterion.h>
 
-#define REC_MAX_PIDS	8
+#include "harness.h"
+
 #define REC_MAX_LINES	1024
 
-static pid_t rec_pids[REC_MAX_PIDS];
-static char rec_dir[64];	/* this test's folder, "" before setup */
 static int rec_port;
 static pid_t rec_tracer;
 
-/* ---- processes ----------------------------------------------------------- */
-
-static void rec_msleep(int ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
-static void rec_track(pid_t p, bool on)
-{
-	for (int i = 0; i < REC_MAX_PIDS; i++) {
-		if (on && !rec_pids[i]) {
-			rec_pids[i] = p;
-			return;
-		}
-		if (!on && rec_pids[i] == p)
-			rec_pids[i] = 0;
-	}
-}
-
-/* Waits for p up to ms; its wait status, or -1 if it still runs. */
-static int rec_reap(pid_t p, int ms)
-{
-	int st;
-
-	for (int waited = 0;; waited += 10) {
-		pid_t r = waitpid(p, &st, WNOHANG);
-
-		if (r == p) {
-			rec_track(p, false);
-			return st;
-		}
-		if (r < 0 || waited >= ms)
-			return -1;
-		rec_msleep(10);
-	}
-}
-
-/* sig, then SIGKILL after ms; the wait status. */
-static int rec_stop(pid_t p, int sig, int ms)
-{
-	int st;
-
-	if (p <= 0)
-		return -1;
-	kill(p, sig);
-	st = rec_reap(p, ms);
-	if (st == -1) {
-		kill(p, SIGKILL);
-		st = rec_reap(p, 3000);
-	}
-	return st;
-}
-
-static void rec_path(char *out, size_t n, const char *name)
-{
-	cr_assert(rec_dir[0], "the test folder was not made");
-	snprintf(out, n, "%s/%s", rec_dir, name);
-}
-
-/* Starts argv with stdout and stderr in files of the test folder. */
-static pid_t rec_spawn(char *const argv[], const char *out, const char *err)
-{
-	char o[128], e[128];
-	pid_t p;
-
-	rec_path(o, sizeof(o), out);
-	rec_path(e, sizeof(e), err);
-	p = fork();
-	cr_assert(p >= 0, "fork failed: %s", strerror(errno));
-	if (p == 0) {
-		if (!freopen(o, "w", stdout) || !freopen(e, "w", stderr))
-			_exit(126);
-		execvp(argv[0], argv);
-		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
-	rec_track(p, true);
-	return p;
-}
-
-/* Runs argv to its end (at most ms); its exit code, or -1. */
-static int rec_run(char *const argv[], const char *out, const char *err,
-		   int ms)
-{
-	pid_t p = rec_spawn(argv, out, err);
-	int st = rec_reap(p, ms);
-
-	if (st == -1) {
-		rec_stop(p, SIGKILL, 3000);
-		return -1;
-	}
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static bool rec_file_has(const char *name, const char *text)
-{
-	char p[128], buf[8192];
-	size_t n;
-	FILE *f;
-
-	rec_path(p, sizeof(p), name);
-	f = fopen(p, "r");
-	if (!f)
-		return false;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	buf[n] = 0;
-	fclose(f);
-	return strstr(buf, text) != NULL;
-}
-
-static void rec_show(const char *name)
-{
-	char p[128], line[512];
-	FILE *f;
-
-	rec_path(p, sizeof(p), name);
-	f = fopen(p, "r");
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f))
-		cr_log_info("%s: %s", name, line);
-	fclose(f);
-}
-
-/* Waits until name holds text; false after ms. */
-static bool rec_wait_text(const char *name, const char *text, int ms)
-{
-	for (int waited = 0; waited < ms; waited += 20) {
-		if (rec_file_has(name, text))
-			return true;
-		rec_msleep(20);
-	}
-	return false;
-}
-
 static void rec_setup(void)
 {
-	rec_dir[0] = 0;
-	memset(rec_pids, 0, sizeof(rec_pids));
 	rec_tracer = 0;
 	rec_port = 0;
-	snprintf(rec_dir, sizeof(rec_dir), "/tmp/tt-record-XXXXXX");
-	cr_assert(mkdtemp(rec_dir), "mkdtemp: %s", strerror(errno));
+	e2e_setup("record", 0);
 }
 
 static void rec_teardown(void)
 {
-	char cmd[128];
-
-	for (int i = 0; i < REC_MAX_PIDS; i++)
-		if (rec_pids[i])
-			rec_stop(rec_pids[i], SIGTERM, 3000);
-	if (strncmp(rec_dir, "/tmp/tt-record-", 15))
-		return;
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", rec_dir);
-	if (system(cmd) != 0)
-		cr_log_warn("could not remove %s", rec_dir);
+	e2e_teardown(SIGTERM, false);
 }
 
 TestSuite(record, .init = rec_setup, .fini = rec_teardown, .timeout = 120);
-
-static void rec_need_root(void)
-{
-	if (geteuid() != 0)
-		cr_skip_test("needs root to load eBPF programs");
-}
 
 /* ---- servers and the tracer ---------------------------------------------- */
 
 /* Starts a server that writes its port to DIR/port; sets rec_port. */
 static void rec_server(char *const argv[])
 {
-	char pf[128];
-	FILE *f;
-
-	rec_spawn(argv, "server.out", "server.err");
-	rec_path(pf, sizeof(pf), "port");
-	for (int waited = 0; waited < 10000 && !rec_port; waited += 20) {
-		f = fopen(pf, "r");
-		if (f) {
-			if (fscanf(f, "%d", &rec_port) != 1)
-				rec_port = 0;
-			fclose(f);
-		}
-		if (!rec_port)
-			rec_msleep(20);
-	}
-	if (!rec_port)
-		rec_show("server.err");
-	cr_assert(rec_port > 0, "the server wrote no port file in 10 s");
+	e2e_spawn(argv, "server.out", "server.err");
+	rec_port = e2e_wait_port("port", 0, 10000, "server.err", "server");
 }
 
 static void rec_refserver(const char *extra1, const char *extra2,
 			  const char *extra3, const char *extra4)
 {
-	char pf[128], truth[128];
-	char *argv[16] = { "build/refserver", "--port", "0", "--port-file",
-			   pf, "--truth", truth };
-	int n = 7;
+	const char *extra[] = { extra1, extra2, extra3, extra4, NULL };
 
-	rec_path(pf, sizeof(pf), "port");
-	rec_path(truth, sizeof(truth), "truth.jsonl");
-	if (extra1)
-		argv[n++] = (char *)extra1;
-	if (extra2)
-		argv[n++] = (char *)extra2;
-	if (extra3)
-		argv[n++] = (char *)extra3;
-	if (extra4)
-		argv[n++] = (char *)extra4;
-	argv[n] = NULL;
-	rec_server(argv);
+	e2e_refserver(extra, &rec_port);
 }
 
 /* Starts `tokentrace record --port P -o DIR/rec.jsonl` and waits until it
@@ -262,15 +76,15 @@ static void rec_tracer_start(const char *extra1, const char *extra2)
 	int n = 6;
 
 	snprintf(port, sizeof(port), "%d", rec_port);
-	rec_path(out, sizeof(out), "rec.jsonl");
+	e2e_path(out, sizeof(out), "rec.jsonl");
 	if (extra1)
 		argv[n++] = (char *)extra1;
 	if (extra2)
 		argv[n++] = (char *)extra2;
 	argv[n] = NULL;
-	rec_tracer = rec_spawn(argv, "rec.out", "rec.err");
-	if (!rec_wait_text("rec.err", "tracing 1 process(es)", 15000)) {
-		rec_show("rec.err");
+	rec_tracer = e2e_spawn(argv, "rec.out", "rec.err");
+	if (!e2e_wait_text("rec.err", "tracing 1 process(es)", 15000)) {
+		e2e_show("rec.err");
 		cr_assert_fail("tokentrace record did not start tracing in 15 s");
 	}
 }
@@ -284,9 +98,9 @@ static void rec_tracer_stop(void)
 {
 	int st;
 
-	rec_msleep(300);
-	st = rec_stop(rec_tracer, SIGINT, 20000);
-	rec_show("rec.err");
+	e2e_msleep(300);
+	st = e2e_stop(rec_tracer, SIGINT, 20000);
+	e2e_show("rec.err");
 	cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
 		  "tokentrace record did not exit 0 after SIGINT (status %d)",
 		  st);
@@ -294,19 +108,15 @@ static void rec_tracer_stop(void)
 
 static int rec_loadgen(const char *scheme, const char *const *flags)
 {
-	char url[96], out[128];
-	char *argv[32] = { "build/loadgen", "--url", url, "--out", out,
-			   "--quiet" };
-	int n = 6, rc;
+	static const char *const pre[] = { "--quiet", NULL };
+	char url[96];
+	int rc;
 
 	snprintf(url, sizeof(url), "%s://127.0.0.1:%d", scheme, rec_port);
-	rec_path(out, sizeof(out), "client.jsonl");
-	for (int i = 0; flags[i] && n < 31; i++)
-		argv[n++] = (char *)flags[i];
-	argv[n] = NULL;
-	rc = rec_run(argv, "loadgen.out", "loadgen.err", 60000);
+	rc = e2e_finish(e2e_loadgen(url, "client.jsonl", pre, flags,
+				    "loadgen.out", "loadgen.err"), 60000);
 	if (rc != 0)
-		rec_show("loadgen.err");
+		e2e_show("loadgen.err");
 	return rc;
 }
 
@@ -319,21 +129,7 @@ struct rec_lines {
 
 static void rec_load(const char *name, struct rec_lines *l)
 {
-	static char line[65536];
-	char p[128];
-	FILE *f;
-
-	l->n = 0;
-	rec_path(p, sizeof(p), name);
-	f = fopen(p, "r");
-	cr_assert(f, "cannot open %s: %s", p, strerror(errno));
-	while (fgets(line, sizeof(line), f) && l->n < REC_MAX_LINES) {
-		cJSON *j = cJSON_Parse(line);
-
-		cr_assert(j, "%s: a line is not JSON", name);
-		l->v[l->n++] = j;
-	}
-	fclose(f);
+	l->n = e2e_read_jsonl(name, l->v, REC_MAX_LINES);
 }
 
 static void rec_free(struct rec_lines *l)
@@ -343,26 +139,12 @@ static void rec_free(struct rec_lines *l)
 	l->n = 0;
 }
 
-static const char *rec_str(const cJSON *j, const char *k)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-
-	return cJSON_IsString(v) ? v->valuestring : "";
-}
-
-static double rec_num(const cJSON *j, const char *k)
-{
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-
-	return cJSON_IsNumber(v) ? v->valuedouble : -1;
-}
-
 static const cJSON *rec_find(const struct rec_lines *l, const char *id,
 			     const char *type)
 {
 	for (int i = 0; i < l->n; i++)
-		if (!strcmp(rec_str(l->v[i], "id"), id) &&
-		    (!type || !strcmp(rec_str(l->v[i], "type"), type)))
+		if (!strcmp(e2e_str_or(l->v[i], "id"), id) &&
+		    (!type || !strcmp(e2e_str_or(l->v[i], "type"), type)))
 			return l->v[i];
 	return NULL;
 }
@@ -372,7 +154,7 @@ static bool rec_clean(const cJSON *r)
 {
 	const cJSON *flags = cJSON_GetObjectItemCaseSensitive(r, "flags");
 
-	return !strcmp(rec_str(r, "end"), "complete") &&
+	return !strcmp(e2e_str_or(r, "end"), "complete") &&
 	       (!flags || cJSON_GetArraySize(flags) == 0);
 }
 
@@ -381,7 +163,7 @@ static bool rec_flagged_lost(const cJSON *r)
 	const cJSON *flags = cJSON_GetObjectItemCaseSensitive(r, "flags");
 	const cJSON *f;
 
-	if (!strcmp(rec_str(r, "end"), "data_lost"))
+	if (!strcmp(e2e_str_or(r, "end"), "data_lost"))
 		return true;
 	cJSON_ArrayForEach(f, flags)
 		if (cJSON_IsString(f) && !strcmp(f->valuestring, "lost"))
@@ -393,17 +175,17 @@ static bool rec_flagged_lost(const cJSON *r)
  * model with the one the server says it served. */
 static void rec_match_client(const cJSON *c, const cJSON *r, const char *model)
 {
-	const char *id = rec_str(c, "id");
+	const char *id = e2e_str_or(c, "id");
 
-	cr_expect_eq(rec_num(r, "completion_tokens"),
-		     rec_num(c, "completion_tokens"),
+	cr_expect_eq(e2e_num_or(r, "completion_tokens", -1),
+		     e2e_num_or(c, "completion_tokens", -1),
 		     "%s: completion tokens traced %.0f, client %.0f", id,
-		     rec_num(r, "completion_tokens"),
-		     rec_num(c, "completion_tokens"));
-	cr_expect_str_eq(rec_str(r, "tenant"), rec_str(c, "tenant"),
+		     e2e_num_or(r, "completion_tokens", -1),
+		     e2e_num_or(c, "completion_tokens", -1));
+	cr_expect_str_eq(e2e_str_or(r, "tenant"), e2e_str_or(c, "tenant"),
 			 "%s: tenant", id);
-	cr_expect_str_eq(rec_str(r, "model"), model, "%s: model", id);
-	cr_expect_eq(rec_num(r, "status"), rec_num(c, "status"),
+	cr_expect_str_eq(e2e_str_or(r, "model"), model, "%s: model", id);
+	cr_expect_eq(e2e_num_or(r, "status", -1), e2e_num_or(c, "status", -1),
 		     "%s: status", id);
 }
 
@@ -414,7 +196,7 @@ static long rec_lost_events(void)
 	long lost = -1;
 	FILE *f;
 
-	rec_path(p, sizeof(p), "rec.err");
+	e2e_path(p, sizeof(p), "rec.err");
 	f = fopen(p, "r");
 	if (!f)
 		return -1;
@@ -443,25 +225,25 @@ static void rec_check_all(int want)
 		     client.n, want);
 	for (int i = 0; i < client.n; i++) {
 		const cJSON *c = client.v[i], *r, *t;
-		const char *id = rec_str(c, "id");
+		const char *id = e2e_str_or(c, "id");
 		double ttft;
 
 		r = rec_find(&traced, id, NULL);
 		cr_assert(r, "client request %s is not in the trace", id);
 		t = rec_find(&tlog, id, "request");
 		cr_assert(t, "%s is not in the truth log", id);
-		rec_match_client(c, r, rec_str(t, "model"));
+		rec_match_client(c, r, e2e_str_or(t, "model"));
 		cr_expect(rec_clean(r), "%s: marked incomplete", id);
-		ttft = (rec_num(t, "first_token_ns") -
-			rec_num(t, "arrival_ns")) / 1e6;
-		cr_expect(fabs(rec_num(r, "ttft_ms") - ttft) <= 2.0,
+		ttft = (e2e_num_or(t, "first_token_ns", -1) -
+			e2e_num_or(t, "arrival_ns", -1)) / 1e6;
+		cr_expect(fabs(e2e_num_or(r, "ttft_ms", -1) - ttft) <= 2.0,
 			  "%s: TTFT traced %.3f ms, server %.3f ms (arrival "
 			  "%+.3f ms, first token %+.3f ms off)", id,
-			  rec_num(r, "ttft_ms"), ttft,
-			  (rec_num(r, "arrival_ns") -
-			   rec_num(t, "arrival_ns")) / 1e6,
-			  (rec_num(r, "first_token_ns") -
-			   rec_num(t, "first_token_ns")) / 1e6);
+			  e2e_num_or(r, "ttft_ms", -1), ttft,
+			  (e2e_num_or(r, "arrival_ns", -1) -
+			   e2e_num_or(t, "arrival_ns", -1)) / 1e6,
+			  (e2e_num_or(r, "first_token_ns", -1) -
+			   e2e_num_or(t, "first_token_ns", -1)) / 1e6);
 	}
 	cr_expect_eq(rec_lost_events(), 0, "events were lost at this load");
 	rec_free(&client);
@@ -471,14 +253,8 @@ static void rec_check_all(int want)
 
 static void rec_make_cert(char *cert, char *key, size_t n)
 {
-	char *argv[] = { "openssl", "req", "-x509", "-newkey", "rsa:2048",
-			 "-nodes", "-days", "1", "-subj", "/CN=localhost",
-			 "-keyout", key, "-out", cert, NULL };
-
-	rec_path(cert, n, "cert.pem");
-	rec_path(key, n, "key.pem");
-	cr_assert_eq(rec_run(argv, "openssl.out", "openssl.err", 30000), 0,
-		     "openssl could not make a certificate");
+	cr_assert(e2e_make_cert(cert, key, n),
+		  "openssl could not make a certificate");
 }
 
 /* ---- tests --------------------------------------------------------------- */
@@ -490,7 +266,7 @@ Test(record, streaming_three_tenants_match_client_and_truth)
 			     "--max-tokens", "4-12", "--prompt-len", "16-64",
 			     NULL };
 
-	rec_need_root();
+	e2e_need_root();
 	rec_refserver(NULL, NULL, NULL, NULL);
 	rec_tracer_start(NULL, NULL);
 	cr_assert_eq(rec_loadgen("http", lg), 0, "loadgen failed");
@@ -504,7 +280,7 @@ Test(record, non_streaming_requests_match_client)
 			     "--tenants", "alpha:1,beta:1", "--max-tokens",
 			     "3-8", NULL };
 
-	rec_need_root();
+	e2e_need_root();
 	rec_refserver(NULL, NULL, NULL, NULL);
 	rec_tracer_start(NULL, NULL);
 	cr_assert_eq(rec_loadgen("http", lg), 0, "loadgen failed");
@@ -518,7 +294,7 @@ Test(record, chunked_streams_match_client)
 			     "--tenants", "alpha:1,beta:1", "--stream",
 			     "--chat", "--max-tokens", "4-10", NULL };
 
-	rec_need_root();
+	e2e_need_root();
 	rec_refserver("--chunked", NULL, NULL, NULL);
 	rec_tracer_start(NULL, NULL);
 	cr_assert_eq(rec_loadgen("http", lg), 0, "loadgen failed");
@@ -533,14 +309,14 @@ Test(record, tls_streams_are_seen_in_cleartext)
 			     "--insecure", "--max-tokens", "4-10", NULL };
 	char cert[128], key[128];
 
-	rec_need_root();
+	e2e_need_root();
 	rec_make_cert(cert, key, sizeof(cert));
 	rec_refserver("--tls-cert", cert, "--tls-key", key);
 	rec_tracer_start(NULL, NULL);
 	cr_assert_eq(rec_loadgen("https", lg), 0, "loadgen failed");
 	rec_tracer_stop();
-	cr_assert(rec_file_has("rec.err", "tls "), "no TLS byte count");
-	cr_expect(!rec_file_has("rec.err", "(tls 0,"),
+	cr_assert(e2e_file_has("rec.err", "tls "), "no TLS byte count");
+	cr_expect(!e2e_file_has("rec.err", "(tls 0,"),
 		  "no cleartext came from the libssl probes");
 	rec_check_all(40);
 }
@@ -578,9 +354,9 @@ static void rec_curl(const char *scheme, const char *tenant, bool stream,
 		 "\"hello there\",\"max_tokens\":%d,\"stream\":%s,"
 		 "\"stream_options\":{\"include_usage\":true}}", max_tokens,
 		 stream ? "true" : "false");
-	cr_assert_eq(rec_run(argv, "curl.out", "curl.err", 30000), 0,
+	cr_assert_eq(e2e_run(argv, "curl.out", "curl.err", 30000), 0,
 		     "curl failed");
-	rec_path(out, sizeof(out), "curl.out");
+	e2e_path(out, sizeof(out), "curl.out");
 	f = fopen(out, "r");
 	cr_assert(f);
 	memset(seen, 0, sizeof(*seen));
@@ -603,10 +379,10 @@ static void rec_expect_traced(const struct rec_seen *seen, const char *tenant,
 	rec_load("rec.jsonl", &traced);
 	r = rec_find(&traced, id, NULL);
 	cr_assert(r, "request %s is not in the trace", id);
-	cr_expect_str_eq(rec_str(r, "model"), seen->model, "%s: model", id);
-	cr_expect_eq(rec_num(r, "completion_tokens"), completion,
+	cr_expect_str_eq(e2e_str_or(r, "model"), seen->model, "%s: model", id);
+	cr_expect_eq(e2e_num_or(r, "completion_tokens", -1), completion,
 		     "%s: completion tokens", id);
-	cr_expect_str_eq(rec_str(r, "tenant"), tenant, "%s: tenant", id);
+	cr_expect_str_eq(e2e_str_or(r, "tenant"), tenant, "%s: tenant", id);
 	cr_expect(rec_clean(r), "%s: marked incomplete", id);
 	rec_free(&traced);
 }
@@ -615,7 +391,7 @@ Test(record, curl_requests_are_recorded)
 {
 	struct rec_seen s1, s2;
 
-	rec_need_root();
+	e2e_need_root();
 	rec_refserver(NULL, NULL, NULL, NULL);
 	rec_tracer_start(NULL, NULL);
 	rec_curl("http", "curly", true, 7, &s1);
@@ -632,12 +408,12 @@ Test(record, bytes_beyond_capture_cap_are_counted_and_flagged)
 	const cJSON *r, *f;
 	bool truncated = false;
 
-	rec_need_root();
+	e2e_need_root();
 	rec_refserver(NULL, NULL, NULL, NULL);
 	rec_tracer_start("--capture-cap", "200");
 	rec_curl("http", "capped", false, 5, &seen);
 	rec_tracer_stop();
-	cr_expect(!rec_file_has("rec.err", "beyond capture cap 0;"),
+	cr_expect(!e2e_file_has("rec.err", "beyond capture cap 0;"),
 		  "no bytes were reported beyond a 200-byte cap");
 	rec_load("rec.jsonl", &traced);
 	r = rec_find(&traced, seen.id, NULL);
@@ -660,11 +436,11 @@ Test(record, asyncio_tls_server_memory_bio_is_decrypted)
 			 "--port-file", pf, "--cert", cert, "--key", key,
 			 NULL };
 
-	rec_need_root();
+	e2e_need_root();
 	if (access("/usr/bin/python3", X_OK) != 0)
-		cr_skip_test("python3 is not installed");
+		e2e_skip("python3 is not installed");
 	rec_make_cert(cert, key, sizeof(cert));
-	rec_path(pf, sizeof(pf), "port");
+	e2e_path(pf, sizeof(pf), "port");
 	rec_server(argv);
 	rec_tracer_start(NULL, NULL);
 	for (int i = 0; i < 4; i++)
@@ -684,7 +460,7 @@ Test(record, tiny_ring_buffer_reports_losses_and_marks_requests)
 	struct rec_lines client, traced, tlog;
 	int flagged = 0, clean = 0;
 
-	rec_need_root();
+	e2e_need_root();
 	rec_refserver("--max-batch", "32", NULL, NULL);
 	rec_tracer_start("--ringbuf-kb", "4");
 	cr_assert_eq(rec_loadgen("http", lg), 0, "loadgen failed");
@@ -703,13 +479,13 @@ Test(record, tiny_ring_buffer_reports_losses_and_marks_requests)
 		}
 		if (!rec_clean(r))
 			continue;
-		c = rec_find(&client, rec_str(r, "id"), NULL);
+		c = rec_find(&client, e2e_str_or(r, "id"), NULL);
 		cr_assert(c, "traced request %s unknown to the client",
-			  rec_str(r, "id"));
-		t = rec_find(&tlog, rec_str(r, "id"), "request");
-		cr_assert(t, "%s is not in the truth log", rec_str(r, "id"));
+			  e2e_str_or(r, "id"));
+		t = rec_find(&tlog, e2e_str_or(r, "id"), "request");
+		cr_assert(t, "%s is not in the truth log", e2e_str_or(r, "id"));
 		clean++;
-		rec_match_client(c, r, rec_str(t, "model"));
+		rec_match_client(c, r, e2e_str_or(t, "model"));
 	}
 	cr_log_info("traced %d, marked lost %d, clean %d", traced.n, flagged,
 		    clean);
@@ -724,7 +500,7 @@ Test(record, tiny_ring_buffer_reports_losses_and_marks_requests)
 
 static int rec_record_rc(char *const argv[])
 {
-	return rec_run(argv, "rec.out", "rec.err", 20000);
+	return e2e_run(argv, "rec.out", "rec.err", 20000);
 }
 
 Test(record, no_such_pid_exits_5)
@@ -732,9 +508,9 @@ Test(record, no_such_pid_exits_5)
 	char *argv[] = { "build/tokentrace", "record", "--pid", "999999999",
 			 "--duration", "1", NULL };
 
-	rec_need_root();
+	e2e_need_root();
 	cr_expect_eq(rec_record_rc(argv), 5);
-	cr_expect(rec_file_has("rec.err", "no such process"));
+	cr_expect(e2e_file_has("rec.err", "no such process"));
 }
 
 Test(record, nothing_listening_on_port_exits_5)
@@ -742,9 +518,9 @@ Test(record, nothing_listening_on_port_exits_5)
 	char *argv[] = { "build/tokentrace", "record", "--port", "1",
 			 "--duration", "1", NULL };
 
-	rec_need_root();
+	e2e_need_root();
 	cr_expect_eq(rec_record_rc(argv), 5);
-	cr_expect(rec_file_has("rec.err", "nothing listens on TCP port 1"));
+	cr_expect(e2e_file_has("rec.err", "nothing listens on TCP port 1"));
 }
 
 Test(record, two_targets_is_a_usage_error)
@@ -757,25 +533,15 @@ Test(record, two_targets_is_a_usage_error)
 
 Test(record, unprivileged_user_exits_3)
 {
+	char *argv[] = { "build/tokentrace", "record", "--pid", "1",
+			 "--duration", "1", NULL };
 	pid_t p;
 	int st;
 
 	if (geteuid() != 0)
-		cr_skip_test("needs root to switch to an unprivileged user");
-	p = fork();
-	cr_assert(p >= 0);
-	if (p == 0) {
-		char *argv[] = { "build/tokentrace", "record", "--pid", "1",
-				 "--duration", "1", NULL };
-
-		if (!freopen("/dev/null", "w", stderr) ||
-		    setgid(65534) || setuid(65534))
-			_exit(100);
-		execv(argv[0], argv);
-		_exit(101);
-	}
-	rec_track(p, true);
-	st = rec_reap(p, 20000);
+		e2e_skip("needs root to switch to an unprivileged user");
+	p = e2e_spawn_ex(argv, "rec.out", "/dev/null", -1, 65534, 0);
+	st = e2e_reap(p, 20000);
 	cr_assert(st != -1 && WIFEXITED(st));
 	cr_expect_eq(WEXITSTATUS(st), 3, "exit %d", WEXITSTATUS(st));
 }

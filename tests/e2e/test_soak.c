@@ -20,6 +20,8 @@
 
 #include <criterion/criterion.h>
 
+#include "harness.h"
+
 /* Growth of the collector's RSS allowed over the second half. Keeping every
  * request in memory (about 0.5 KiB each, a few thousand in that half) would
  * pass this bound several times over. */
@@ -68,27 +70,23 @@ static void soak_parse(const char *line, struct soak_result *r)
 /* Runs tools/soak.sh for secs with its output in out; its exit code. */
 static int soak_run(const char *secs, const char *out)
 {
+	char *argv[] = { "tools/soak.sh", NULL };
 	char bound[16];
-	pid_t p;
-	int st;
 
 	snprintf(bound, sizeof(bound), "%d", SOAK_RSS_GROWTH_KB);
-	p = fork();
-	cr_assert(p >= 0, "fork: %s", strerror(errno));
-	if (p == 0) {
-		if (!freopen(out, "w", stdout) || dup2(1, 2) < 0)
-			_exit(126);
-		setenv("SOAK_SECONDS", secs, 1);
-		setenv("SOAK_RSS_GROWTH_KB", bound, 1);
-		execl("tools/soak.sh", "tools/soak.sh", (char *)NULL);
-		_exit(127);
-	}
-	if (waitpid(p, &st, 0) != p) {
-		kill(p, SIGKILL);
-		return -1;
-	}
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	setenv("SOAK_SECONDS", secs, 1);
+	setenv("SOAK_RSS_GROWTH_KB", bound, 1);
+	return e2e_finish(e2e_spawn(argv, out, NULL), 150000);
 }
+
+/* The test makes no folder of the harness; the fini ends the script if a
+ * failed test left it running. */
+static void soak_teardown(void)
+{
+	e2e_teardown(SIGKILL, false);
+}
+
+TestSuite(soak, .fini = soak_teardown);
 
 Test(soak, collector_memory_and_fds_stay_flat_under_churn, .timeout = 150)
 {

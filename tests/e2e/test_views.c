@@ -30,6 +30,7 @@
 #include "../../user/metrics.h"
 #include "../../user/tracefile.h"
 #include "../unit/views_fixture.h"
+#include "harness.h"
 
 static bool have(const char *tool)
 {
@@ -72,12 +73,14 @@ static void rmtree(const char *d)
 	cr_expect_eq(system(cmd), 0);
 }
 
-static void msleep(long ms)
+/* No folder of the harness here (each test makes its own); the fini ends
+ * whatever process a failed test left running. */
+static void views_teardown(void)
 {
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
+	e2e_teardown(SIGKILL, false);
 }
+
+TestSuite(views, .fini = views_teardown);
 
 /* ---- HTML in Chromium ---------------------------------------------------- */
 
@@ -211,7 +214,7 @@ static uint16_t free_port(void)
 static pid_t start_prometheus(const char *dir, uint16_t web, uint16_t target)
 {
 	char cfg[160], a1[200], a2[200], a3[64], log[160];
-	pid_t pid;
+	char *argv[] = { "prometheus", a1, a2, a3, "--log.level=warn", NULL };
 	FILE *f;
 
 	snprintf(cfg, sizeof(cfg), "%s/prometheus.yml", dir);
@@ -226,18 +229,7 @@ static pid_t start_prometheus(const char *dir, uint16_t web, uint16_t target)
 	snprintf(a2, sizeof(a2), "--storage.tsdb.path=%s/data", dir);
 	snprintf(a3, sizeof(a3), "--web.listen-address=127.0.0.1:%u", web);
 	snprintf(log, sizeof(log), "%s/prometheus.log", dir);
-	pid = fork();
-	cr_assert_neq(pid, -1);
-	if (!pid) {
-		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execlp("prometheus", "prometheus", a1, a2, a3,
-		       "--log.level=warn", (char *)NULL);
-		_exit(127);
-	}
-	return pid;
+	return e2e_spawn(argv, log, NULL);
 }
 
 /* The value of a one-element vector query, or -1 while there is none. */
@@ -270,7 +262,6 @@ Test(views, a_prometheus_server_scrapes_the_endpoint, .timeout = 120)
 	double n = -1, up = -1;
 	char *dir;
 	pid_t pid;
-	int status;
 
 	if (!have("prometheus") || !have("curl"))
 		cr_skip_test("prometheus or curl is not installed (apt-get "
@@ -280,12 +271,11 @@ Test(views, a_prometheus_server_scrapes_the_endpoint, .timeout = 120)
 	web = free_port();
 	pid = start_prometheus(dir, web, port);
 	for (int i = 0; i < 120 && n != 3; i++) {
-		msleep(500);
+		e2e_msleep(500);
 		n = query(web, "sum(tokentrace_requests_total)");
 	}
 	up = query(web, "up{job=\"tokentrace\"}");
-	kill(pid, SIGTERM);
-	waitpid(pid, &status, 0);
+	e2e_stop(pid, SIGTERM, 120000);
 	metrics_stop(m);
 	cr_expect_eq(up, 1, "Prometheus's up for the target is %g", up);
 	cr_assert_eq(n, 3, "Prometheus read sum(tokentrace_requests_total) "
@@ -316,24 +306,6 @@ static void write_trace(const struct vf *v, const char *path)
 	cr_assert_eq(tracefile_close(w), 0);
 }
 
-static cJSON *load_json(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	char *buf = NULL;
-	size_t cap = 0;
-	ssize_t n;
-	cJSON *o;
-
-	cr_assert_not_null(f, "no %s", path);
-	n = getdelim(&buf, &cap, '\0', f);
-	fclose(f);
-	cr_assert_gt(n, 0);
-	o = cJSON_Parse(buf);
-	free(buf);
-	cr_assert_not_null(o, "%s is not JSON", path);
-	return o;
-}
-
 Test(views, export_command_writes_perfetto_otlp_and_jsonl, .timeout = 60)
 {
 	struct vf v;
@@ -362,14 +334,14 @@ Test(views, export_command_writes_perfetto_otlp_and_jsonl, .timeout = 60)
 	cr_assert_eq(stat(pf, &st), 0);
 	cr_assert_eq(st.st_mode & 0777, 0600);
 
-	o = load_json(pf);
+	o = e2e_load_json(pf, NULL);
 	cr_assert_gt(cJSON_GetArraySize(cJSON_GetObjectItem(o, "traceEvents")),
 		     (int)v.c.nivs);
 	cJSON_Delete(o);
 
 	collect_init(&back);
 	cr_assert_eq(collect_load(&back, trace, stderr, &h), 0);
-	o = load_json(ot);
+	o = e2e_load_json(ot, NULL);
 	span = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetArrayItem(
 		cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o,
 		"resourceSpans"), 0), "scopeSpans"), 0), "spans"), 0);
@@ -414,22 +386,6 @@ Test(views, export_without_a_format_is_a_usage_error)
 
 /* ---- run --metrics ------------------------------------------------------- */
 
-static pid_t spawn_logged(char *const argv[], const char *log)
-{
-	pid_t pid = fork();
-
-	cr_assert_neq(pid, -1);
-	if (!pid) {
-		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	return pid;
-}
-
 /* Sum of a metric's samples in exposition text, whatever their labels. */
 static double sum_of(const char *text, const char *name)
 {
@@ -454,7 +410,7 @@ Test(views, run_serves_live_metrics_of_its_server, .timeout = 120)
 	char *out = NULL;
 	double reqs = 0;
 	uint16_t mport = 0;
-	int rc, port = 0, status, lgstatus = 0;
+	int rc, port = 0, lgstatus = 0;
 	pid_t tt, lg;
 	FILE *f;
 
@@ -475,21 +431,20 @@ Test(views, run_serves_live_metrics_of_its_server, .timeout = 120)
 				 "--chunked", "--host", "127.0.0.1", "--port", "0",
 				 "--port-file", pf, NULL };
 
-		tt = spawn_logged(argv, log);
+		tt = e2e_spawn(argv, log, NULL);
 	}
 	for (int i = 0; i < 750 && port <= 0; i++) {
-		msleep(20);
+		e2e_msleep(20);
 		f = fopen(pf, "r");
 		if (f && fscanf(f, "%d", &port) != 1)
 			port = 0;
 		if (f)
 			fclose(f);
-		cr_assert_eq(waitpid(tt, &status, WNOHANG), 0,
+		cr_assert_eq(e2e_reap(tt, 0), -1,
 			     "run ended early (log in %s)", log);
 	}
 	if (port <= 0) {	/* leave nothing running */
-		kill(tt, SIGTERM);
-		waitpid(tt, &status, 0);
+		e2e_stop(tt, SIGTERM, 120000);
 	}
 	cr_assert_gt(port, 0, "refserver never listened (log in %s)", log);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/completions", port);
@@ -500,9 +455,9 @@ Test(views, run_serves_live_metrics_of_its_server, .timeout = 120)
 				 "--max-tokens", "4", "--tenants", "acme:1",
 				 NULL };
 
-		lg = spawn_logged(argv, lglog);
+		lg = e2e_spawn(argv, lglog, NULL);
 	}
-	waitpid(lg, &lgstatus, 0);
+	lgstatus = e2e_reap(lg, 120000);
 	snprintf(cmd, sizeof(cmd), "curl -sS --max-time 2 "
 		 "http://127.0.0.1:%u/metrics", mport);
 	for (int i = 0; i < 50 && reqs < 3; i++) {
@@ -510,10 +465,9 @@ Test(views, run_serves_live_metrics_of_its_server, .timeout = 120)
 		out = run(cmd, &rc);
 		reqs = sum_of(out, "tokentrace_requests_total");
 		if (reqs < 3)
-			msleep(100);
+			e2e_msleep(100);
 	}
-	kill(tt, SIGTERM);
-	waitpid(tt, &status, 0);
+	e2e_stop(tt, SIGTERM, 120000);
 	rmtree(dir);
 	free(dir);
 	cr_assert_eq(WEXITSTATUS(lgstatus), 0, "loadgen failed");

@@ -28,96 +28,14 @@
 #include <cJSON.h>
 #include <criterion/criterion.h>
 
-#define MAX_PIDS	8
+#include "harness.h"
+
 #define MAX_REQS	512
 
 /* ---- processes --------------------------------------------------------------- */
 
-static pid_t pids[MAX_PIDS];
-static char dir[64];
 static int port;
 static pid_t server_pid;
-
-static void msleep(int ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
-static void track(pid_t p)
-{
-	for (int i = 0; i < MAX_PIDS; i++) {
-		if (!pids[i]) {
-			pids[i] = p;
-			return;
-		}
-	}
-}
-
-static void untrack(pid_t p)
-{
-	for (int i = 0; i < MAX_PIDS; i++)
-		if (pids[i] == p)
-			pids[i] = 0;
-}
-
-/* Waits for p up to ms; returns its wait status, or -1 if still running. */
-static int reap(pid_t p, int ms)
-{
-	int st;
-
-	for (int waited = 0;; waited += 10) {
-		pid_t r = waitpid(p, &st, WNOHANG);
-
-		if (r == p) {
-			untrack(p);
-			return st;
-		}
-		if (r < 0 || waited >= ms)
-			return -1;
-		msleep(10);
-	}
-}
-
-static void kill_all(void)
-{
-	for (int i = 0; i < MAX_PIDS; i++) {
-		if (!pids[i])
-			continue;
-		kill(pids[i], SIGKILL);
-		waitpid(pids[i], NULL, 0);
-		pids[i] = 0;
-	}
-}
-
-static void path(char *out, size_t n, const char *name)
-{
-	snprintf(out, n, "%s/%s", dir, name);
-}
-
-/* fork + exec with stdout and stderr to dir/log; returns the pid. */
-static pid_t spawn(char *const argv[], const char *log)
-{
-	char lp[128];
-	pid_t p;
-
-	path(lp, sizeof(lp), log);
-	p = fork();
-	cr_assert_geq(p, 0, "fork: %s", strerror(errno));
-	if (p == 0) {
-		int fd = open(lp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	track(p);
-	return p;
-}
 
 static void setup(void)
 {
@@ -126,41 +44,17 @@ static void setup(void)
 	if (stat("build/refserver", &st) || stat("build/loadgen", &st))
 		cr_assert_fail("build/refserver or build/loadgen missing: run "
 			       "`make` and run this from the repository root");
-	snprintf(dir, sizeof(dir), "/tmp/tt-workload-XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
+	e2e_setup("workload", 0);
 }
 
 static void teardown(void)
 {
-	char cmd[128];
-
-	kill_all();
-	if (dir[0]) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "could not remove %s\n", dir);
-	}
+	e2e_teardown(SIGKILL, false);
 }
 
 TestSuite(workload, .init = setup, .fini = teardown, .timeout = 90);
 
 /* ---- the server ------------------------------------------------------------------- */
-
-static void show_log(const char *name)
-{
-	char lp[128], buf[2048];
-	FILE *f;
-	size_t n;
-
-	path(lp, sizeof(lp), name);
-	f = fopen(lp, "r");
-	if (!f)
-		return;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	buf[n] = '\0';
-	fclose(f);
-	fprintf(stderr, "--- %s ---\n%s\n", name, buf);
-}
 
 /* Starts build/refserver with a small model and extra flags (NULL-ended);
  * waits for its port file. */
@@ -171,31 +65,15 @@ static void server_start(const char *const *extra)
 			   "0", "--port-file", pf, "--truth", tf, "--dim", "64",
 			   "--layers", "2", "--ctx", "512" };
 	int n = 15;
-	FILE *f;
 
-	path(pf, sizeof(pf), "port");
-	path(tf, sizeof(tf), "truth.jsonl");
+	e2e_path(pf, sizeof(pf), "port");
+	e2e_path(tf, sizeof(tf), "truth.jsonl");
 	for (; extra && *extra && n < 39; extra++)
 		argv[n++] = (char *)*extra;
 	argv[n] = NULL;
-	server_pid = spawn(argv, "server.log");
-	for (int waited = 0; waited < 10000; waited += 20) {
-		f = fopen(pf, "r");
-		if (f) {
-			int ok = fscanf(f, "%d", &port) == 1 && port > 0;
-
-			fclose(f);
-			if (ok)
-				return;
-		}
-		if (reap(server_pid, 0) != -1) {
-			show_log("server.log");
-			cr_assert_fail("refserver exited before listening");
-		}
-		msleep(20);
-	}
-	show_log("server.log");
-	cr_assert_fail("refserver wrote no port file in 10 s");
+	server_pid = e2e_spawn(argv, "server.log", NULL);
+	port = e2e_wait_port("port", server_pid, 10000, "server.log",
+			     "refserver");
 }
 
 /* SIGTERM, then the exit status (the truth log is complete after this). */
@@ -204,7 +82,7 @@ static int server_stop(void)
 	int st;
 
 	kill(server_pid, SIGTERM);
-	st = reap(server_pid, 10000);
+	st = e2e_reap(server_pid, 10000);
 	cr_assert_neq(st, -1, "refserver did not exit within 10 s of SIGTERM");
 	return st;
 }
@@ -214,30 +92,24 @@ static int server_stop(void)
 static void loadgen(const char *scheme, const char *const *flags, int want,
 		    const char *why)
 {
-	char url[96], out[128];
-	char *argv[48] = { "build/loadgen", "--url", url, "--out", out,
-			   "--timeout", "30" };
-	int n = 7, st;
+	static const char *const pre[] = { "--timeout", "30", NULL };
+	char url[96];
+	int st;
 	pid_t p;
 
 	snprintf(url, sizeof(url), "%s://127.0.0.1:%d", scheme,
 		 port);
-	path(out, sizeof(out), "out.jsonl");
-	for (; *flags && n < 47; flags++)
-		argv[n++] = (char *)*flags;
-	argv[n] = NULL;
-	p = spawn(argv, "loadgen.log");
-	st = reap(p, 60000);
+	p = e2e_loadgen(url, "out.jsonl", pre, flags, "loadgen.log", NULL);
+	st = e2e_reap(p, 60000);
 	if (st == -1) {
-		kill(p, SIGKILL);
-		reap(p, 5000);
+		e2e_stop(p, SIGKILL, 5000);
 		cr_assert_fail("loadgen ran more than 60 s");
 	}
-	st = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	st = e2e_exit_of(st);
 	if (st != want) {
-		show_log("loadgen.log");
-		show_log("server.log");
-		show_log("out.jsonl");
+		e2e_show("loadgen.log");
+		e2e_show("server.log");
+		e2e_show("out.jsonl");
 	}
 	cr_assert_eq(st, want, "loadgen exit %d, want %d: %s", st, want, why);
 }
@@ -255,51 +127,16 @@ struct logs {
 	bool process_last;
 };
 
-static int read_lines(const char *name, cJSON **v, int max)
-{
-	char lp[128], *line = NULL;
-	size_t cap = 0;
-	int n = 0;
-	FILE *f;
-
-	path(lp, sizeof(lp), name);
-	f = fopen(lp, "r");
-	cr_assert_not_null(f, "cannot read %s", lp);
-	while (getline(&line, &cap, f) > 0 && n < max) {
-		v[n] = cJSON_Parse(line);
-		cr_assert_not_null(v[n], "%s: not JSON: %.200s", name, line);
-		n++;
-	}
-	free(line);
-	fclose(f);
-	return n;
-}
-
-static const char *str(const cJSON *j, const char *k)
-{
-	const char *s = cJSON_GetStringValue(cJSON_GetObjectItem(j, k));
-
-	return s ? s : "";
-}
-
-static double num(const cJSON *j, const char *k)
-{
-	const cJSON *v = cJSON_GetObjectItem(j, k);
-
-	cr_assert(cJSON_IsNumber(v), "field %s missing", k);
-	return v->valuedouble;
-}
-
 static void logs_load(struct logs *l)
 {
 	static cJSON *truth[4096];
 	int n;
 
 	memset(l, 0, sizeof(*l));
-	l->n_out = read_lines("out.jsonl", l->out, MAX_REQS);
-	n = read_lines("truth.jsonl", truth, 4096);
+	l->n_out = e2e_read_jsonl("out.jsonl", l->out, MAX_REQS);
+	n = e2e_read_jsonl("truth.jsonl", truth, 4096);
 	for (int i = 0; i < n; i++) {
-		const char *type = str(truth[i], "type");
+		const char *type = e2e_str_or(truth[i], "type");
 
 		l->process_last = false;
 		if (!strcmp(type, "request") && l->n_req < MAX_REQS) {
@@ -323,7 +160,7 @@ static void logs_load(struct logs *l)
 static const cJSON *truth_req(const struct logs *l, const char *id)
 {
 	for (int i = 0; i < l->n_req; i++)
-		if (!strcmp(str(l->req[i], "id"), id))
+		if (!strcmp(e2e_str_or(l->req[i], "id"), id))
 			return l->req[i];
 	return NULL;
 }
@@ -336,33 +173,42 @@ static void check_agreement(const struct logs *l, int want, bool stream,
 		     l->n_out, want);
 	for (int i = 0; i < l->n_out; i++) {
 		const cJSON *o = l->out[i], *t;
-		const char *id = str(o, "id");
+		const char *id = e2e_str_or(o, "id");
 
-		cr_assert_eq(num(o, "status"), 200, "request %d failed: %s", i,
-			     str(o, "error"));
+		cr_assert_eq(e2e_num(o, "status"), 200, "request %d failed: %s",
+			     i, e2e_str_or(o, "error"));
 		t = truth_req(l, id);
 		cr_assert_not_null(t, "response id '%s' is not in the truth log",
 				   id);
-		cr_assert_str_eq(str(t, "tenant"), str(o, "tenant"));
-		cr_assert_str_eq(str(t, "status"), "ok");
-		cr_assert_eq(num(o, "completion_tokens"), num(o, "max_tokens"));
-		cr_assert_eq(num(t, "completion_tokens"), num(o, "max_tokens"));
-		cr_assert_eq(num(o, "prompt_tokens"), num(t, "prompt_tokens"));
+		cr_assert_str_eq(e2e_str_or(t, "tenant"),
+				 e2e_str_or(o, "tenant"));
+		cr_assert_str_eq(e2e_str_or(t, "status"), "ok");
+		cr_assert_eq(e2e_num(o, "completion_tokens"),
+			     e2e_num(o, "max_tokens"));
+		cr_assert_eq(e2e_num(t, "completion_tokens"),
+			     e2e_num(o, "max_tokens"));
+		cr_assert_eq(e2e_num(o, "prompt_tokens"),
+			     e2e_num(t, "prompt_tokens"));
 		if (!chat)	/* a chat template may add bytes */
-			cr_assert_eq(num(t, "prompt_tokens"),
-				     num(o, "prompt_len"));
+			cr_assert_eq(e2e_num(t, "prompt_tokens"),
+				     e2e_num(o, "prompt_len"));
 		if (stream)
-			cr_assert_eq(num(o, "token_events"), num(o, "max_tokens"),
+			cr_assert_eq(e2e_num(o, "token_events"),
+				     e2e_num(o, "max_tokens"),
 				     "one SSE event per token");
 		/* causality on one clock: the client sent before the server read
 		 * the request, and read the first token after the server
 		 * stamped it (just before writing it), so its TTFT is longer */
-		cr_assert_leq(num(o, "sent_ns"), num(t, "arrival_ns"));
-		cr_assert_geq(num(o, "first_token_ns"), num(t, "first_token_ns"));
-		cr_assert_geq(num(o, "first_token_ns") - num(o, "sent_ns"),
-			      num(t, "first_token_ns") - num(t, "arrival_ns"),
+		cr_assert_leq(e2e_num(o, "sent_ns"), e2e_num(t, "arrival_ns"));
+		cr_assert_geq(e2e_num(o, "first_token_ns"),
+			      e2e_num(t, "first_token_ns"));
+		cr_assert_geq(e2e_num(o, "first_token_ns") -
+			      e2e_num(o, "sent_ns"),
+			      e2e_num(t, "first_token_ns") -
+			      e2e_num(t, "arrival_ns"),
 			      "client TTFT below the server's");
-		cr_assert_geq(num(o, "end_ns"), num(o, "first_token_ns"));
+		cr_assert_geq(e2e_num(o, "end_ns"),
+			      e2e_num(o, "first_token_ns"));
 	}
 }
 
@@ -436,7 +282,7 @@ Test(workload, streaming_three_tenants_agree_with_truth_and_batch)
 	cr_assert_gt(l.batched_steps, 0, "no step served more than one "
 		     "request in %d steps: no batching", l.steps);
 	for (int i = 0; i < l.n_out; i++) {
-		const char *t = str(l.out[i], "tenant");
+		const char *t = e2e_str_or(l.out[i], "tenant");
 
 		tenants[t[0] == 'a' ? 0 : t[0] == 'b' ? 1 : 2]++;
 	}
@@ -478,20 +324,6 @@ Test(workload, chunked_keep_alive_streaming_agrees_with_truth)
 	check_agreement(&l, 24, true, true);
 }
 
-static void make_cert(char *cert, char *key, size_t n)
-{
-	char cmd[512];
-
-	snprintf(cert, n, "%s/cert.pem", dir);
-	snprintf(key, n, "%s/key.pem", dir);
-	snprintf(cmd, sizeof(cmd), "openssl req -x509 -newkey rsa:2048 -nodes "
-		 "-subj /CN=localhost -days 1 -keyout '%s' -out '%s' "
-		 ">/dev/null 2>&1", key, cert);
-	if (system(cmd) != 0)
-		cr_skip_test("openssl(1) could not make a self-signed "
-			     "certificate: install openssl");
-}
-
 Test(workload, tls_streaming_agrees_with_truth)
 {
 	char cert[128], key[128];
@@ -501,7 +333,9 @@ Test(workload, tls_streaming_agrees_with_truth)
 	const char *strict[] = { "--stream", "--requests", "1", NULL };
 	struct logs l;
 
-	make_cert(cert, key, sizeof(cert));
+	if (!e2e_make_cert(cert, key, sizeof(cert)))
+		e2e_skip("openssl(1) could not make a self-signed "
+			 "certificate: install openssl");
 	server_start(srv);
 	loadgen("https", lg, 0, "loadgen over TLS failed");
 	loadgen("https", strict, 1, "a self-signed certificate "
@@ -586,9 +420,9 @@ Test(workload, client_gone_mid_stream_is_cancelled_and_server_serves_on)
 	logs_load(&l);
 	t = truth_req(&l, id);
 	cr_assert_not_null(t, "the abandoned request %s is in the truth log", id);
-	cr_assert_str_eq(str(t, "status"), "cancelled");
-	cr_assert_str_eq(str(t, "tenant"), "quitter");
-	cr_assert_lt(num(t, "completion_tokens"), 200);
+	cr_assert_str_eq(e2e_str_or(t, "status"), "cancelled");
+	cr_assert_str_eq(e2e_str_or(t, "tenant"), "quitter");
+	cr_assert_lt(e2e_num(t, "completion_tokens"), 200);
 	check_agreement(&l, 2, true, false);
 }
 
@@ -606,6 +440,7 @@ Test(workload, process_line_last_after_sigterm)
 	logs_load(&l);
 	cr_assert_not_null(l.process, "no process line after SIGTERM");
 	cr_assert(l.process_last, "the process line is the last line");
-	cr_assert_eq(num(l.process, "pid"), server_pid);
-	cr_assert_gt(num(l.process, "utime_ns") + num(l.process, "stime_ns"), 0);
+	cr_assert_eq(e2e_num(l.process, "pid"), server_pid);
+	cr_assert_gt(e2e_num(l.process, "utime_ns") +
+		     e2e_num(l.process, "stime_ns"), 0);
 }
