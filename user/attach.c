@@ -425,27 +425,5 @@ void attach_close(struct attach *a)
 int attach_write_summary(struct attach *a, const struct report *r,
 			 const char *path)
 {
-	cJSON *o = collect_report_json(&a->c, r);
-	char *text = o ? cJSON_PrintUnformatted(o) : NULL;
-	int fd, err = 0;
-	FILE *f = NULL;
-
-	cJSON_Delete(o);
-	fd = text ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-			 0600) : -1;
-	if (!text)
-		errno = ENOMEM;
-	if (fd < 0 || fchmod(fd, 0600) || !(f = fdopen(fd, "w")) ||
-	    fprintf(f, "%s\n", text) < 0)
-		err = -errno;
-	if (f && fclose(f) && !err)
-		err = -errno;
-	else if (!f && fd >= 0)
-		close(fd);
-	if (err)
-		fprintf(stderr, "tokentrace %s: cannot write the summary %s: "
-			"%s (check the folder exists and is writable)\n",
-			a->o.cmd, path, strerror(-err ? -err : EIO));
-	free(text);
-	return err;
+	return collect_write_report_json(&a->c, r, path, a->o.cmd);
 }

@@ -20,8 +20,12 @@
  * total per pid and sums them.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "collect.h"
 #include "tracefile.h"
@@ -607,4 +611,50 @@ cJSON *collect_report_json(const struct collect *c, const struct report *r)
 		i++;
 	}
 	return root;
+}
+
+int collect_write_report_json(const struct collect *c,
+			      const struct report *r, const char *path,
+			      const char *cmd)
+{
+	cJSON *o = collect_report_json(c, r);
+	char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+	int fd, err = 0;
+	FILE *f = NULL;
+
+	cJSON_Delete(o);
+	fd = text ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+			 0600) : -1;
+	if (!text)
+		errno = ENOMEM;
+	if (fd < 0 || fchmod(fd, 0600) || !(f = fdopen(fd, "w")) ||
+	    fprintf(f, "%s\n", text) < 0)
+		err = -errno;
+	if (f && fclose(f) && !err)
+		err = -errno;
+	else if (!f && fd >= 0)
+		close(fd);
+	if (err)
+		fprintf(stderr, "tokentrace %s: cannot write the summary %s: "
+			"%s (check the folder exists and is writable)\n",
+			cmd, path, strerror(-err ? -err : EIO));
+	free(text);
+	return err;
+}
+
+int collect_parse_limit(const char *cmd, const char *flag, const char *s,
+			size_t *v)
+{
+	char *end;
+	unsigned long long n;
+
+	errno = 0;
+	n = strtoull(s, &end, 10);
+	if (errno || *end || end == s || !n || *s == '-') {
+		fprintf(stderr, "tokentrace %s: %s '%s' is not a positive "
+			"count\n", cmd, flag, s);
+		return -1;
+	}
+	*v = (size_t)n;
+	return 0;
 }

@@ -176,6 +176,17 @@ uint64_t collect_on_cpu_ns(const struct collect *c, uint32_t device);
  * --format json write. NULL on OOM. */
 cJSON *collect_report_json(const struct collect *c, const struct report *r);
 
+/* That object written to path, created or truncated with mode 0600. 0, or
+ * a negative errno with a message naming cmd and the file. */
+int collect_write_report_json(const struct collect *c,
+			      const struct report *r, const char *path,
+			      const char *cmd);
+
+/* A --max-requests / --max-intervals value: a positive count. 0, or -1
+ * with a message naming cmd and flag. */
+int collect_parse_limit(const char *cmd, const char *flag, const char *s,
+			size_t *v);
+
 /*
  * Load a trace file into c (collect_init first). Problems with blocks go
  * to log (NULL: stderr) and into the trace_ counts. 0, or a negative

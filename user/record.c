@@ -97,22 +97,6 @@ ATTACH_HELP
 "  --max-intervals N  the same for compute intervals (default 10000000)\n");
 }
 
-/* A positive count for flag; 0 or -1 (said). */
-static int parse_limit(const char *flag, const char *s, size_t *v)
-{
-	char *end;
-	unsigned long long n;
-
-	errno = 0;
-	n = strtoull(s, &end, 10);
-	if (errno || *end || end == s || !n || *s == '-') {
-		fprintf(stderr, "tokentrace record: %s '%s' is not a positive "
-			"count\n", flag, s);
-		return -1;
-	}
-	*v = (size_t)n;
-	return 0;
-}
 
 /* 0 ok, 1 help shown, -1 usage error. */
 static int parse_args(int argc, char **argv, struct record_args *a)
@@ -156,10 +140,11 @@ static int parse_args(int argc, char **argv, struct record_args *a)
 			break;
 		case 'a': a->all = true; break;
 		case 'R': case 'I':
-			if (parse_limit(opt == 'R' ? "--max-requests" :
-					"--max-intervals", optarg,
-					opt == 'R' ? &a->max_reqs :
-					&a->max_ivs))
+			if (collect_parse_limit("record", opt == 'R' ?
+						"--max-requests" :
+						"--max-intervals", optarg,
+						opt == 'R' ? &a->max_reqs :
+						&a->max_ivs))
 				return -1;
 			break;
 		case 'h': usage(stdout); return 1;

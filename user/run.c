@@ -161,22 +161,6 @@ static int parse_compute(const char *s, enum run_compute *c)
 	return 0;
 }
 
-/* A positive count for flag; 0 or -1 (said). */
-static int parse_limit(const char *flag, const char *s, size_t *v)
-{
-	char *end;
-	unsigned long long n;
-
-	errno = 0;
-	n = strtoull(s, &end, 10);
-	if (errno || *end || end == s || !n || *s == '-') {
-		fprintf(stderr, "tokentrace run: %s '%s' is not a positive "
-			"count\n", flag, s);
-		return -1;
-	}
-	*v = (size_t)n;
-	return 0;
-}
 
 /* 0 ok, 1 help shown, -1 usage error. */
 static int parse_args(int argc, char **argv, struct run_args *a)
@@ -213,10 +197,11 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		case 'm': a->metrics = optarg; break;
 		case 'k': a->hash_key = optarg; break;
 		case 'R': case 'I':
-			if (parse_limit(opt == 'R' ? "--max-requests" :
-					"--max-intervals", optarg,
-					opt == 'R' ? &a->max_reqs :
-					&a->max_ivs))
+			if (collect_parse_limit("run", opt == 'R' ?
+						"--max-requests" :
+						"--max-intervals", optarg,
+						opt == 'R' ? &a->max_reqs :
+						&a->max_ivs))
 				return -1;
 			break;
 		case 'd':
@@ -711,33 +696,6 @@ static void print_text(struct run_state *rs, const struct report *r)
 		(unsigned long long)r->losses.cupti_records);
 }
 
-/* The report as JSON to path, created or truncated with mode 0600. */
-static int write_summary(struct run_state *rs, const struct report *r,
-			 const char *path)
-{
-	cJSON *o = collect_report_json(&rs->c, r);
-	char *text = o ? cJSON_PrintUnformatted(o) : NULL;
-	int fd, err = 0;
-	FILE *f = NULL;
-
-	cJSON_Delete(o);
-	fd = text ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-			 0600) : -1;
-	if (!text)
-		errno = ENOMEM;
-	if (fd < 0 || fchmod(fd, 0600) || !(f = fdopen(fd, "w")) ||
-	    fprintf(f, "%s\n", text) < 0)
-		err = -errno;
-	if (f && fclose(f) && !err)
-		err = -errno;
-	else if (!f && fd >= 0)
-		close(fd);
-	if (err)
-		fprintf(stderr, "tokentrace run: cannot write the summary %s: "
-			"%s\n", path, strerror(-err ? -err : EIO));
-	free(text);
-	return err;
-}
 
 /* Close the trace, build the report, write --summary and the text. 0, or
  * TT_EXIT_FAIL if the summary or the trace failed. */
@@ -772,7 +730,7 @@ static int report(struct run_state *rs)
 	if (err)
 		fprintf(stderr, "tokentrace run: the report could not be "
 			"built: %s\n", strerror(-err));
-	if (rs->a.summary && (err || write_summary(rs, &r, rs->a.summary)))
+	if (rs->a.summary && (err || collect_write_report_json(&rs->c, &r, rs->a.summary, "run")))
 		ret = TT_EXIT_FAIL;
 	else if (rs->a.summary)
 		fprintf(stderr, "tokentrace: summary in %s\n", rs->a.summary);

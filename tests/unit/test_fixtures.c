@@ -70,7 +70,7 @@ Test(fixtures, recorded_traces_report_and_conserve_device_time)
 	cr_assert_gt(nfixtures, 0, "tests/data holds no trace");
 	for (int i = 0; i < nfixtures; i++)
 		check_fixture(fixtures[i], &saw_gpu);
-	if (!saw_gpu)
-		cr_log_warn("no GPU trace in tests/data yet: tests/gpu/check.sh "
-			    "on a GPU machine records one");
+	if (!saw_gpu)	/* a note, not a warning: Criterion fails on those */
+		fprintf(stderr, "fixtures: no GPU trace in tests/data yet: "
+			"tests/gpu/check.sh on a GPU machine records one\n");
 }
