@@ -25,8 +25,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <linux/capability.h>
-#include <sys/syscall.h>
 
 #include "attach.h"
 #include "commands.h"
@@ -172,23 +170,6 @@ static int tenant_opts(struct attach *a, struct reqtrack_opts *ro)
 
 /* ---- opening ------------------------------------------------------------- */
 
-static int exit_code(int err)
-{
-	switch (err) {
-	case -EPERM:
-	case -EACCES:
-		return TT_EXIT_PRIV;
-	case -ENOENT:
-	case -ENODEV:
-	case -EOPNOTSUPP:
-		return TT_EXIT_KERNEL;
-	case -EINVAL:
-		return TT_EXIT_USAGE;
-	default:
-		return TT_EXIT_FAIL;
-	}
-}
-
 void attach_init(struct attach *a, const struct attach_opts *o)
 {
 	memset(a, 0, sizeof(*a));
@@ -221,7 +202,7 @@ static int open_socktrace(struct attach *a)
 	err = socktrace_open(&so, &a->st);
 	if (err)
 		a->st = NULL;
-	return err ? exit_code(err) : 0;
+	return err ? tt_exit_of_errno(err) : 0;
 }
 
 static int open_compute(struct attach *a)
@@ -237,7 +218,7 @@ static int open_compute(struct attach *a)
 	err = cpusource_open(&a->cs, &a->sink);
 	if (err)
 		a->cs = NULL;
-	return err ? exit_code(err) : 0;
+	return err ? tt_exit_of_errno(err) : 0;
 }
 
 static int find_targets(struct attach *a)
@@ -268,31 +249,12 @@ static void trace_pids(struct attach *a, size_t from)
 	}
 }
 
-/* root, or CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), effective: said
- * first, before any other warning, as the one reason to stop. */
-static bool privileged(void)
-{
-	struct __user_cap_header_struct hdr = {
-		.version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct data[2] = {};
-	uint64_t eff;
-
-	if (geteuid() == 0)
-		return true;
-	if (syscall(SYS_capget, &hdr, data))
-		return false;
-	eff = data[0].effective | ((uint64_t)data[1].effective << 32);
-	if (eff & (1ull << CAP_SYS_ADMIN))
-		return true;
-	return (eff & (1ull << 39)) && (eff & (1ull << 38));
-}
-
 int attach_open(struct attach *a)
 {
 	struct socktrace_stats s;
 	int ret;
 
-	if (!privileged()) {
+	if (!tt_bpf_privileged()) {
 		fprintf(stderr, "tokentrace: needs root (or CAP_BPF and "
 			"CAP_PERFMON) to load eBPF programs; run it with "
 			"sudo\n");

@@ -8,6 +8,8 @@
 #ifndef TT_COMMANDS_H
 #define TT_COMMANDS_H
 
+#include <stdbool.h>
+
 enum tt_exit {
 	TT_EXIT_OK = 0,
 	TT_EXIT_FAIL = 1,
@@ -16,6 +18,12 @@ enum tt_exit {
 	TT_EXIT_KERNEL = 4,
 	TT_EXIT_NOTARGET = 5,
 };
+
+/* Root, or CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), effective. */
+bool tt_bpf_privileged(void);
+
+/* The exit code for a negative errno from loading or attaching tracing. */
+int tt_exit_of_errno(int err);
 
 int cmd_record(int argc, char **argv);
 int cmd_run(int argc, char **argv);

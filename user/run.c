@@ -161,7 +161,6 @@ static int parse_compute(const char *s, enum run_compute *c)
 	return 0;
 }
 
-
 /* 0 ok, 1 help shown, -1 usage error. */
 static int parse_args(int argc, char **argv, struct run_args *a)
 {
@@ -227,25 +226,6 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 }
 
 /* ---- privilege, paths ---------------------------------------------------- */
-
-/* Root, or CAP_BPF (39) and CAP_PERFMON (38) in the effective set. */
-static bool can_load_bpf(void)
-{
-	unsigned long long caps = 0;
-	char line[128];
-	FILE *f;
-
-	if (geteuid() == 0)
-		return true;
-	f = fopen("/proc/self/status", "r");
-	if (!f)
-		return false;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "CapEff: %llx", &caps) == 1)
-			break;
-	fclose(f);
-	return (caps & (1ull << 39)) && (caps & (1ull << 38));
-}
 
 /*
  * The CUPTI library's absolute path: next to /proc/self/exe (the build
@@ -363,23 +343,6 @@ static int open_output(struct run_state *rs)
 	return 0;
 }
 
-static int exit_code(int err)
-{
-	switch (err) {
-	case -EPERM:
-	case -EACCES:
-		return TT_EXIT_PRIV;
-	case -ENOENT:
-	case -ENODEV:
-	case -EOPNOTSUPP:
-		return TT_EXIT_KERNEL;
-	case -EINVAL:
-		return TT_EXIT_USAGE;
-	default:
-		return TT_EXIT_FAIL;
-	}
-}
-
 static int open_socktrace(struct run_state *rs)
 {
 	struct reqtrack_opts ro = { 0 };
@@ -435,11 +398,11 @@ static int open_sources(struct run_state *rs)
 		err = cpusource_open(&rs->cs, &rs->sink);
 		if (err)	/* privilege was checked: a refusal is the kernel's */
 			return err == -EPERM || err == -EACCES ?
-			       TT_EXIT_KERNEL : exit_code(err);
+			       TT_EXIT_KERNEL : tt_exit_of_errno(err);
 	}
 	err = open_socktrace(rs);
 	if (err == -EPERM || err == -EACCES || err == -EINVAL)
-		return exit_code(err);
+		return tt_exit_of_errno(err);
 	if (err)
 		fprintf(stderr, "tokentrace run: socket tracing unavailable "
 			"(%s): no request records for this run\n",
@@ -696,7 +659,6 @@ static void print_text(struct run_state *rs, const struct report *r)
 		(unsigned long long)r->losses.cupti_records);
 }
 
-
 /* Close the trace, build the report, write --summary and the text. 0, or
  * TT_EXIT_FAIL if the summary or the trace failed. */
 static int report(struct run_state *rs)
@@ -826,7 +788,7 @@ int cmd_run(int argc, char **argv)
 		return ret > 0 ? TT_EXIT_OK : TT_EXIT_USAGE;
 	}
 	collect_set_limits(&rs->c, rs->a.max_reqs, rs->a.max_ivs);
-	if (!can_load_bpf()) {
+	if (!tt_bpf_privileged()) {
 		fprintf(stderr, "tokentrace run: needs root (or CAP_BPF and "
 			"CAP_PERFMON) to load its eBPF programs: run it with "
 			"sudo\n");

@@ -24,14 +24,13 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <linux/capability.h>
-#include <sys/syscall.h>
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
 #include "tokentrace/sock.h"
 #include "sock.skel.h"
+#include "commands.h"
 #include "socktrace.h"
 #include "sslprobe.h"
 #include "tracefs.h"
@@ -275,27 +274,9 @@ static int loud_print(enum libbpf_print_level level, const char *fmt,
 	return vfprintf(stderr, fmt, ap);
 }
 
-/* root, or CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), effective */
-static bool have_privilege(void)
-{
-	struct __user_cap_header_struct hdr = {
-		.version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct data[2] = {};
-	uint64_t eff;
-
-	if (geteuid() == 0)
-		return true;
-	if (syscall(SYS_capget, &hdr, data))
-		return false;
-	eff = data[0].effective | ((uint64_t)data[1].effective << 32);
-	if (eff & (1ull << CAP_SYS_ADMIN))
-		return true;
-	return (eff & (1ull << 39)) && (eff & (1ull << 38));
-}
-
 static int check_host(void)
 {
-	if (!have_privilege()) {
+	if (!tt_bpf_privileged()) {
 		fprintf(stderr, "tokentrace: needs root (or CAP_BPF and "
 			"CAP_PERFMON) to load eBPF programs; run it with "
 			"sudo\n");
