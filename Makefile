@@ -76,7 +76,7 @@ ifeq ($(HAVE_CUPTI),1)
 TARGETS += $(CUPTI_LIB)
 endif
 
-.PHONY: all deps demo test test-unit test-e2e test-cupti bench soak clean
+.PHONY: all deps deps-test demo test test-unit test-e2e test-cupti bench soak clean
 # Generated BPF objects and skeletons are kept, not removed as intermediates.
 .SECONDARY: $(BPF_OBJS) $(BPF_SKELS)
 .DEFAULT_GOAL := all
@@ -88,6 +88,9 @@ endif
 
 deps:
 	@tools/deps.sh
+
+deps-test:
+	@tools/deps.sh --test
 
 # ---- kernel side -----------------------------------------------------------
 
@@ -154,7 +157,7 @@ $(BUILD)/tests/cupti: $(CTEST_SRCS) $(filter-out $(BUILD)/cupti/inject.pic.o,$(C
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) $(CUPTI_CFLAGS) -o $@ $(filter %.c %.o,$^) $(TEST_LIBS) $(CUPTI_LIBS) $(LDLIBS)
 
-test: all test-unit test-asan fuzz-smoke test-cupti test-e2e
+test: deps-test all test-unit test-asan fuzz-smoke test-cupti test-e2e
 
 test-unit: $(BUILD)/tests/unit
 	$(BUILD)/tests/unit --jobs 2
@@ -255,7 +258,7 @@ FUZZ_HDRS  := tests/fuzz/fuzz.h $(wildcard user/*.h tools/refserver/*.h \
 
 # $(1) target, $(2) sources it tests, $(3) libraries
 define FUZZ_RULE
-$(BUILD)/fuzz/fuzz_$(1): tests/fuzz/fuzz_$(1).c $(2) $(FUZZ_HDRS) | deps
+$(BUILD)/fuzz/fuzz_$(1): tests/fuzz/fuzz_$(1).c $(2) $(FUZZ_HDRS) | deps-test
 	@mkdir -p $$(@D)
 	$(CLANG) $(FUZZ_CFLAGS) -o $$@ $$(filter %.c,$$^) $(3)
 endef

@@ -1,12 +1,18 @@
 #!/bin/sh
-# Installs the Debian packages tokentrace needs to build and test, and only
-# those that are missing. Idempotent: with everything present it prints
-# nothing and exits 0. Run by `make` before anything is compiled.
+# Installs the Debian packages tokentrace needs, and only those that are
+# missing. Idempotent: with everything present it prints nothing and exits
+# 0. `make` runs it before anything is compiled; `make test` runs it with
+# --test for what only the tests use (a browser for the HTML report,
+# Prometheus, the sanitizer and fuzzer runtime), so `make demo` does not
+# pull those in.
 set -eu
 
 PKGS="make gcc clang llvm pkg-config libbpf-dev bpftool libelf-dev libdw-dev
 zlib1g-dev libcjson-dev libcriterion-dev libssl-dev openssl libmicrohttpd-dev
-libzstd-dev curl python3 procps iproute2 prometheus chromium libclang-rt-14-dev"
+libzstd-dev curl python3 procps iproute2"
+if [ "${1:-}" = "--test" ]; then
+	PKGS="$PKGS prometheus chromium libclang-rt-14-dev"
+fi
 
 missing=""
 for p in $PKGS; do
