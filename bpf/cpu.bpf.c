@@ -144,8 +144,9 @@ static __always_inline void add_slice(struct tt_cpu_thread *t, __u32 tid,
  * The slice that ends now. Its length is the growth of the task's own
  * sum_exec_runtime since its last switch-out (the scheduler has just
  * updated it for prev), so the total stays exact even when a switch-in
- * was never seen: a tracepoint program is skipped when another BPF program
- * was preempted on the same CPU, and then on_ns is stale or missing. The
+ * was never seen (a tracepoint program is skipped while another BPF
+ * program runs on the same CPU, the likely cause of the holes seen under
+ * load), and on_ns is then stale or missing. The
  * first slice of a thread, with no sum yet, is measured from on_ns.
  */
 static __always_inline void switch_out(struct tt_cpu_thread *t, __u32 tid,
