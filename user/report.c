@@ -167,6 +167,35 @@ static void pick_attributed(const struct report_input *in, struct report *r)
  */
 #define FIT_STEPS_PER_OBS	2
 
+/*
+ * Decode cost is measured best where nothing else happens. Fitted over
+ * every step, the per-decode-token and per-context-token terms also absorb
+ * whatever the prefill terms miss in steps that carry a long prefill, and
+ * the two are nearly collinear in decode steps (the batch is much the same
+ * from step to step), so that leakage can swing the split between them.
+ * When there are enough observations without prefill, the fixed, decode
+ * and context terms are fitted again on those alone; the prefill terms
+ * stay as the whole fit found them. obs is reordered.
+ */
+static void refit_decode(struct costmodel *m, struct costmodel_obs *obs,
+			 uint32_t n)
+{
+	struct costmodel d;
+	uint32_t k = 0;
+
+	for (uint32_t i = 0; i < n; i++)
+		if (obs[i].x[CM_PREFILL] == 0)
+			obs[k++] = obs[i];
+	if (costmodel_fit(obs, k, &d) || !d.fitted)
+		return;
+	m->coef[CM_FIXED] = d.coef[CM_FIXED];
+	m->coef[CM_DECODE] = d.coef[CM_DECODE];
+	m->coef[CM_CONTEXT] = d.coef[CM_CONTEXT];
+	m->used[CM_FIXED] = d.used[CM_FIXED];
+	m->used[CM_DECODE] = d.used[CM_DECODE];
+	m->used[CM_CONTEXT] = d.used[CM_CONTEXT];
+}
+
 static int fit_model(struct report_device *d)
 {
 	const struct steps_result *s = &d->steps;
@@ -202,6 +231,8 @@ static int fit_model(struct report_device *d)
 	if (in)
 		n++;
 	err = costmodel_fit(obs, n, &d->model);
+	if (!err && d->model.fitted)
+		refit_decode(&d->model, obs, n);
 	d->model.steps = s->nsteps;	/* steps, not pairs, for the reader */
 	free(obs);
 	return err;
