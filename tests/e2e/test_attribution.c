@@ -524,12 +524,12 @@ Test(attribution, each_request_s_share_follows_the_server_s_own_compute)
 	ok_cpu = within_10pct(cpu, n, "steps' cpu_ns", &ok15_cpu);
 	/*
 	 * The goal is 90 % of requests within 10 %. On this reference server
-	 * it holds in about three runs of four: decode steps carry nearly the
+	 * it holds in most runs but not all: decode steps carry nearly the
 	 * same batch each time, so the fit's split of a decode step between
-	 * per-token and per-context-token cost is poorly determined and now
-	 * and then lands on the wrong side (whole-run p90 errors of 3-12 %
-	 * over 20 runs). What holds in every run, and still fails a split by
-	 * tokens alone (p90 errors of 12-20 % on the same traces), is
+	 * per-token and per-context-token cost is not always well determined
+	 * (whole-run p90 errors of 3-11 % over 20 recorded runs). What holds
+	 * in every run, and still fails a split by tokens alone (p90 errors
+	 * of 12-20 % on the same traces), is
 	 * asserted: 90 % within 15 % and 75 % within 10 %.
 	 */
 	cr_expect_geq(ok15, (int)ceil(0.9 * n), "only %d of %d requests have "
