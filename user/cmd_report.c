@@ -362,21 +362,12 @@ static void add_prices_json(cJSON *root, const struct rc_trace *t)
 static int write_json(const struct rc_trace *t, const char *path, FILE *f)
 {
 	cJSON *root = collect_report_json(&t->c, &t->r);
-	char *s;
-	int err = 0;
 
 	if (!root)
 		return -ENOMEM;
 	add_trace_json(root, t, path);
 	add_prices_json(root, t);
-	s = cJSON_PrintUnformatted(root);
-	cJSON_Delete(root);
-	if (!s)
-		return -ENOMEM;
-	if (fputs(s, f) < 0 || fputc('\n', f) < 0)
-		err = -EIO;
-	free(s);
-	return err;
+	return report_print_json(root, f);
 }
 
 /* Prices a user did not give are defaults: the text says so. */
@@ -625,8 +616,6 @@ static int diff_json(const struct rc_trace t[2], const struct rc_rows *rs,
 {
 	struct hostinfo_field fa[HOSTINFO_NFIELDS], fb[HOSTINFO_NFIELDS];
 	cJSON *root = cJSON_CreateObject(), *hc, *m;
-	char *s;
-	int err = 0;
 
 	if (!root)
 		return -ENOMEM;
@@ -660,14 +649,7 @@ static int diff_json(const struct rc_trace t[2], const struct rc_rows *rs,
 		num_or_null(o, "change_pct", 100 * rel_change(r));
 		cJSON_AddItemToArray(m, o);
 	}
-	s = cJSON_PrintUnformatted(root);
-	cJSON_Delete(root);
-	if (!s)
-		return -ENOMEM;
-	if (fputs(s, f) < 0 || fputc('\n', f) < 0)
-		err = -EIO;
-	free(s);
-	return err;
+	return report_print_json(root, f);
 }
 
 static void text_num(double v, FILE *f)

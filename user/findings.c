@@ -123,12 +123,6 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static int cmp_span(const void *a, const void *b)
-{
-	const struct steps_span *x = a, *y = b;
-	return x->start_ns < y->start_ns ? -1 : x->start_ns > y->start_ns;
-}
-
 /* Union of the requests' [arrival, end] in the window: the demand. */
 static int demand_spans(const struct findings_input *in,
 			struct steps_span **out, size_t *nout)
@@ -147,15 +141,7 @@ static int demand_spans(const struct findings_input *in,
 		if (b > a)
 			s[n++] = (struct steps_span){ a, b };
 	}
-	qsort(s, n, sizeof(*s), cmp_span);
-	for (size_t i = 0; i < n; i++) {
-		if (m && s[i].start_ns <= s[m - 1].end_ns) {
-			if (s[i].end_ns > s[m - 1].end_ns)
-				s[m - 1].end_ns = s[i].end_ns;
-			continue;
-		}
-		s[m++] = s[i];
-	}
+	m = steps_merge_spans(s, n);
 	*out = s;
 	*nout = m;
 	return 0;

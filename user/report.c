@@ -826,9 +826,8 @@ cJSON *report_json(const struct report *r)
 	return root;
 }
 
-int report_write_json(const struct report *r, FILE *f)
+int report_print_json(cJSON *o, FILE *f)
 {
-	cJSON *o = report_json(r);
 	char *s = o ? cJSON_PrintUnformatted(o) : NULL;
 	int err = 0;
 
@@ -839,6 +838,11 @@ int report_write_json(const struct report *r, FILE *f)
 		err = -EIO;
 	free(s);
 	return err;
+}
+
+int report_write_json(const struct report *r, FILE *f)
+{
+	return report_print_json(report_json(r), f);
 }
 
 /* ---- text ---------------------------------------------------------------- */

@@ -116,6 +116,10 @@ cJSON *report_json(const struct report *r);
 /* The JSON object on f, with a newline. 0 or -EIO / -ENOMEM. */
 int report_write_json(const struct report *r, FILE *f);
 
+/* Any JSON object on f as one line; takes o (NULL: -ENOMEM) and frees it.
+ * 0, -ENOMEM or -EIO. */
+int report_print_json(cJSON *o, FILE *f);
+
 /* A table for people. 0 or -EIO. */
 int report_write_text(const struct report *r, FILE *f);
 

@@ -85,6 +85,22 @@ static int cmp_span(const void *a, const void *b)
 	return x->end_ns < y->end_ns ? -1 : x->end_ns > y->end_ns;
 }
 
+size_t steps_merge_spans(struct steps_span *s, size_t n)
+{
+	size_t m = 0;
+
+	qsort(s, n, sizeof(*s), cmp_span);
+	for (size_t i = 0; i < n; i++) {
+		if (m && s[i].start_ns <= s[m - 1].end_ns) {
+			if (s[i].end_ns > s[m - 1].end_ns)
+				s[m - 1].end_ns = s[i].end_ns;
+			continue;
+		}
+		s[m++] = s[i];
+	}
+	return m;
+}
+
 static int cmp_tok_ns(const void *a, const void *b)
 {
 	const struct tok *x = a, *y = b;
@@ -140,15 +156,7 @@ int steps_union(const struct tt_interval *ivs, size_t nivs, uint32_t device,
 		s[n].start_ns = a;
 		s[n++].end_ns = b;
 	}
-	qsort(s, n, sizeof(*s), cmp_span);
-	for (size_t i = 0; i < n; i++) {
-		if (m && s[i].start_ns <= s[m - 1].end_ns) {
-			if (s[i].end_ns > s[m - 1].end_ns)
-				s[m - 1].end_ns = s[i].end_ns;
-			continue;
-		}
-		s[m++] = s[i];
-	}
+	m = steps_merge_spans(s, n);
 	for (size_t i = 0; i < m; i++)
 		busy += s[i].end_ns - s[i].start_ns;
 	*out = s;

@@ -80,6 +80,10 @@ struct steps_result {
 /* Default largest step-ending copy: sampled token ids of a big batch. */
 #define STEPS_MAX_COPY_BYTES	8192
 
+/* Sort s[0..n) and merge overlapping or touching spans in place; returns
+ * how many remain. */
+size_t steps_merge_spans(struct steps_span *s, size_t n);
+
 /*
  * Union of the intervals of `device` clipped to [start_ns, end_ns], as
  * sorted disjoint spans in *out (caller frees) and their measure in
