@@ -42,6 +42,7 @@
 struct conn_ent {
 	struct tt_conn_meta meta;
 	uint64_t last_ns;
+	uint64_t losses_at_open;	/* ring buffer losses when first seen */
 	bool client;		/* connect()ed by the traced process: its
 				   requests go out, not in; not a server's */
 	struct conn_ent *next;
@@ -77,6 +78,25 @@ unsigned socktrace_ringbuf_bytes(unsigned kb)
 
 /* ---- connections --------------------------------------------------------- */
 
+static void read_losses(struct socktrace *st);
+
+/*
+ * A connection's loss mark travels on its next event; when the lost events
+ * were its last ones (its final writes, its close), none comes. So when a
+ * connection ends, or the tracer stops, with ring-buffer losses since it
+ * was first seen, what it still has in flight is marked lost: possibly a
+ * loss of another connection's events, but never a guess taken as whole.
+ */
+static void conn_end_losses(struct socktrace *st, struct conn_ent *c,
+			    uint64_t ts)
+{
+	if (!st->o.rt || c->client)
+		return;
+	read_losses(st);
+	if (st->s.lost_events > c->losses_at_open)
+		reqtrack_lost(st->o.rt, &c->meta, ts);
+}
+
 static struct conn_ent **conn_slot(struct socktrace *st, uint64_t id)
 {
 	struct conn_ent **pp = &st->buckets[id % CONN_BUCKETS];
@@ -98,6 +118,7 @@ static struct conn_ent *conn_lookup(struct socktrace *st,
 		return NULL;
 	c->meta.pid = h->tgid;
 	c->meta.conn_id = h->conn_id;
+	c->losses_at_open = st->s.lost_events;
 	*pp = c;
 	st->s.conns_live++;
 	return c;
@@ -111,6 +132,7 @@ static void conn_drop(struct socktrace *st, uint64_t id, uint64_t ts)
 	if (!c)
 		return;
 	client = c->client;
+	conn_end_losses(st, c, ts);
 	*pp = c->next;
 	free(c);
 	st->s.conns_live--;
@@ -151,6 +173,7 @@ static void conn_sweep(struct socktrace *st, uint64_t now)
 				continue;
 			}
 			*pp = c->next;
+			conn_end_losses(st, c, now);
 			if (st->o.rt && !c->client)
 				reqtrack_close(st->o.rt, c->meta.conn_id, now);
 			free(c);
@@ -404,7 +427,15 @@ int socktrace_poll(struct socktrace *st, int timeout_ms)
 
 int socktrace_drain(struct socktrace *st)
 {
-	return ring_buffer__consume(st->rb);
+	int n = ring_buffer__consume(st->rb);
+	uint64_t now = socktrace_now_ns();
+
+	/* Callers drain before flushing the request tracker: the last
+	 * chance to mark what losses may have cut short. */
+	for (int b = 0; b < CONN_BUCKETS; b++)
+		for (struct conn_ent *c = st->buckets[b]; c; c = c->next)
+			conn_end_losses(st, c, now);
+	return n;
 }
 
 static void read_losses(struct socktrace *st)
