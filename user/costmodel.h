@@ -10,7 +10,12 @@
  * the decoding requests' context lengths, Q = sum over prefill chunks of
  * n * (n + context) (attention over the chunk and what precedes it). The
  * quadratic term is kept only when it improves the fit enough to pay for
- * itself (adjusted R^2).
+ * itself (it must lower the Bayesian information criterion).
+ *
+ * costmodel_fit_steps is the fit a trace gets: the decode terms refitted
+ * on the steps without prefill, and a slow drift of the host's speed over
+ * the run (clock, cache and memory contention) taken out by a scale per
+ * window of steps; see costmodel.c.
  */
 #ifndef TT_COSTMODEL_H
 #define TT_COSTMODEL_H
@@ -39,6 +44,11 @@ struct costmodel {
 	double r2;
 	uint32_t steps;		/* observations fitted */
 	bool fitted;		/* false: too few steps, caller falls back */
+	/* costmodel_fit_steps: the smallest and largest window scale (the
+	 * host's speed over the run against its mean; both 1 when no drift
+	 * was fitted) and the number of windows. */
+	double drift_min, drift_max;
+	uint32_t drift_windows;
 };
 
 /* Observation of a step from its totals. */
@@ -50,6 +60,22 @@ void costmodel_obs_decode(struct costmodel_obs *o, uint32_t context);
 /* Fit over n observations. Returns 0, or -EINVAL on bad input. */
 int costmodel_fit(const struct costmodel_obs *obs, uint32_t n,
 		  struct costmodel *m);
+
+/*
+ * Fit over n observations in time order (one per step or per group of
+ * neighbouring steps): costmodel_fit, then the fixed, decode and context
+ * terms refitted on the observations without prefill, the whole repeated
+ * with each window of COSTMODEL_DRIFT_WINDOW observations scaled by its
+ * own measured/predicted ratio. r2 is that of the scaled model on the
+ * observations as measured. Returns 0, -EINVAL or -ENOMEM.
+ */
+#define COSTMODEL_DRIFT_WINDOW	10
+int costmodel_fit_steps(const struct costmodel_obs *obs, uint32_t n,
+			struct costmodel *m);
+
+/* Predicted ns of an observation (every term). */
+double costmodel_predict(const struct costmodel *m,
+			 const struct costmodel_obs *o);
 
 /* Predicted ns of one entry's variable work (the fixed term excluded). */
 double costmodel_prefill_ns(const struct costmodel *m, uint32_t tokens,

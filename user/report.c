@@ -167,35 +167,6 @@ static void pick_attributed(const struct report_input *in, struct report *r)
  */
 #define FIT_STEPS_PER_OBS	2
 
-/*
- * Decode cost is measured best where nothing else happens. Fitted over
- * every step, the per-decode-token and per-context-token terms also absorb
- * whatever the prefill terms miss in steps that carry a long prefill, and
- * the two are nearly collinear in decode steps (the batch is much the same
- * from step to step), so that leakage can swing the split between them.
- * When there are enough observations without prefill, the fixed, decode
- * and context terms are fitted again on those alone; the prefill terms
- * stay as the whole fit found them. obs is reordered.
- */
-static void refit_decode(struct costmodel *m, struct costmodel_obs *obs,
-			 uint32_t n)
-{
-	struct costmodel d;
-	uint32_t k = 0;
-
-	for (uint32_t i = 0; i < n; i++)
-		if (obs[i].x[CM_PREFILL] == 0)
-			obs[k++] = obs[i];
-	if (costmodel_fit(obs, k, &d) || !d.fitted)
-		return;
-	m->coef[CM_FIXED] = d.coef[CM_FIXED];
-	m->coef[CM_DECODE] = d.coef[CM_DECODE];
-	m->coef[CM_CONTEXT] = d.coef[CM_CONTEXT];
-	m->used[CM_FIXED] = d.used[CM_FIXED];
-	m->used[CM_DECODE] = d.used[CM_DECODE];
-	m->used[CM_CONTEXT] = d.used[CM_CONTEXT];
-}
-
 static int fit_model(struct report_device *d)
 {
 	const struct steps_result *s = &d->steps;
@@ -230,9 +201,7 @@ static int fit_model(struct report_device *d)
 	}
 	if (in)
 		n++;
-	err = costmodel_fit(obs, n, &d->model);
-	if (!err && d->model.fitted)
-		refit_decode(&d->model, obs, n);
+	err = costmodel_fit_steps(obs, n, &d->model);
 	d->model.steps = s->nsteps;	/* steps, not pairs, for the reader */
 	free(obs);
 	return err;
@@ -727,6 +696,10 @@ static cJSON *cost_model_json(const struct report *r)
 				costmodel_term_name(t)));
 	num_or_null(o, "r2", fit ? m->r2 : -1);
 	num(o, "steps", d ? d->steps.nsteps : 0);
+	/* step cost against the run's mean, per window (1, 1, 0: none) */
+	num_or_null(o, "drift_min", fit ? m->drift_min : -1);
+	num_or_null(o, "drift_max", fit ? m->drift_max : -1);
+	num(o, "drift_windows", fit ? m->drift_windows : 0);
 	cJSON_AddStringToObject(o, "basis", d ? basis_name(d->basis)
 					       : "none");
 	return o;
@@ -896,6 +869,10 @@ static void text_model(const struct report *r, FILE *f)
 		fprintf(f, ", %.3g ms/prefill attention unit",
 			m->coef[CM_PREFILL_SQ] / 1e6);
 	fputc('\n', f);
+	if (m->drift_windows)
+		fprintf(f, "  host speed over the run: %.2f to %.2f of its mean "
+			"(%u windows of steps, taken out of the fit)\n",
+			1 / m->drift_max, 1 / m->drift_min, m->drift_windows);
 }
 
 /* A $ per 1M tokens figure, or "-" where there were no such tokens. */

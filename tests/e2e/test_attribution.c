@@ -523,30 +523,21 @@ Test(attribution, each_request_s_share_follows_the_server_s_own_compute)
 	ok = within_10pct(sh, n, "compute_ns", &ok15);
 	ok_cpu = within_10pct(cpu, n, "steps' cpu_ns", &ok15_cpu);
 	/*
-	 * The goal is 90 % of requests within 10 %. On this reference server
-	 * it holds in most runs but not all: decode steps carry nearly the
-	 * same batch each time, so the fit's split of a decode step between
-	 * per-token and per-context-token cost is not always well determined
-	 * (whole-run p90 errors of 3-11 % over 20 recorded runs). What holds
-	 * in every run, and still fails a split by tokens alone (p90 errors
-	 * of 12-20 % on the same traces), is
-	 * asserted: 90 % within 15 % and 75 % within 10 %.
+	 * 90 % of requests within 10 % of their share of the server's own
+	 * accounting, against both of its figures: the wall time of each
+	 * request's forward passes (compute_ns) and each step's CPU time
+	 * split by those (cpu_ns). Over 35 recorded runs, 0.8 % of requests
+	 * were more than 10 % off and the worst run had 5 % so; a split by
+	 * tokens alone has 12-20 % p90 errors on the same traces.
 	 */
-	cr_expect_geq(ok15, (int)ceil(0.9 * n), "only %d of %d requests have "
-		      "a share within 15%% of their share of the server's "
-		      "compute_ns; worst %s: %+.1f%%", ok15, n, sh[0].id,
-		      100 * (sh[0].got / sh[0].want - 1));
-	cr_expect_geq(ok, (int)ceil(0.75 * n), "only %d of %d requests have a "
+	cr_expect_geq(ok, (int)ceil(0.9 * n), "only %d of %d requests have a "
 		      "share within 10%% of their share of the server's "
-		      "compute_ns", ok, n);
-	cr_expect_geq(ok15_cpu, (int)ceil(0.9 * n), "only %d of %d requests "
-		      "have a share within 15%% of their share of the "
-		      "engine's CPU time in steps; worst %s: %+.1f%%",
-		      ok15_cpu, n, cpu[0].id,
-		      100 * (cpu[0].got / cpu[0].want - 1));
-	cr_expect_geq(ok_cpu, (int)ceil(0.75 * n), "only %d of %d requests "
-		      "have a share within 10%% of their share of the "
-		      "engine's CPU time in steps", ok_cpu, n);
+		      "compute_ns; worst %s: %+.1f%%", ok, n, sh[0].id,
+		      100 * (sh[0].got / sh[0].want - 1));
+	cr_expect_geq(ok_cpu, (int)ceil(0.9 * n), "only %d of %d requests "
+		      "have a share within 10%% of their share of the engine's "
+		      "CPU time in steps; worst %s: %+.1f%%", ok_cpu, n,
+		      cpu[0].id, 100 * (cpu[0].got / cpu[0].want - 1));
 	cJSON_Delete(o);
 }
 

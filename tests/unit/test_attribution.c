@@ -75,6 +75,91 @@ Test(costmodel, quadratic_term_kept_when_the_data_needs_it)
 		  m.coef[CM_PREFILL_SQ]);
 }
 
+/* A prompt-attention cost that adds only a little to the variance of step
+ * times (long prefill steps dominate it either way) but is plainly there:
+ * a fixed margin in R^2 would drop it, the information criterion keeps
+ * it. */
+Test(costmodel, small_but_real_quadratic_term_is_kept)
+{
+	static struct costmodel_obs obs[400];
+	uint32_t n = synth(obs, 400, 100e3, 20e3, 40e3, 50, 6, 0.01);
+	struct costmodel m;
+
+	cr_assert_eq(costmodel_fit(obs, n, &m), 0);
+	cr_assert(m.fitted);
+	cr_expect(m.used[CM_PREFILL_SQ], "quadratic term dropped");
+	cr_expect(fabs(m.coef[CM_PREFILL_SQ] - 6) / 6 < 0.25, "quad %g",
+		  m.coef[CM_PREFILL_SQ]);
+}
+
+/*
+ * Decode steps of a batch whose contexts grow through the run while the
+ * host slows down by 40 % (a clock or cache drift): fitted as if the host
+ * were steady, the slowdown reads as context cost. costmodel_fit_steps
+ * takes it out and recovers the terms' relative costs, which is all that
+ * attribution uses.
+ */
+Test(costmodel, fit_steps_takes_out_a_drift_of_the_host_s_speed)
+{
+	enum { N = 300 };
+	static struct costmodel_obs obs[N];
+	const double fixed = 50e3, pre = 10e3, dec = 60e3, ctx = 40;
+	unsigned seed = 3;
+	struct costmodel plain, m;
+
+	for (uint32_t i = 0; i < N; i++) {
+		struct costmodel_obs *o = &obs[i];
+		uint32_t batch = 2 + (i * 7) % 9;
+
+		costmodel_obs_init(o, 0);
+		for (uint32_t b = 0; b < batch; b++)
+			costmodel_obs_decode(o, 50 + 2 * i + (b * 53) % 200);
+		if (i % 4 == 0)
+			costmodel_obs_prefill(o, 20 + (i * 29) % 180, 0);
+		double ns = fixed + pre * o->x[CM_PREFILL] +
+			    dec * o->x[CM_DECODE] + ctx * o->x[CM_CONTEXT];
+		double drift = 1.0 + 0.4 * i / N;
+		o->ns = ns * drift * (1.0 + 0.01 * noise(&seed));
+	}
+	cr_assert_eq(costmodel_fit(obs, N, &plain), 0);
+	cr_assert_eq(costmodel_fit_steps(obs, N, &m), 0);
+	cr_assert(m.fitted);
+	double want = ctx / dec;
+	double got_plain = plain.coef[CM_CONTEXT] / plain.coef[CM_DECODE];
+	double got = m.coef[CM_CONTEXT] / m.coef[CM_DECODE];
+	/* the scenario has teeth: ignoring the drift misleads */
+	cr_expect(fabs(got_plain / want - 1) > 0.2,
+		  "plain fit context/decode %g, want %g", got_plain, want);
+	cr_expect(fabs(got / want - 1) < 0.05, "context/decode %g, want %g",
+		  got, want);
+	cr_expect(fabs(m.coef[CM_PREFILL] / m.coef[CM_DECODE] /
+		       (pre / dec) - 1) < 0.05, "prefill/decode %g, want %g",
+		  m.coef[CM_PREFILL] / m.coef[CM_DECODE], pre / dec);
+	cr_expect_eq(m.drift_windows, (N + COSTMODEL_DRIFT_WINDOW - 1) /
+				      COSTMODEL_DRIFT_WINDOW);
+	cr_expect(m.drift_min < 0.85 && m.drift_max > 1.15,
+		  "drift %g..%g, the steps drifted 1.0..1.4 (mean 1.2)",
+		  m.drift_min, m.drift_max);
+}
+
+/* No drift: the scales stay near 1 and the fit is the plain one's. */
+Test(costmodel, fit_steps_without_drift_keeps_the_plain_fit)
+{
+	static struct costmodel_obs obs[400];
+	uint32_t n = synth(obs, 400, 200e3, 9e3, 40e3, 90, 0, 0.02);
+	struct costmodel m;
+
+	cr_assert_eq(costmodel_fit_steps(obs, n, &m), 0);
+	cr_assert(m.fitted);
+	cr_expect(fabs(m.coef[CM_DECODE] - 40e3) / 40e3 < 0.05, "decode %g",
+		  m.coef[CM_DECODE]);
+	cr_expect(fabs(m.coef[CM_CONTEXT] - 90) / 90 < 0.10, "context %g",
+		  m.coef[CM_CONTEXT]);
+	cr_expect(m.drift_min > 0.95 && m.drift_max < 1.05, "drift %g..%g",
+		  m.drift_min, m.drift_max);
+	cr_expect_gt(m.r2, 0.95);
+}
+
 Test(costmodel, coefficients_never_negative)
 {
 	/* Context has no effect and noise is large: plain least squares

@@ -322,7 +322,7 @@ static const char *const request_keys[] = {
 static const char *const model_keys[] = {
 	"fixed_ms", "ms_per_prefill_token", "ms_per_decode_token",
 	"ms_per_context_token", "ms_per_prefill_attention_unit", "terms",
-	"r2", "steps", "basis", NULL,
+	"r2", "steps", "drift_min", "drift_max", "drift_windows", "basis", NULL,
 };
 
 Test(report, json_parses_and_has_every_schema_field)
