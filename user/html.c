@@ -395,7 +395,8 @@ static void table_devices(const struct report *r, FILE *f)
 	fputs("</table>\n", f);
 }
 
-static void per_1m(FILE *f, double v)
+/* A per-token figure, or "-" where there were no such tokens. */
+static void per_tok(FILE *f, double v)
 {
 	if (v < 0)
 		fputs("<td>-</td>", f);
@@ -408,19 +409,23 @@ static void table_groups(FILE *f, const char *id, const char *title,
 {
 	fprintf(f, "<h2>%s</h2>\n<table id=\"%s\"><tr><th>name</th>"
 		"<th>requests</th><th>prompt tokens</th><th>completion tokens"
-		"</th><th>GPU s</th><th>busy $</th><th>loaded $</th>"
+		"</th><th>GPU s</th><th>GPU ms/prompt token</th>"
+		"<th>GPU ms/completion token</th><th>busy $</th><th>loaded $</th>"
 		"<th>$/1M prompt</th><th>$/1M completion</th></tr>\n", title,
 		id);
 	for (size_t i = 0; i < n; i++) {
 		fputs("<tr>", f);
 		cell(f, g[i].name);
 		fprintf(f, "<td>%" PRIu64 "</td><td>%" PRIu64 "</td><td>%"
-			PRIu64 "</td><td>%.6f</td><td>%.6f</td><td>%.6f</td>",
-			g[i].requests, g[i].prompt_tokens,
-			g[i].completion_tokens, g[i].gpu_ns / 1e9,
-			g[i].cost_usd, g[i].cost_loaded_usd);
-		per_1m(f, g[i].usd_per_1m_prompt);
-		per_1m(f, g[i].usd_per_1m_completion);
+			PRIu64 "</td><td>%.6f</td>", g[i].requests,
+			g[i].prompt_tokens, g[i].completion_tokens,
+			g[i].gpu_ns / 1e9);
+		per_tok(f, g[i].ms_per_prompt_token);
+		per_tok(f, g[i].ms_per_completion_token);
+		fprintf(f, "<td>%.6f</td><td>%.6f</td>", g[i].cost_usd,
+			g[i].cost_loaded_usd);
+		per_tok(f, g[i].usd_per_1m_prompt);
+		per_tok(f, g[i].usd_per_1m_completion);
 		fputs("</tr>\n", f);
 	}
 	fputs("</table>\n", f);

@@ -438,14 +438,36 @@ static void group_add(struct report_group *g, const struct report_request *q)
 	g->completion_cost_usd += q->completion_cost_usd;
 }
 
+/* v / tokens, or -1 where there were no such tokens. */
+static double per_token(double v, uint64_t tokens)
+{
+	return tokens ? v / tokens : -1;
+}
+
+/*
+ * Per-token figures. The loaded cost of a group's prompt (completion)
+ * tokens is their busy cost times the group's loaded/busy ratio: idle
+ * time is shared in proportion to busy time, so it scales both alike.
+ */
 static void group_finish(struct report_group *g, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		g[i].usd_per_1m_prompt = g[i].prompt_tokens ?
-			g[i].prompt_cost_usd / g[i].prompt_tokens * 1e6 : -1;
-		g[i].usd_per_1m_completion = g[i].completion_tokens ?
-			g[i].completion_cost_usd / g[i].completion_tokens *
-				1e6 : -1;
+		double k = g[i].cost_usd > 0 ?
+				   g[i].cost_loaded_usd / g[i].cost_usd : 0;
+
+		g[i].usd_per_1m_prompt = per_token(g[i].prompt_cost_usd * 1e6,
+						   g[i].prompt_tokens);
+		g[i].usd_per_1m_completion = per_token(
+			g[i].completion_cost_usd * 1e6, g[i].completion_tokens);
+		g[i].loaded_usd_per_1m_prompt = per_token(
+			g[i].prompt_cost_usd * k * 1e6, g[i].prompt_tokens);
+		g[i].loaded_usd_per_1m_completion = per_token(
+			g[i].completion_cost_usd * k * 1e6,
+			g[i].completion_tokens);
+		g[i].ms_per_prompt_token = per_token(g[i].prefill_ns / 1e6,
+						     g[i].prompt_tokens);
+		g[i].ms_per_completion_token = per_token(
+			g[i].decode_ns / 1e6, g[i].completion_tokens);
 	}
 }
 
@@ -666,6 +688,13 @@ static cJSON *group_json(const struct report_group *g)
 	num(o, "cost_loaded_usd", g->cost_loaded_usd);
 	num_or_null(o, "usd_per_1m_prompt", g->usd_per_1m_prompt);
 	num_or_null(o, "usd_per_1m_completion", g->usd_per_1m_completion);
+	num_or_null(o, "loaded_usd_per_1m_prompt",
+		    g->loaded_usd_per_1m_prompt);
+	num_or_null(o, "loaded_usd_per_1m_completion",
+		    g->loaded_usd_per_1m_completion);
+	num_or_null(o, "gpu_ms_per_prompt_token", g->ms_per_prompt_token);
+	num_or_null(o, "gpu_ms_per_completion_token",
+		    g->ms_per_completion_token);
 	return o;
 }
 
@@ -876,29 +905,35 @@ static void text_model(const struct report *r, FILE *f)
 }
 
 /* A $ per 1M tokens figure, or "-" where there were no such tokens. */
-static void text_per_1m(double usd, FILE *f)
+/* A per-token figure of the given width and precision, or "-" where
+ * there were no such tokens. */
+static void text_per_tok(double v, int w, int prec, FILE *f)
 {
-	if (usd < 0)
-		fprintf(f, " %10s", "-");
+	if (v < 0)
+		fprintf(f, " %*s", w, "-");
 	else
-		fprintf(f, " %10.4f", usd);
+		fprintf(f, " %*.*f", w, prec, v);
 }
 
 static void text_groups(const char *title, const struct report_group *g,
 			size_t n, FILE *f)
 {
-	fprintf(f, "\n%s\n  %-20s %6s %9s %9s %11s %10s %10s %10s %10s\n",
-		title, "name", "reqs", "prompt", "compl", "gpu_ms",
-		"busy_$", "loaded_$", "$/1M prm", "$/1M cmp");
+	fprintf(f, "\n%s\n  %-16s %6s %9s %9s %11s %8s %8s %10s %10s %10s "
+		"%10s\n", title, "name", "reqs", "prompt", "compl", "gpu_ms",
+		"ms/prm", "ms/cmp", "busy_$", "loaded_$", "$/1M prm",
+		"$/1M cmp");
 	for (size_t i = 0; i < n; i++) {
-		fprintf(f, "  %-20.20s %6llu %9llu %9llu %11.3f %10.6f "
-			"%10.6f", g[i].name,
+		fprintf(f, "  %-16.16s %6llu %9llu %9llu %11.3f", g[i].name,
 			(unsigned long long)g[i].requests,
 			(unsigned long long)g[i].prompt_tokens,
 			(unsigned long long)g[i].completion_tokens,
-			g[i].gpu_ns / 1e6, g[i].cost_usd, g[i].cost_loaded_usd);
-		text_per_1m(g[i].usd_per_1m_prompt, f);
-		text_per_1m(g[i].usd_per_1m_completion, f);
+			g[i].gpu_ns / 1e6);
+		text_per_tok(g[i].ms_per_prompt_token, 8, 4, f);
+		text_per_tok(g[i].ms_per_completion_token, 8, 4, f);
+		fprintf(f, " %10.6f %10.6f", g[i].cost_usd,
+			g[i].cost_loaded_usd);
+		text_per_tok(g[i].usd_per_1m_prompt, 10, 4, f);
+		text_per_tok(g[i].usd_per_1m_completion, 10, 4, f);
 		fputc('\n', f);
 	}
 }

@@ -81,6 +81,11 @@ struct report_group {
 	double cost_usd, cost_loaded_usd;
 	double prompt_cost_usd, completion_cost_usd;
 	double usd_per_1m_prompt, usd_per_1m_completion;	/* -1: no tokens */
+	/* the same with idle time shared in (loaded cost), and device ms
+	 * per token (prefill ns per prompt token, decode ns per completion
+	 * token); -1: no tokens */
+	double loaded_usd_per_1m_prompt, loaded_usd_per_1m_completion;
+	double ms_per_prompt_token, ms_per_completion_token;
 };
 
 struct report {

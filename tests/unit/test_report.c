@@ -175,6 +175,7 @@ Test(report, usd_per_million_tokens_by_hand)
 	for (size_t t = 0; t < rep.ntenants; t++) {
 		const struct report_group *grp = &rep.tenants[t];
 		uint64_t pre = 0, dec = 0, p = 0, cpl = 0;
+		double busy = 0, loaded = 0;
 		for (size_t i = 0; i < rep.nreqs; i++) {
 			const struct report_request *q = &rep.reqs[i];
 			if (strcmp(q->req.tenant, grp->name))
@@ -183,6 +184,8 @@ Test(report, usd_per_million_tokens_by_hand)
 			dec += q->decode_ns;
 			p += q->req.prompt_tokens;
 			cpl += q->req.completion_tokens;
+			busy += q->cost_usd;
+			loaded += q->cost_loaded_usd;
 		}
 		/* $ per ns x ns of prefill / prompt tokens x 1e6 */
 		double want_p = PRICE_H100 / 3.6e12 * pre / p * 1e6;
@@ -192,6 +195,23 @@ Test(report, usd_per_million_tokens_by_hand)
 			  grp->usd_per_1m_prompt, want_p);
 		cr_expect(fabs(grp->usd_per_1m_completion - want_c) <
 				  1e-9 * want_c, "%s completion", grp->name);
+		/* idle shared in: the tenant's loaded/busy ratio on both */
+		cr_expect_gt(loaded, busy);
+		cr_expect(fabs(grp->loaded_usd_per_1m_prompt -
+			       want_p * loaded / busy) < 1e-9 * want_p,
+			  "%s loaded prompt %.9f", grp->name,
+			  grp->loaded_usd_per_1m_prompt);
+		cr_expect(fabs(grp->loaded_usd_per_1m_completion -
+			       want_c * loaded / busy) < 1e-9 * want_c,
+			  "%s loaded completion", grp->name);
+		/* device ms per token: prefill per prompt token, decode per
+		 * completion token */
+		cr_expect(fabs(grp->ms_per_prompt_token - pre / 1e6 / p) <
+				  1e-9, "%s ms/prompt token %g", grp->name,
+			  grp->ms_per_prompt_token);
+		cr_expect(fabs(grp->ms_per_completion_token -
+			       dec / 1e6 / cpl) < 1e-9,
+			  "%s ms/completion token", grp->name);
 	}
 	done(g, &rep);
 }
@@ -308,7 +328,9 @@ static void need_all(const cJSON *o, const char *const *keys)
 static const char *const group_keys[] = {
 	"name", "requests", "prompt_tokens", "completion_tokens", "gpu_ns",
 	"cost_usd", "cost_loaded_usd", "usd_per_1m_prompt",
-	"usd_per_1m_completion", NULL,
+	"usd_per_1m_completion", "loaded_usd_per_1m_prompt",
+	"loaded_usd_per_1m_completion", "gpu_ms_per_prompt_token",
+	"gpu_ms_per_completion_token", NULL,
 };
 
 static const char *const request_keys[] = {
