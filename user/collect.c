@@ -316,6 +316,34 @@ static void drop_kept(struct collect *c)
 	c->nreqs = c->capreqs = c->nivs = c->capivs = 0;
 }
 
+size_t collect_forget_before(struct collect *c, uint64_t t,
+			     void (*gone)(void *ctx,
+					  const struct tt_request *q),
+			     void *ctx)
+{
+	size_t k = 0, n = 0;
+
+	for (size_t i = 0; i < c->nreqs; i++) {
+		if (c->reqs[i].end_ns >= t) {
+			c->reqs[k++] = c->reqs[i];
+			continue;
+		}
+		if (gone)
+			gone(ctx, &c->reqs[i]);
+		free((void *)c->reqs[i].token_ns);
+		n++;
+	}
+	c->nreqs = k;
+	k = 0;
+	for (size_t i = 0; i < c->nivs; i++)
+		if (c->ivs[i].end_ns > t)
+			c->ivs[k++] = c->ivs[i];
+	c->nivs = k;
+	if (c->start_ns < t)
+		c->start_ns = t;
+	return n;
+}
+
 int collect_attach_writer(struct collect *c, struct tracefile_writer *w)
 {
 	if (c->writer)

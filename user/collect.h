@@ -148,6 +148,17 @@ void collect_set_spill(struct collect *c, bool on);
  */
 int collect_reload(struct collect *c, const char *path, FILE *log);
 
+/*
+ * A sliding window (`top`): forget the requests that ended before t and
+ * the intervals that ended at or before it, and start the window at t if
+ * it started earlier. gone (may be NULL) sees each request just before it
+ * is freed. Returns the number of requests forgotten.
+ */
+size_t collect_forget_before(struct collect *c, uint64_t t,
+			     void (*gone)(void *ctx,
+					  const struct tt_request *q),
+			     void *ctx);
+
 /* Once a second (now: monotonic ns): the window so far and the losses
  * go to the writer, and its buffer becomes a block. 0 or the error. */
 int collect_tick(struct collect *c, uint64_t now_ns);

@@ -15,11 +15,16 @@
  * Assumes: one thread. The terminal (when stdin is one) goes to
  *      non-canonical, no-echo mode for single keys and is restored on
  *      every way out: q, Ctrl-C (SIGINT), SIGTERM, SIGHUP, --duration, or
- *      a failure. The window keeps everything it saw; the view is meant
- *      for watching, not for days (record is the host agent).
+ *      a failure.
  *
- * Rates come from the difference of the report's group totals between two
- * frames (struct top_prev); latencies from the summary's histograms.
+ * The window slides: each frame first forgets the requests and intervals
+ * that ended more than --window seconds ago (collect_forget_before), so
+ * memory and the work per frame are bounded by what one window holds, and
+ * top can watch a server for days. Rates come from the difference of the
+ * report's group totals between two frames (struct top_prev), with what
+ * was forgotten taken off the previous totals as well, so a rate counts
+ * exactly the requests that finished since the last frame; latencies
+ * come from a summary of the window's requests made for each frame.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -38,17 +43,19 @@
 
 #define TOP_POLL_MS	100
 #define TOP_TEXT_CAP	65536
+#define TOP_WINDOW_S	300.0
 
 struct top_args {
 	struct attach_opts ao;
 	double interval_s, duration_s;
+	double window_s;		/* 0: everything since the start */
 };
 
 struct top_state {
 	struct top_args a;
 	struct attach at;
-	struct summary *sum;
 	struct top_prev prev;
+	uint64_t start_ns;		/* when the view started */
 	bool tty;			/* stdout is a terminal */
 	bool raw;			/* stdin's termios changed */
 	struct termios saved;
@@ -187,6 +194,35 @@ void top_frame_free(struct top_frame *f)
 	f->ntenants = f->nmodels = 0;
 }
 
+/* *v -= d where d > 0 (as group_add counts only positive token counts),
+ * never below 0. */
+static void take(uint64_t *v, int64_t d)
+{
+	if (d > 0)
+		*v = *v > (uint64_t)d ? *v - (uint64_t)d : 0;
+}
+
+/* Take q's counts off group `name` of g (n groups), as group_add gave
+ * them; a group g lacks has nothing to take off. */
+static void group_take(struct report_group *g, size_t n, const char *name,
+		       const struct tt_request *q)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(g[i].name, name)) {
+			take(&g[i].requests, 1);
+			take(&g[i].prompt_tokens, q->prompt_tokens);
+			take(&g[i].completion_tokens, q->completion_tokens);
+			return;
+		}
+}
+
+void top_prev_forget(struct top_prev *p, const struct tt_request *q)
+{
+	group_take(p->tenants, p->ntenants, q->tenant[0] ? q->tenant : "-",
+		   q);
+	group_take(p->models, p->nmodels, q->model[0] ? q->model : "-", q);
+}
+
 void top_prev_free(struct top_prev *p)
 {
 	free(p->tenants);
@@ -292,8 +328,9 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: tokentrace top [--pid P | --port N | --comm NAME | --cgroup PATH]\n"
-"                      [--compute cpu] [--interval S] [--duration S]\n"
-"                      [--metrics ADDR:PORT] [--tenant-key KEY] ...\n"
+"                      [--compute cpu] [--interval S] [--window S]\n"
+"                      [--duration S] [--metrics ADDR:PORT]\n"
+"                      [--tenant-key KEY] ...\n"
 "\n"
 "A live view of running servers, per tenant and per model: requests and\n"
 "tokens per second over the last interval, TTFT and inter-token latency,\n"
@@ -326,6 +363,7 @@ static int parse_args(int argc, char **argv, struct top_args *a)
 		ATTACH_LONGOPTS,
 		{ "interval", required_argument, 0, 'i' },
 		{ "duration", required_argument, 0, 'd' },
+		{ "window", required_argument, 0, 'w' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 }
 	};
@@ -334,6 +372,7 @@ static int parse_args(int argc, char **argv, struct top_args *a)
 	optind = 1;
 	a->ao.cmd = "top";
 	a->interval_s = 1.0;
+	a->window_s = TOP_WINDOW_S;
 	while ((opt = getopt_long(argc, argv, "hv", longopts, NULL)) != -1) {
 		r = attach_parse_opt(&a->ao, opt == 'v' ? ATTACH_OPT_VERBOSE :
 				     opt, optarg);
@@ -347,16 +386,27 @@ static int parse_args(int argc, char **argv, struct top_args *a)
 		else if (opt == 'd' && parse_seconds(optarg, "--duration",
 						     &a->duration_s))
 			return -1;
+		else if (opt == 'w' && strcmp(optarg, "0") &&
+			 parse_seconds(optarg, "--window", &a->window_s))
+			return -1;
+		else if (opt == 'w' && !strcmp(optarg, "0"))
+			a->window_s = 0;
 		else if (opt == 'h') {
 			usage(stdout);
 			return 1;
-		} else if (opt != 'i' && opt != 'd') {
+		} else if (opt != 'i' && opt != 'd' && opt != 'w') {
 			usage(stderr);
 			return -1;
 		}
 	}
 	if (attach_check_opts(&a->ao) || optind != argc) {
 		usage(stderr);
+		return -1;
+	}
+	if (a->window_s > 0 && a->window_s < 2 * a->interval_s) {
+		fprintf(stderr, "tokentrace top: --window %g s must be at least "
+			"two intervals (--interval %g s)\n", a->window_s,
+			a->interval_s);
 		return -1;
 	}
 	return 0;
@@ -430,26 +480,43 @@ static void describe_target(const struct attach_opts *o, char *out,
 		snprintf(out, cap, "cgroup %s", o->cgroup);
 }
 
-static bool keep_request(void *ctx, const struct tt_request *q)
+/* q leaves the window: take it off the previous frame's totals too, so
+ * that the next rates count only what finished since (build_groups'
+ * names and counts). */
+static void forget_request(void *ctx, const struct tt_request *q)
 {
 	struct top_state *ts = ctx;
 
-	summary_add(ts->sum, q);
-	return true;
+	top_prev_forget(&ts->prev, q);
+}
+
+/* The latencies of the window's requests. NULL on allocation failure. */
+static struct summary *window_summary(const struct report *r)
+{
+	struct summary *s = summary_new();
+
+	for (size_t i = 0; s && i < r->nreqs; i++)
+		summary_add(s, &r->reqs[i].req);
+	return s;
 }
 
 /* One frame to stdout. 0, or -1 when it cannot be shown (stop). */
-static int show_frame(struct top_state *ts, double dt)
+static int show_frame(struct top_state *ts, uint64_t now, double dt)
 {
+	uint64_t w = (uint64_t)(ts->a.window_s * 1e9);
 	struct top_frame f = { 0 };
+	struct summary *s = NULL;
 	struct report r;
 	size_t n;
 	int err;
 
+	if (w && now - ts->start_ns > w)
+		collect_forget_before(&ts->at.c, now - w, forget_request, ts);
 	err = attach_report(&ts->at, &r);
 	if (!err) {
 		describe_target(&ts->a.ao, f.target, sizeof(f.target));
-		err = top_frame_build(&r, ts->sum, &ts->prev, dt, &f);
+		s = window_summary(&r);
+		err = s ? top_frame_build(&r, s, &ts->prev, dt, &f) : -ENOMEM;
 	}
 	if (!err) {
 		n = top_render(&f, ts->tty, ts->text, TOP_TEXT_CAP);
@@ -459,6 +526,7 @@ static int show_frame(struct top_state *ts, double dt)
 			err = -EIO;
 	}
 	top_frame_free(&f);
+	summary_free(s);
 	report_free(&r);
 	return err ? -1 : 0;
 }
@@ -470,13 +538,14 @@ static void view_loop(struct top_state *ts)
 	uint64_t end = ts->a.duration_s > 0 ?
 		       start + (uint64_t)(ts->a.duration_s * 1e9) : 0;
 
-	ts->last_frame_ns = start;
+	ts->last_frame_ns = ts->start_ns = start;
 	while (!top_stop && !key_quit(ts)) {
 		if (attach_poll(&ts->at, TOP_POLL_MS) < 0)
 			break;
 		now = attach_now_ns();
 		if (now - ts->last_frame_ns >= every) {
-			if (show_frame(ts, (now - ts->last_frame_ns) / 1e9))
+			if (show_frame(ts, now,
+				       (now - ts->last_frame_ns) / 1e9))
 				break;
 			ts->last_frame_ns = now;
 		}
@@ -489,8 +558,6 @@ static int run(struct top_state *ts)
 {
 	int ret;
 
-	ts->a.ao.on_request = keep_request;
-	ts->a.ao.ctx = ts;
 	attach_init(&ts->at, &ts->a.ao);
 	ret = attach_open(&ts->at);
 	if (!ret) {
@@ -520,11 +587,9 @@ int cmd_top(int argc, char **argv)
 		free(ts);
 		return ret > 0 ? TT_EXIT_OK : TT_EXIT_USAGE;
 	}
-	ts->sum = summary_new();
 	ts->text = malloc(TOP_TEXT_CAP);
-	ret = ts->sum && ts->text ? run(ts) : TT_EXIT_FAIL;
+	ret = ts->text ? run(ts) : TT_EXIT_FAIL;
 	top_prev_free(&ts->prev);
-	summary_free(ts->sum);
 	free(ts->text);
 	free(ts);
 	return ret;

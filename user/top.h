@@ -65,6 +65,9 @@ int top_frame_build(const struct report *r, const struct summary *s,
 
 void top_frame_free(struct top_frame *f);
 void top_prev_free(struct top_prev *p);
+/* q left the window (it was in prev's totals): take it off them, so that
+ * the next frame's rates count only requests that finished since. */
+void top_prev_forget(struct top_prev *p, const struct tt_request *q);
 
 /*
  * f as text into buf (NUL-terminated when cap > 0); ansi: clear the

@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -262,6 +263,58 @@ static char *ag_read_all(int fd, int ms)
 	return buf;
 }
 
+/*
+ * Over top's frames: the largest window shown, and the requests counted
+ * (req/s of row `name` times the frame's interval, summed). Each frame
+ * starts with its header "tokentrace top - ... window W s, every I s".
+ */
+static double ag_top_count(const char *out, const char *name,
+			   double *max_window)
+{
+	size_t n = strlen(name);
+	double count = 0;
+
+	*max_window = 0;
+	for (const char *p = out; (p = strstr(p, "tokentrace top - ")); ) {
+		const char *next = strstr(p + 1, "tokentrace top - ");
+		const char *w = strstr(p, "window ");
+		double win = 0, every = 0;
+
+		if (w && (!next || w < next) &&
+		    sscanf(w, "window %lf s, every %lf s", &win, &every) == 2) {
+			if (win > *max_window)
+				*max_window = win;
+			for (const char *q = p; (q = strstr(q, name)) &&
+			     (!next || q < next); q += n)
+				if (q[-1] == '\n' && q[n] == ' ') {
+					count += strtod(q + n, NULL) * every;
+					break;
+				}
+		}
+		p = next ? next : p + strlen(p);
+	}
+	return count;
+}
+
+/* Requests the client saw finish (lines of its log). */
+static int ag_client_requests(void)
+{
+	char path[256];
+	FILE *f;
+	int n = 0, c;
+
+	e2e_path(path, sizeof(path), "client.jsonl");
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+/* A sliding window of 2 s: every frame covers at most 2 s, and the
+ * requests counted by the rates still add up to what the client saw. */
 Test(agent, top_on_a_pipe_prints_frames_with_each_tenant)
 {
 	const char *lg[] = { "--rate", "20", "--duration", "4", "--tenants",
@@ -269,7 +322,8 @@ Test(agent, top_on_a_pipe_prints_frames_with_each_tenant)
 			     "--prompt-len", "16-32", NULL };
 	char port[16];
 	char *argv[] = { "build/tokentrace", "top", "--port", port,
-			 "--compute", "cpu", "--duration", "6", NULL };
+			 "--compute", "cpu", "--duration", "6", "--window",
+			 "2", NULL };
 	int fds[2], st, frames = 0;
 	pid_t top, lg_pid;
 	char *out;
@@ -302,6 +356,16 @@ Test(agent, top_on_a_pipe_prints_frames_with_each_tenant)
 	cr_expect_gt(ag_top_req_s(out, "blue"), 0, "no req/s for tenant blue");
 	cr_expect_gt(ag_top_req_s(out, "ref-tiny"), 0,
 		     "no req/s for the model");
+	double win, seen = ag_top_count(out, "ref-tiny", &win);
+	int client = ag_client_requests();
+	cr_log_info("top counted %.1f requests, the client saw %d; largest "
+		    "window %.1f s", seen, client, win);
+	cr_expect_leq(win, 2.05, "a frame covered %.1f s, --window is 2 s",
+		      win);
+	cr_expect_gt(client, 0, "the client log is empty");
+	/* the interval is printed to 0.1 s: a few % off at most */
+	cr_expect(fabs(seen - client) <= 0.1 * client + 1, "top's rates add "
+		  "up to %.1f requests, the client saw %d", seen, client);
 	free(out);
 }
 

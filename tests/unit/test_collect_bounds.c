@@ -222,3 +222,61 @@ Test(collect_bounds, reload_of_a_missing_file_fails_and_keeps_the_store)
 	fclose(devnull);
 	collect_free(&c);
 }
+
+struct cb_gone {
+	unsigned n;
+	uint64_t latest_end;
+};
+
+static void cb_on_gone(void *ctx, const struct tt_request *q)
+{
+	struct cb_gone *g = ctx;
+
+	g->n++;
+	if (q->end_ns > g->latest_end)
+		g->latest_end = q->end_ns;
+}
+
+/* top's sliding window: what ended before t goes (each request seen by
+ * the callback first), the rest stays whole, the window starts at t, and
+ * the room freed takes new requests under the same limit. */
+Test(collect_bounds, forgetting_before_t_keeps_the_rest_and_frees_room)
+{
+	uint64_t t = CB_T0 + 50 * CB_MS;
+	struct cb_gone g = { 0 };
+	struct collect c;
+	unsigned kept = 0;
+
+	collect_init(&c);
+	collect_set_compute(&c, "cpu", 0);
+	collect_set_start(&c, CB_T0);
+	collect_set_limits(&c, 100, 100);
+	cb_feed(&c, 100);
+	/* request i ends at i + 6 ms: those with i < 44 end before t */
+	for (size_t i = 0; i < c.nreqs; i++)
+		kept += c.reqs[i].end_ns >= t;
+	cr_assert_eq(collect_forget_before(&c, t, cb_on_gone, &g), 100 - kept);
+	cr_expect_eq(g.n, 100 - kept);
+	cr_expect_eq(kept, 56);
+	cr_expect_lt(g.latest_end, t);
+	cr_expect_eq(c.nreqs, kept);
+	cr_expect_eq(c.start_ns, t);
+	for (size_t i = 0; i < c.nreqs; i++) {
+		cr_expect_geq(c.reqs[i].end_ns, t);
+		cr_expect_eq(c.reqs[i].token_ns_len, 4);
+		cr_expect_eq(c.reqs[i].token_ns[3] + CB_MS, c.reqs[i].end_ns,
+			     "token times of a kept request changed");
+	}
+	/* interval i is [i, i + 0.5) ms: those with i >= 50 stay */
+	cr_expect_eq(c.nivs, 50);
+	for (size_t i = 0; i < c.nivs; i++)
+		cr_expect_gt(c.ivs[i].end_ns, t);
+	/* the freed room takes new requests; none is dropped */
+	cb_feed(&c, 44);
+	cr_expect_eq(c.nreqs, 100);
+	cr_expect_eq(c.reqs_dropped, 0);
+	/* a start already past t stays */
+	cr_expect_eq(collect_forget_before(&c, CB_T0, NULL, NULL), 0);
+	cr_expect_eq(c.start_ns, t);
+	collect_free(&c);
+}

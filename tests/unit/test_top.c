@@ -81,6 +81,52 @@ Test(top, a_frame_with_no_new_request_shows_zero_rates)
 	vf_free(&v);
 }
 
+static struct report_group tp_g(const char *name, uint64_t reqs,
+				uint64_t prompt, uint64_t completion)
+{
+	struct report_group g = { .requests = reqs, .prompt_tokens = prompt,
+				  .completion_tokens = completion };
+
+	snprintf(g.name, sizeof(g.name), "%s", name);
+	return g;
+}
+
+/* A sliding window: between two frames two requests of tenant a left the
+ * window and one finished. Taken off the previous totals, the rate is
+ * that one request; without, the totals fell and the rate would be 0. */
+Test(top, requests_that_leave_the_window_do_not_hide_new_ones)
+{
+	struct report_group t1[] = { tp_g("a", 3, 300, 30) };
+	struct report_group m1[] = { tp_g("m", 3, 300, 30) };
+	struct report_group t2[] = { tp_g("a", 2, 250, 25) };
+	struct report_group m2[] = { tp_g("m", 2, 250, 25) };
+	struct report r = { .window_ns = 2000000000ull, .compute = "cpu",
+			    .tenants = t1, .ntenants = 1, .models = m1,
+			    .nmodels = 1 };
+	struct tt_request gone = { .prompt_tokens = 100,
+				   .completion_tokens = 10 };
+	struct top_prev prev = { 0 };
+	struct top_frame f = { 0 };
+
+	snprintf(gone.tenant, sizeof(gone.tenant), "a");
+	snprintf(gone.model, sizeof(gone.model), "m");
+	cr_assert_eq(top_frame_build(&r, NULL, &prev, 1.0, &f), 0);
+	cr_expect_float_eq(f.tenants[0].req_s, 3.0, 1e-12);
+	top_frame_free(&f);
+	top_prev_forget(&prev, &gone);
+	top_prev_forget(&prev, &gone);
+	r.tenants = t2;
+	r.models = m2;
+	cr_assert_eq(top_frame_build(&r, NULL, &prev, 0.5, &f), 0);
+	cr_expect_float_eq(f.tenants[0].req_s, 2.0, 1e-12, "req/s %g",
+			   f.tenants[0].req_s);
+	cr_expect_float_eq(f.tenants[0].prompt_tok_s, 300.0, 1e-9);
+	cr_expect_float_eq(f.tenants[0].completion_tok_s, 30.0, 1e-9);
+	cr_expect_float_eq(f.models[0].req_s, 2.0, 1e-12);
+	top_frame_free(&f);
+	top_prev_free(&prev);
+}
+
 Test(top, share_and_cost_per_token_follow_the_attribution)
 {
 	struct top_prev prev = { 0 };
