@@ -361,13 +361,13 @@ static void add_prices_json(cJSON *root, const struct rc_trace *t)
 
 static int write_json(const struct rc_trace *t, const char *path, FILE *f)
 {
-	cJSON *root = collect_report_json(&t->c, &t->r);
+	cJSON *root = collect_report_json_shell(&t->c, &t->r);
 
 	if (!root)
 		return -ENOMEM;
 	add_trace_json(root, t, path);
 	add_prices_json(root, t);
-	return report_print_json(root, f);
+	return report_print_json(root, &t->r, f);
 }
 
 /* Prices a user did not give are defaults: the text says so. */
@@ -649,7 +649,7 @@ static int diff_json(const struct rc_trace t[2], const struct rc_rows *rs,
 		num_or_null(o, "change_pct", 100 * rel_change(r));
 		cJSON_AddItemToArray(m, o);
 	}
-	return report_print_json(root, f);
+	return report_print_json(root, NULL, f);
 }
 
 static void text_num(double v, FILE *f)

@@ -614,9 +614,11 @@ static uint64_t count_intervals(const struct collect *c, uint32_t device)
 	return n;
 }
 
-cJSON *collect_report_json(const struct collect *c, const struct report *r)
+/* What the store adds to a report object (see collect.h). */
+static cJSON *add_store_fields(const struct collect *c,
+			       const struct report *r, cJSON *root)
 {
-	cJSON *root = report_json(r), *d, *los;
+	cJSON *d, *los;
 	size_t i = 0;
 
 	if (!root)
@@ -641,32 +643,43 @@ cJSON *collect_report_json(const struct collect *c, const struct report *r)
 	return root;
 }
 
+cJSON *collect_report_json(const struct collect *c, const struct report *r)
+{
+	return add_store_fields(c, r, report_json(r));
+}
+
+cJSON *collect_report_json_shell(const struct collect *c,
+				 const struct report *r)
+{
+	return add_store_fields(c, r, report_json_shell(r));
+}
+
 int collect_write_report_json(const struct collect *c,
 			      const struct report *r, const char *path,
 			      const char *cmd)
 {
-	cJSON *o = collect_report_json(c, r);
-	char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+	cJSON *o = collect_report_json_shell(c, r);
 	int fd, err = 0;
 	FILE *f = NULL;
 
-	cJSON_Delete(o);
-	fd = text ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-			 0600) : -1;
-	if (!text)
+	fd = o ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)
+	       : -1;
+	if (!o)
 		errno = ENOMEM;
-	if (fd < 0 || fchmod(fd, 0600) || !(f = fdopen(fd, "w")) ||
-	    fprintf(f, "%s\n", text) < 0)
+	if (fd < 0 || fchmod(fd, 0600) || !(f = fdopen(fd, "w")))
 		err = -errno;
+	else
+		err = report_print_json(o, r, f);
+	o = f ? NULL : o;
 	if (f && fclose(f) && !err)
 		err = -errno;
 	else if (!f && fd >= 0)
 		close(fd);
+	cJSON_Delete(o);
 	if (err)
 		fprintf(stderr, "tokentrace %s: cannot write the summary %s: "
 			"%s (check the folder exists and is writable)\n",
 			cmd, path, strerror(-err ? -err : EIO));
-	free(text);
 	return err;
 }
 

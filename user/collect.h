@@ -186,6 +186,9 @@ uint64_t collect_on_cpu_ns(const struct collect *c, uint32_t device);
  * (memory limits) to losses: the object that run --summary and report
  * --format json write. NULL on OOM. */
 cJSON *collect_report_json(const struct collect *c, const struct report *r);
+/* The same over report_json_shell, for report_print_json(o, r, f). */
+cJSON *collect_report_json_shell(const struct collect *c,
+				 const struct report *r);
 
 /* That object written to path, created or truncated with mode 0600. 0, or
  * a negative errno with a message naming cmd and the file. */

@@ -668,36 +668,14 @@ int export_otlp(const struct report *r, const struct collect *c,
 
 /* ---- JSON lines ---------------------------------------------------------- */
 
-/* requests.c's record without its closing "}\n", attribution appended. */
-static int jsonl_line(const struct report_request *q, FILE *f, char **buf,
-		      size_t *len)
-{
-	FILE *m = open_memstream(buf, len);
-	int err;
-
-	if (!m)
-		return -ENOMEM;
-	err = tt_request_write_json(&q->req, m);
-	if (fclose(m) || err || *len < 2)
-		return -ENOMEM;
-	(*buf)[*len - 2] = '\0';
-	fprintf(f, "%s,\"gpu_ns\":%" PRIu64 ",\"prefill_gpu_ns\":%" PRIu64
-		",\"decode_gpu_ns\":%" PRIu64 ",\"cost_usd\":%.9g,"
-		"\"cost_loaded_usd\":%.9g}\n", *buf, q->gpu_ns, q->prefill_ns,
-		q->decode_ns, q->cost_usd, q->cost_loaded_usd);
-	return 0;
-}
-
 int export_jsonl(const struct report *r, FILE *f)
 {
 	int err = 0;
 
 	for (size_t i = 0; !err && i < r->nreqs; i++) {
-		char *buf = NULL;
-		size_t len = 0;
-
-		err = jsonl_line(&r->reqs[i], f, &buf, &len);
-		free(buf);
+		err = report_request_write_json(&r->reqs[i], f);
+		if (!err && fputc('\n', f) < 0)
+			err = -EIO;
 	}
 	if (err)
 		return err;

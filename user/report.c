@@ -24,6 +24,7 @@
  * their busy time there, so loaded costs add up to what the hardware cost.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -648,6 +649,18 @@ static cJSON *device_json(const struct report_device *d)
 }
 
 /* The request record (requests.c's JSON line) with attribution added. */
+int report_request_write_json(const struct report_request *q, FILE *f)
+{
+	tt_request_write_json_open(&q->req, f);
+	fprintf(f, ",\"gpu_ns\":%" PRIu64 ",\"prefill_gpu_ns\":%" PRIu64
+		",\"decode_gpu_ns\":%" PRIu64 ",\"cost_usd\":%.9g,"
+		"\"cost_loaded_usd\":%.9g}", q->gpu_ns, q->prefill_ns,
+		q->decode_ns, q->cost_usd, q->cost_loaded_usd);
+	return ferror(f) ? -EIO : 0;
+}
+
+/* The request's object as a cJSON tree (report_json's, for callers that
+ * want the whole report as one; printing streams them instead). */
 static cJSON *request_json(const struct report_request *q)
 {
 	char *buf = NULL;
@@ -657,17 +670,10 @@ static cJSON *request_json(const struct report_request *q)
 
 	if (!m)
 		return NULL;
-	int err = tt_request_write_json(&q->req, m);
+	int err = report_request_write_json(q, m);
 	if (fclose(m) == 0 && !err)
 		o = cJSON_Parse(buf);
 	free(buf);
-	if (!o)
-		return NULL;
-	num(o, "gpu_ns", (double)q->gpu_ns);
-	num(o, "prefill_gpu_ns", (double)q->prefill_ns);
-	num(o, "decode_gpu_ns", (double)q->decode_ns);
-	num(o, "cost_usd", q->cost_usd);
-	num(o, "cost_loaded_usd", q->cost_loaded_usd);
 	return o;
 }
 
@@ -805,7 +811,9 @@ static cJSON *mk_finding(const void *b, size_t i)
 	return finding_json(&((const struct finding *)b)[i]);
 }
 
-cJSON *report_json(const struct report *r)
+/* with_requests false: "requests" is an empty array (report_print_json
+ * streams them in its place). */
+static cJSON *report_json_ex(const struct report *r, bool with_requests)
 {
 	cJSON *root = cJSON_CreateObject();
 
@@ -818,7 +826,8 @@ cJSON *report_json(const struct report *r)
 	add_array(root, "devices", r->ndevs, mk_dev, r->devs);
 	num(root, "busy_ns", (double)r->busy_ns);
 	num(root, "unattributed_ns", (double)r->unattributed_ns);
-	add_array(root, "requests", r->nreqs, mk_req, r->reqs);
+	add_array(root, "requests", with_requests ? r->nreqs : 0, mk_req,
+		  r->reqs);
 	add_array(root, "tenants", r->ntenants, mk_group, r->tenants);
 	add_array(root, "models", r->nmodels, mk_group, r->models);
 	cJSON_AddItemToObject(root, "cost_model", cost_model_json(r));
@@ -828,15 +837,54 @@ cJSON *report_json(const struct report *r)
 	return root;
 }
 
-int report_print_json(cJSON *o, FILE *f)
+cJSON *report_json(const struct report *r)
+{
+	return report_json_ex(r, true);
+}
+
+cJSON *report_json_shell(const struct report *r)
+{
+	return report_json_ex(r, false);
+}
+
+/*
+ * Where the shell's empty requests array is, in its unformatted text:
+ * after "unattributed_ns", before "tenants" (report_json_ex's order). A
+ * name inside a string cannot hold this text: its quotes are escaped.
+ */
+#define REQUESTS_SLOT	",\"requests\":[],\"tenants\":"
+
+/*
+ * A whole report object built with cJSON costs about 25 us a request
+ * (every number and string a node, printed and checked again), most of
+ * the time of a JSON report of a long trace; the requests are instead
+ * written straight into the slot of the shell's empty array.
+ */
+int report_print_json(cJSON *o, const struct report *r, FILE *f)
 {
 	char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+	char *slot = s && r ? strstr(s, REQUESTS_SLOT) : NULL;
 	int err = 0;
 
 	cJSON_Delete(o);
 	if (!s)
 		return -ENOMEM;
-	if (fputs(s, f) < 0 || fputc('\n', f) < 0)
+	if (!slot) {
+		err = fputs(s, f) < 0 ? -EIO : 0;
+	} else {
+		size_t head = (size_t)(slot - s) + strlen(",\"requests\":[");
+
+		if (fwrite(s, 1, head, f) != head)
+			err = -EIO;
+		for (size_t i = 0; !err && i < r->nreqs; i++) {
+			if (i)
+				fputc(',', f);
+			err = report_request_write_json(&r->reqs[i], f);
+		}
+		if (!err && fputs(s + head, f) < 0)
+			err = -EIO;
+	}
+	if (!err && fputc('\n', f) < 0)
 		err = -EIO;
 	free(s);
 	return err;
@@ -844,7 +892,7 @@ int report_print_json(cJSON *o, FILE *f)
 
 int report_write_json(const struct report *r, FILE *f)
 {
-	return report_print_json(report_json(r), f);
+	return report_print_json(report_json_shell(r), r, f);
 }
 
 /* ---- text ---------------------------------------------------------------- */

@@ -117,13 +117,21 @@ void report_free(struct report *r);
 
 /* DESIGN.md's report object; NULL on allocation failure. */
 cJSON *report_json(const struct report *r);
+/* The same with an empty "requests" array, for report_print_json. */
+cJSON *report_json_shell(const struct report *r);
 
 /* The JSON object on f, with a newline. 0 or -EIO / -ENOMEM. */
 int report_write_json(const struct report *r, FILE *f);
 
-/* Any JSON object on f as one line; takes o (NULL: -ENOMEM) and frees it.
- * 0, -ENOMEM or -EIO. */
-int report_print_json(cJSON *o, FILE *f);
+/* One request's object of the report (no newline). 0 or -EIO. */
+int report_request_write_json(const struct report_request *q, FILE *f);
+
+/*
+ * Any JSON object on f as one line; takes o (NULL: -ENOMEM) and frees it.
+ * With r, o is a report_json_shell (added to freely) and r's requests are
+ * written into its empty "requests" array. 0, -ENOMEM or -EIO.
+ */
+int report_print_json(cJSON *o, const struct report *r, FILE *f);
 
 /* A table for people. 0 or -EIO. */
 int report_write_text(const struct report *r, FILE *f);

@@ -884,7 +884,7 @@ static void put_ms(FILE *f, const char *key, double v)
 		fprintf(f, "\"%s\":null,", key);
 }
 
-int tt_request_write_json(const struct tt_request *r, FILE *out)
+int tt_request_write_json_open(const struct tt_request *r, FILE *out)
 {
 	bool first = true;
 
@@ -922,6 +922,13 @@ int tt_request_write_json(const struct tt_request *r, FILE *out)
 		fprintf(out, "%s\"%s\"", first ? "" : ",", flag_names[i]);
 		first = false;
 	}
-	fputs("]}\n", out);
+	fputc(']', out);
+	return ferror(out) ? -1 : 0;
+}
+
+int tt_request_write_json(const struct tt_request *r, FILE *out)
+{
+	tt_request_write_json_open(r, out);
+	fputs("}\n", out);
 	return ferror(out) ? -1 : 0;
 }

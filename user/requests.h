@@ -150,6 +150,9 @@ void reqtrack_get_stats(const struct reqtrack *rt, struct reqtrack_stats *st);
 
 /* One request as a JSON line (DESIGN.md's request record), with '\n'. */
 int tt_request_write_json(const struct tt_request *req, FILE *out);
+/* The same object without its closing brace (and no newline), for a
+ * caller that appends fields. */
+int tt_request_write_json_open(const struct tt_request *req, FILE *out);
 
 const char *tt_tokens_source_name(enum tt_tokens_source s);
 const char *tt_req_end_name(enum tt_req_end e);

@@ -347,6 +347,39 @@ static const char *const model_keys[] = {
 	"r2", "steps", "drift_min", "drift_max", "drift_windows", "basis", NULL,
 };
 
+/* The streamed JSON (requests written into the shell's slot) is the same
+ * object as the one built whole with cJSON. A tenant name with quotes
+ * and the slot's own text must not fool the splice. */
+Test(report, streamed_json_equals_the_whole_tree)
+{
+	struct sy_cfg c = sy_default();
+	struct report rep;
+	struct sy_engine *g = three(&rep, &c, NULL);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	snprintf(rep.tenants[0].name, sizeof(rep.tenants[0].name),
+		 ",\"requests\":[],\"tenants\":");
+	snprintf(rep.reqs[0].req.tenant, sizeof(rep.reqs[0].req.tenant),
+		 "a\"b");
+	cr_assert_eq(report_write_json(&rep, f), 0);
+	fclose(f);
+	cJSON *streamed = cJSON_Parse(buf);
+	cJSON *whole = report_json(&rep);
+	cr_assert_not_null(streamed, "streamed JSON does not parse: %s", buf);
+	cr_assert_not_null(whole);
+	cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(streamed,
+							    "requests")),
+		     (int)rep.nreqs);
+	cr_expect(cJSON_Compare(streamed, whole, true),
+		  "streamed and whole reports differ");
+	cJSON_Delete(streamed);
+	cJSON_Delete(whole);
+	free(buf);
+	done(g, &rep);
+}
+
 Test(report, json_parses_and_has_every_schema_field)
 {
 	struct sy_cfg c = sy_default();
