@@ -82,10 +82,13 @@ static void read_losses(struct socktrace *st);
 
 /*
  * A connection's loss mark travels on its next event; when the lost events
- * were its last ones (its final writes, its close), none comes. So when a
- * connection ends, or the tracer stops, with ring-buffer losses since it
- * was first seen, what it still has in flight is marked lost: possibly a
- * loss of another connection's events, but never a guess taken as whole.
+ * were its last ones (its final writes, its close), none comes. A close
+ * that is seen carries the mark of every loss after the last event seen,
+ * so the loss is known exactly. A connection that ends unseen (its close
+ * lost, the process gone, idle past the timeout, or the tracer stopping)
+ * with ring-buffer losses since it was first seen has what it still has in
+ * flight marked lost: possibly for another connection's lost events, but
+ * never a guess taken as whole.
  */
 static void conn_end_losses(struct socktrace *st, struct conn_ent *c,
 			    uint64_t ts)
@@ -124,7 +127,9 @@ static struct conn_ent *conn_lookup(struct socktrace *st,
 	return c;
 }
 
-static void conn_drop(struct socktrace *st, uint64_t id, uint64_t ts)
+/* seen: its close record came (with its loss mark, if any). */
+static void conn_drop(struct socktrace *st, uint64_t id, uint64_t ts,
+		      bool seen)
 {
 	struct conn_ent **pp = conn_slot(st, id), *c = *pp;
 	bool client;
@@ -132,7 +137,8 @@ static void conn_drop(struct socktrace *st, uint64_t id, uint64_t ts)
 	if (!c)
 		return;
 	client = c->client;
-	conn_end_losses(st, c, ts);
+	if (!seen)
+		conn_end_losses(st, c, ts);
 	*pp = c->next;
 	free(c);
 	st->s.conns_live--;
@@ -270,7 +276,7 @@ static int handle_record(void *ctx, void *data, size_t size)
 		break;
 	case TT_SOCK_EV_CLOSE:
 		st->s.close_events++;
-		conn_drop(st, h->conn_id, h->ts_ns);
+		conn_drop(st, h->conn_id, h->ts_ns, true);
 		break;
 	default:
 		break;
