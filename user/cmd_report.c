@@ -561,6 +561,12 @@ static void cost_rows(struct rc_rows *rs, int side, const struct report *r)
 		row_set(rs, side, per_1m(g->completion_cost_usd,
 					 g->completion_tokens),
 			"usd_per_1m_completion model=%s", g->name);
+		row_set(rs, side, g->ms_per_prompt_token < 0 ? NAN :
+			g->ms_per_prompt_token,
+			"gpu_ms_per_prompt_token model=%s", g->name);
+		row_set(rs, side, g->ms_per_completion_token < 0 ? NAN :
+			g->ms_per_completion_token,
+			"gpu_ms_per_completion_token model=%s", g->name);
 	}
 	double win = r->window_ns / 1e9;
 	row_set(rs, side, win > 0 ? r->nreqs / win : NAN, "requests_per_s");
@@ -583,7 +589,11 @@ static void device_rows(struct rc_rows *rs, int side, const struct report *r)
 		"cost_model ms_per_decode_token");
 	row_set(rs, side, m->coef[CM_CONTEXT] / 1e6,
 		"cost_model ms_per_context_token");
+	row_set(rs, side, m->coef[CM_PREFILL_SQ] / 1e6,
+		"cost_model ms_per_prefill_attention_unit");
 	row_set(rs, side, m->r2, "cost_model r2");
+	row_set(rs, side, m->drift_min, "cost_model drift_min");
+	row_set(rs, side, m->drift_max, "cost_model drift_max");
 }
 
 static void all_rows(struct rc_rows *rs, const struct rc_trace t[2])

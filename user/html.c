@@ -457,8 +457,14 @@ static void table_model(const struct report *r, FILE *f)
 			fprintf(f, "<tr><td>%s</td><td>%.6g</td></tr>\n",
 				label[t], d->model.coef[t] / 1e6);
 	fprintf(f, "<tr><td>R&#178;</td><td>%.4f</td></tr><tr><td>steps</td>"
-		"<td>%u</td></tr>\n</table>\n<p>Fitted on ", d->model.r2,
-		d->model.steps);
+		"<td>%u</td></tr>\n", d->model.r2, d->model.steps);
+	if (d->model.drift_windows)
+		fprintf(f, "<tr><td>step cost against its mean, per window of "
+			"steps (host speed drift, taken out of the fit)</td>"
+			"<td>%.3f to %.3f over %u windows</td></tr>\n",
+			d->model.drift_min, d->model.drift_max,
+			d->model.drift_windows);
+	fputs("</table>\n<p>Fitted on ", f);
 	html_escape(f, d->dev.name);
 	fputs(".</p>\n", f);
 }
