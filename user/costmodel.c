@@ -281,6 +281,8 @@ static int fit_refit(const struct costmodel_obs *obs, uint32_t n,
  * Per window of COSTMODEL_DRIFT_WINDOW observations, the ratio of measured
  * to predicted time, normalised so that the scales average 1 over the
  * predicted time of the run (the coefficients keep the run's mean level).
+ * A last window shorter than a whole one joins the one before it: a few
+ * steps at the end (the last requests draining) are too few to scale.
  * Returns the number of windows.
  */
 static uint32_t drift_scales(const struct costmodel *m,
@@ -290,11 +292,12 @@ static uint32_t drift_scales(const struct costmodel *m,
 	uint32_t w = 0;
 	double fp = 0, p = 0;
 
-	for (uint32_t i = 0; i < n; i += COSTMODEL_DRIFT_WINDOW, w++) {
-		uint32_t end = i + COSTMODEL_DRIFT_WINDOW < n
-				       ? i + COSTMODEL_DRIFT_WINDOW : n;
+	for (uint32_t i = 0; i < n; w++) {
+		uint32_t end = i + COSTMODEL_DRIFT_WINDOW;
 		double y = 0, pred = 0, r = 1.0;
 
+		if (end + COSTMODEL_DRIFT_WINDOW > n)
+			end = n;
 		for (uint32_t j = i; j < end; j++) {
 			y += obs[j].ns;
 			pred += costmodel_predict(m, &obs[j]);
@@ -305,6 +308,7 @@ static uint32_t drift_scales(const struct costmodel *m,
 			f[j] = r;
 		fp += r * pred;
 		p += pred;
+		i = end;
 	}
 	if (fp > 0 && p > 0)
 		for (uint32_t i = 0; i < n; i++)
