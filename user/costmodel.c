@@ -105,17 +105,46 @@ static double rss(const struct costmodel_obs *obs, uint32_t n,
 	return s;
 }
 
+/* X'X and X'y of the scaled columns, summed once for every subset. */
+struct gram {
+	double xx[CM_NTERMS][CM_NTERMS], xy[CM_NTERMS];
+};
+
+static void gram_of(const struct costmodel_obs *obs, uint32_t n,
+		    const double *scale, struct gram *g)
+{
+	memset(g, 0, sizeof(*g));
+	for (uint32_t i = 0; i < n; i++) {
+		double x[CM_NTERMS];
+
+		for (int t = 0; t < CM_NTERMS; t++)
+			x[t] = obs[i].x[t] / scale[t];
+		for (int r = 0; r < CM_NTERMS; r++) {
+			g->xy[r] += x[r] * obs[i].ns;
+			for (int c = r; c < CM_NTERMS; c++)
+				g->xx[r][c] += x[r] * x[c];
+		}
+	}
+	for (int r = 0; r < CM_NTERMS; r++)
+		for (int c = 0; c < r; c++)
+			g->xx[r][c] = g->xx[c][r];
+}
+
 /*
  * Best non-negative fit using only terms in `allowed` (a bit mask).
  * coef is in scaled space. Returns the residual, or INFINITY if no subset
- * could be solved.
+ * could be solved. The normal equations of every subset come from one
+ * Gram matrix; the residual of a feasible one is summed over the
+ * observations (exact, where y'y - 2c'X'y + c'X'Xc would cancel).
  */
 static double nnls_enum(const struct costmodel_obs *obs, uint32_t n,
 			const double *scale, unsigned allowed, double *best,
 			unsigned *best_mask)
 {
 	double best_rss = INFINITY;
+	struct gram g;
 
+	gram_of(obs, n, scale, &g);
 	for (unsigned mask = 1; mask < (1u << CM_NTERMS); mask++) {
 		if (mask & ~allowed)
 			continue;
@@ -123,15 +152,12 @@ static double nnls_enum(const struct costmodel_obs *obs, uint32_t n,
 		for (int t = 0; t < CM_NTERMS; t++)
 			if (mask & (1u << t))
 				idx[k++] = t;
-		double a[CM_NTERMS][CM_NTERMS] = { { 0 } }, b[CM_NTERMS] = { 0 };
-		for (uint32_t i = 0; i < n; i++)
-			for (int r = 0; r < k; r++) {
-				double xr = obs[i].x[idx[r]] / scale[idx[r]];
-				b[r] += xr * obs[i].ns;
-				for (int c = 0; c < k; c++)
-					a[r][c] += xr * obs[i].x[idx[c]] /
-						   scale[idx[c]];
-			}
+		double a[CM_NTERMS][CM_NTERMS], b[CM_NTERMS];
+		for (int r = 0; r < k; r++) {
+			b[r] = g.xy[idx[r]];
+			for (int c = 0; c < k; c++)
+				a[r][c] = g.xx[idx[r]][idx[c]];
+		}
 		if (solve(a, b, k))
 			continue;
 		double coef[CM_NTERMS] = { 0 };
