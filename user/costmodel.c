@@ -342,21 +342,42 @@ static uint32_t drift_scales(const struct costmodel *m,
 	return w;
 }
 
+/* Residual sum of squares of the scaled model (f NULL: unscaled). */
+static double scaled_rss(const struct costmodel *m,
+			 const struct costmodel_obs *obs, uint32_t n,
+			 const double *f)
+{
+	double s = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		double e = obs[i].ns - (f ? f[i] : 1.0) *
+				       costmodel_predict(m, &obs[i]);
+		s += e * e;
+	}
+	return s;
+}
+
 /* R^2 of the scaled model on the observations as measured. */
 static double scaled_r2(const struct costmodel *m,
 			const struct costmodel_obs *obs, uint32_t n,
 			const double *f)
 {
-	double mean = 0, tss = 0, rss_ = 0;
+	double mean = 0, tss = 0;
 
 	for (uint32_t i = 0; i < n; i++)
 		mean += obs[i].ns / n;
-	for (uint32_t i = 0; i < n; i++) {
-		double e = obs[i].ns - f[i] * costmodel_predict(m, &obs[i]);
+	for (uint32_t i = 0; i < n; i++)
 		tss += (obs[i].ns - mean) * (obs[i].ns - mean);
-		rss_ += e * e;
-	}
-	return tss > 0 ? 1.0 - rss_ / tss : 1.0;
+	return tss > 0 ? 1.0 - scaled_rss(m, obs, n, f) / tss : 1.0;
+}
+
+static unsigned used_mask(const struct costmodel *m)
+{
+	unsigned mask = 0;
+
+	for (int t = 0; t < CM_NTERMS; t++)
+		mask |= (unsigned)m->used[t] << t;
+	return mask;
 }
 
 /*
@@ -380,6 +401,7 @@ int costmodel_fit_steps(const struct costmodel_obs *obs, uint32_t n,
 			struct costmodel *m)
 {
 	struct costmodel_obs *tmp, *scaled;
+	struct costmodel plain;
 	double *f, *prev;
 	int err;
 
@@ -396,6 +418,7 @@ int costmodel_fit_steps(const struct costmodel_obs *obs, uint32_t n,
 	err = fit_refit(obs, n, m, tmp);
 	if (err || !m->fitted || n < 3 * COSTMODEL_DRIFT_WINDOW)
 		goto out;
+	plain = *m;
 	for (uint32_t i = 0; i < n; i++)
 		prev[i] = 1.0;
 	for (int round = 0; round < DRIFT_ROUNDS; round++) {
@@ -421,6 +444,14 @@ int costmodel_fit_steps(const struct costmodel_obs *obs, uint32_t n,
 	if (err)
 		goto out;
 	m->drift_windows = drift_scales(m, obs, n, f);
+	/* The scales are parameters too (one per window but the mean): they
+	 * stay only if they pay for themselves, as the quadratic term must. */
+	if (bic(scaled_rss(m, obs, n, f), n, used_mask(m)) +
+		    (m->drift_windows - 1) * log((double)n) >=
+	    bic(scaled_rss(&plain, obs, n, NULL), n, used_mask(&plain))) {
+		*m = plain;
+		goto out;
+	}
 	m->drift_min = m->drift_max = f[0];
 	for (uint32_t i = 1; i < n; i++) {
 		m->drift_min = fmin(m->drift_min, f[i]);

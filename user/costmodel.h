@@ -66,8 +66,10 @@ int costmodel_fit(const struct costmodel_obs *obs, uint32_t n,
  * neighbouring steps): costmodel_fit, then the fixed, decode and context
  * terms refitted on the observations without prefill, the whole repeated
  * with each window of COSTMODEL_DRIFT_WINDOW observations scaled by its
- * own measured/predicted ratio. r2 is that of the scaled model on the
- * observations as measured. Returns 0, -EINVAL or -ENOMEM.
+ * own measured/predicted ratio; the scales are kept only when they lower
+ * the Bayesian information criterion (drift_windows 0 otherwise). r2 is
+ * that of the model used on the observations as measured. Returns 0,
+ * -EINVAL or -ENOMEM.
  */
 #define COSTMODEL_DRIFT_WINDOW	10
 int costmodel_fit_steps(const struct costmodel_obs *obs, uint32_t n,
