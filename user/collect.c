@@ -659,22 +659,23 @@ int collect_write_report_json(const struct collect *c,
 			      const char *cmd)
 {
 	cJSON *o = collect_report_json_shell(c, r);
-	int fd, err = 0;
+	int fd = -1, err = 0;
 	FILE *f = NULL;
 
-	fd = o ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)
-	       : -1;
 	if (!o)
-		errno = ENOMEM;
-	if (fd < 0 || fchmod(fd, 0600) || !(f = fdopen(fd, "w")))
+		err = -ENOMEM;
+	else if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+			    0600)) < 0 || fchmod(fd, 0600) ||
+		 !(f = fdopen(fd, "w")))
 		err = -errno;
-	else
-		err = report_print_json(o, r, f);
-	o = f ? NULL : o;
-	if (f && fclose(f) && !err)
-		err = -errno;
-	else if (!f && fd >= 0)
+	if (f) {
+		err = report_print_json(o, r, f);	/* takes o */
+		o = NULL;
+		if (fclose(f) && !err)
+			err = -errno;
+	} else if (fd >= 0) {
 		close(fd);
+	}
 	cJSON_Delete(o);
 	if (err)
 		fprintf(stderr, "tokentrace %s: cannot write the summary %s: "
