@@ -30,7 +30,7 @@
 struct soak_result {
 	long requests, seconds, failed, recorded;
 	long rss_start_kb, rss_mid_kb, rss_end_kb, rss_max2_kb;
-	long fds_start, fds_mid, fds_end, fds_max2;
+	long fds_start, fds_mid, fds_end, fds_max2, fds_mid_low, fds_end_low;
 	long record_exit, report_exit;
 	double req_s;
 };
@@ -62,6 +62,8 @@ static void soak_parse(const char *line, struct soak_result *r)
 	r->fds_mid = soak_field(line, "fds_mid");
 	r->fds_end = soak_field(line, "fds_end");
 	r->fds_max2 = soak_field(line, "fds_max2");
+	r->fds_mid_low = soak_field(line, "fds_mid_low");
+	r->fds_end_low = soak_field(line, "fds_end_low");
 	r->record_exit = soak_field(line, "record_exit");
 	r->report_exit = soak_field(line, "report_exit");
 	r->req_s = p ? strtod(p + 7, NULL) : 0;
@@ -127,7 +129,10 @@ Test(soak, collector_memory_and_fds_stay_flat_under_churn, .timeout = 150)
 	cr_expect_leq(r.rss_max2_kb - r.rss_mid_kb, SOAK_RSS_GROWTH_KB,
 		      "collector RSS grew from %ld kB to %ld kB in the second "
 		      "half", r.rss_mid_kb, r.rss_max2_kb);
-	cr_expect_leq(r.fds_max2, r.fds_mid, "collector fds grew from %ld to "
-		      "%ld in the second half", r.fds_mid, r.fds_max2);
+	/* lowest of three samples each: an fd open for a moment (a /proc
+	 * folder read to find the server behind --port) is not a leak */
+	cr_expect_leq(r.fds_end_low, r.fds_mid_low, "collector fds grew from "
+		      "%ld to %ld in the second half (highest %ld)",
+		      r.fds_mid_low, r.fds_end_low, r.fds_max2);
 	cr_expect_eq(rc, 0, "tools/soak.sh exit %d", rc);
 }
