@@ -388,14 +388,15 @@ static unsigned used_mask(const struct costmodel *m)
  * context of a long decode, say). Attribution only uses the model to
  * split each step's own measured time, where a common scale cancels, so
  * what the fit needs is the relative cost of the terms; the scale of each
- * window is fitted with them, by alternating the two least-squares
- * problems until the scales settle (each round can only lower the scaled
- * residual). Measured on the reference server's CPU backend under
- * tokentrace (35 recorded runs, against the server's own per-request
- * accounting): with the information criterion for the quadratic term,
- * requests attributed more than 10 % off their share went from 1.5 % of
- * all to 0.8 % with the drift taken out, and the worst run from 11 % to
- * 5 % (2.3 % and 15 % before either change).
+ * window is fitted with them, by alternating the two fits (scales for
+ * the model, model for the scaled steps) until the scales settle. As
+ * parameters, the scales must lower the information criterion against
+ * the plain fit or are dropped. Measured on the reference server's CPU
+ * backend under tokentrace (41 recorded runs, against the server's own
+ * per-request accounting): with the information criterion for the
+ * quadratic term, requests attributed more than 10 % off their share went
+ * from 1.5 % of all to 0.75 % with the drift taken out, and the worst run
+ * from 11 % to 5 % (2.3 % and 15 % before either change).
  */
 int costmodel_fit_steps(const struct costmodel_obs *obs, uint32_t n,
 			struct costmodel *m)
