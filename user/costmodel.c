@@ -395,8 +395,8 @@ static unsigned used_mask(const struct costmodel *m)
  * backend under tokentrace (41 recorded runs, against the server's own
  * per-request accounting): with the information criterion for the
  * quadratic term, requests attributed more than 10 % off their share went
- * from 1.5 % of all to 0.75 % with the drift taken out, and the worst run
- * from 11 % to 5 % (2.3 % and 15 % before either change).
+ * from 1.5 % of all to 0.8 % with the drift taken out, and the worst run
+ * from 11 % to 5 % (2.4 % and 15 % before either change).
  */
 int costmodel_fit_steps(const struct costmodel_obs *obs, uint32_t n,
 			struct costmodel *m)
