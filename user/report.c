@@ -472,12 +472,22 @@ static void group_finish(struct report_group *g, size_t n)
 	}
 }
 
+const char *report_tenant_of(const struct tt_request *q)
+{
+	return q->tenant[0] ? q->tenant : "-";
+}
+
+const char *report_model_of(const struct tt_request *q)
+{
+	return q->model[0] ? q->model : "-";
+}
+
 static int build_groups(struct report *r)
 {
 	for (size_t i = 0; i < r->nreqs; i++) {
 		const struct report_request *q = &r->reqs[i];
-		const char *t = q->req.tenant[0] ? q->req.tenant : "-";
-		const char *m = q->req.model[0] ? q->req.model : "-";
+		const char *t = report_tenant_of(&q->req);
+		const char *m = report_model_of(&q->req);
 		struct report_group *g = group_of(&r->tenants, &r->ntenants, t);
 		if (!g)
 			return -ENOMEM;
@@ -952,7 +962,6 @@ static void text_model(const struct report *r, FILE *f)
 			1 / m->drift_max, 1 / m->drift_min, m->drift_windows);
 }
 
-/* A $ per 1M tokens figure, or "-" where there were no such tokens. */
 /* A per-token figure of the given width and precision, or "-" where
  * there were no such tokens. */
 static void text_per_tok(double v, int w, int prec, FILE *f)

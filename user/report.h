@@ -115,6 +115,10 @@ int report_build(const struct report_input *in, struct report *out);
 
 void report_free(struct report *r);
 
+/* The tenant and model group a request counts in ("-" when unknown). */
+const char *report_tenant_of(const struct tt_request *q);
+const char *report_model_of(const struct tt_request *q);
+
 /* DESIGN.md's report object; NULL on allocation failure. */
 cJSON *report_json(const struct report *r);
 /* The same with an empty "requests" array, for report_print_json. */

@@ -218,9 +218,8 @@ static void group_take(struct report_group *g, size_t n, const char *name,
 
 void top_prev_forget(struct top_prev *p, const struct tt_request *q)
 {
-	group_take(p->tenants, p->ntenants, q->tenant[0] ? q->tenant : "-",
-		   q);
-	group_take(p->models, p->nmodels, q->model[0] ? q->model : "-", q);
+	group_take(p->tenants, p->ntenants, report_tenant_of(q), q);
+	group_take(p->models, p->nmodels, report_model_of(q), q);
 }
 
 void top_prev_free(struct top_prev *p)
