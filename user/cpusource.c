@@ -34,6 +34,7 @@
 #include "tokentrace/cpu.h"
 #include "cpu.skel.h"
 #include "cpusource.h"
+#include "tracefs.h"
 
 struct cpusource {
 	struct cpu_bpf *skel;
@@ -121,6 +122,10 @@ int cpusource_open(struct cpusource **out, const struct tt_compute_sink *sink)
 	if (sink)
 		cs->sink = *sink;
 	cs->ncpus = libbpf_num_possible_cpus();
+	if (tracefs_ensure("sched")) {
+		err = -ENODEV;
+		goto fail;
+	}
 	cs->skel = cpu_bpf__open_and_load();
 	if (!cs->skel) {
 		err = -errno;
@@ -132,7 +137,7 @@ int cpusource_open(struct cpusource **out, const struct tt_compute_sink *sink)
 	err = cpu_bpf__attach(cs->skel);
 	if (err) {
 		fprintf(stderr, "tokentrace: attaching to sched:sched_switch "
-			"failed: %s (is tracefs available?)\n", strerror(-err));
+			"failed: %s\n", strerror(-err));
 		goto fail;
 	}
 	cs->rb = ring_buffer__new(bpf_map__fd(cs->skel->maps.rb), on_record,

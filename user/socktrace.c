@@ -317,7 +317,7 @@ static int check_host(void)
 			"CONFIG_DEBUG_INFO_BTF=y\n");
 		return -ENOENT;
 	}
-	if (tracefs_ensure())
+	if (tracefs_ensure("syscalls") || tracefs_ensure("sched"))
 		return -ENODEV;
 	return 0;
 }
