@@ -17,6 +17,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -451,47 +452,173 @@ Test(record, asyncio_tls_server_memory_bio_is_decrypted)
 		rec_expect_traced(&seen[i], i % 2 ? "odd" : "even", 3 + i);
 }
 
-Test(record, tiny_ring_buffer_reports_losses_and_marks_requests)
+/* ---- losses -------------------------------------------------------------- */
+
+#define LOSS_RING_KB		64
+#define LOSS_STREAMS		16
+/* A data record is at least its headers (tt_sock_hdr + tt_sock_data) and
+ * the ring's own 8 bytes; written while nothing drains, this many records
+ * are three times what the ring holds, so the ring must overflow. */
+#define LOSS_MIN_RECORD		(40 + 32 + 8)
+#define LOSS_RECORDS		(3 * LOSS_RING_KB * 1024 / LOSS_MIN_RECORD)
+
+static uint64_t loss_now_ns(void)
 {
-	const char *lg[] = { "--concurrency", "32", "--requests", "64",
-			     "--tenants", "alpha:1,beta:1", "--stream",
-			     "--max-tokens", "16-24", "--prompt-len",
-			     "300-500", NULL };
-	struct rec_lines client, traced, tlog;
-	int flagged = 0, clean = 0;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * From the truth log: the most decode entries in one step, and how many
+ * decode entries (each one token event written to one connection) the
+ * steps that began at or after since_ns carried.
+ */
+static void loss_truth_decodes(uint64_t since_ns, int *max_batch, long *after)
+{
+	struct rec_lines t;
+
+	*max_batch = 0;
+	*after = 0;
+	rec_load("truth.jsonl", &t);
+	for (int i = 0; i < t.n; i++) {
+		const cJSON *e;
+		int n = 0;
+
+		if (strcmp(e2e_str_or(t.v[i], "type"), "step"))
+			continue;
+		cJSON_ArrayForEach(e, cJSON_GetObjectItem(t.v[i], "entries"))
+			n += !strcmp(e2e_str_or(e, "phase"), "decode");
+		if (n > *max_batch)
+			*max_batch = n;
+		if (e2e_num_or(t.v[i], "start_ns", 0) >= (double)since_ns)
+			*after += n;
+	}
+	rec_free(&t);
+}
+
+/* A closed-loop loadgen of n sequential streams into out; waits for it. */
+static void loss_clean_phase(const char *out)
+{
+	const char *lg[] = { "--quiet", "--concurrency", "1", "--requests",
+			     "8", "--stream", "--max-tokens", "16",
+			     "--prompt-len", "300-500", NULL };
+	char url[96];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", rec_port);
+	cr_assert_eq(e2e_finish(e2e_loadgen(url, out, NULL, lg, "lg.out",
+					    NULL), 60000), 0,
+		     "loadgen failed: %s", e2e_tail("lg.out", 4096));
+}
+
+/* Every request of a clean phase is traced, complete, and agrees with the
+ * client and the server; how many. */
+static int loss_expect_clean(const char *client_file,
+			     const struct rec_lines *traced,
+			     const struct rec_lines *tlog)
+{
+	struct rec_lines client;
+	int n;
+
+	rec_load(client_file, &client);
+	n = client.n;
+	for (int i = 0; i < client.n; i++) {
+		const char *id = e2e_str_or(client.v[i], "id");
+		const cJSON *r = rec_find(traced, id, NULL);
+		const cJSON *t = rec_find(tlog, id, "request");
+
+		cr_assert(r, "%s (%s) is not in the trace", id, client_file);
+		cr_assert(t, "%s is not in the truth log", id);
+		cr_expect(rec_clean(r), "%s (%s): marked incomplete", id,
+			  client_file);
+		rec_match_client(client.v[i], r, e2e_str_or(t, "model"));
+	}
+	rec_free(&client);
+	return n;
+}
+
+/*
+ * Losses by construction: the tracer is stopped (SIGSTOP, as a collector
+ * starved of CPU would be) while LOSS_STREAMS streams go on; it resumes
+ * only once the server's truth log shows that the streams wrote three
+ * times what the ring buffer holds. Nothing drained the ring meanwhile, so
+ * events were lost, every time. Before and after, one stream at a time
+ * runs with the tracer awake; those requests are exact. Every stream that
+ * ran across the stop lost events on its connection: none of them may be
+ * reported clean, and those that are reported are marked lost.
+ */
+Test(record, stalled_collector_loses_events_counts_them_and_marks_requests)
+{
+	char url[96];
+	const char *lg[] = { "--quiet", "--concurrency", "16", "--requests",
+			     "16", "--stream", "--max-tokens", "384",
+			     "--prompt-len", "64", "--tenants",
+			     "alpha:1,beta:1", NULL };
+	char kb[16];
+	struct rec_lines traced, tlog, cross;
+	int batch = 0, flagged = 0, clean = 0;
+	long after = 0;
+	uint64_t stopped_ns;
+	pid_t load;
+	int st;
 
 	e2e_need_root();
-	rec_refserver("--max-batch", "32", NULL, NULL);
-	rec_tracer_start("--ringbuf-kb", "4");
-	cr_assert_eq(rec_loadgen("http", lg), 0, "loadgen failed");
+	rec_refserver("--max-batch", "16", "--step-delay-ms", "2");
+	snprintf(kb, sizeof(kb), "%d", LOSS_RING_KB);
+	rec_tracer_start("--ringbuf-kb", kb);
+	loss_clean_phase("before.jsonl");
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", rec_port);
+	load = e2e_loadgen(url, "cross.jsonl", NULL, lg, "cross.out", NULL);
+	for (int w = 0; batch < LOSS_STREAMS; w += 10) {
+		cr_assert_lt(w, 30000, "the %d streams never ran together "
+			     "(largest batch %d)", LOSS_STREAMS, batch);
+		e2e_msleep(10);
+		loss_truth_decodes(UINT64_MAX, &batch, &after);
+	}
+	cr_assert_eq(kill(rec_tracer, SIGSTOP), 0);
+	cr_assert_eq(waitpid(rec_tracer, &st, WUNTRACED), rec_tracer);
+	cr_assert(WIFSTOPPED(st), "the tracer did not stop");
+	stopped_ns = loss_now_ns();
+	for (int w = 0; after < LOSS_RECORDS; w += 10) {
+		cr_assert_lt(w, 30000, "the streams wrote only %ld token "
+			     "events in 30 s while the tracer was stopped",
+			     after);
+		e2e_msleep(10);
+		loss_truth_decodes(stopped_ns, &batch, &after);
+	}
+	cr_assert_eq(kill(rec_tracer, SIGCONT), 0);
+	cr_assert_eq(e2e_finish(load, 60000), 0, "loadgen failed: %s",
+		     e2e_tail("cross.out", 4096));
+	loss_clean_phase("after.jsonl");
 	rec_tracer_stop();
-	cr_assert_gt(rec_lost_events(), 0,
-		     "a 4 KiB ring buffer under a burst lost nothing");
-	rec_load("client.jsonl", &client);
+
+	cr_assert_gt(rec_lost_events(), 0, "%ld token events written while "
+		     "the tracer was stopped, but no loss was counted", after);
 	rec_load("rec.jsonl", &traced);
 	rec_load("truth.jsonl", &tlog);
-	for (int i = 0; i < traced.n; i++) {
-		const cJSON *r = traced.v[i], *c, *t;
+	rec_load("cross.jsonl", &cross);
+	cr_assert_eq(cross.n, LOSS_STREAMS);
+	for (int i = 0; i < cross.n; i++) {
+		const char *id = e2e_str_or(cross.v[i], "id");
+		const cJSON *r = rec_find(&traced, id, NULL);
 
-		if (rec_flagged_lost(r)) {
-			flagged++;
-			continue;
-		}
-		if (!rec_clean(r))
-			continue;
-		c = rec_find(&client, e2e_str_or(r, "id"), NULL);
-		cr_assert(c, "traced request %s unknown to the client",
-			  e2e_str_or(r, "id"));
-		t = rec_find(&tlog, e2e_str_or(r, "id"), "request");
-		cr_assert(t, "%s is not in the truth log", e2e_str_or(r, "id"));
-		clean++;
-		rec_match_client(c, r, e2e_str_or(t, "model"));
+		if (!r)
+			continue;	/* its start was lost too */
+		cr_expect(!rec_clean(r), "%s ran across the stop but is "
+			  "reported clean", id);
+		flagged += rec_flagged_lost(r);
 	}
-	cr_log_info("traced %d, marked lost %d, clean %d", traced.n, flagged,
-		    clean);
-	cr_expect_gt(flagged, 0, "losses were reported but no request is "
-		     "marked lost");
-	rec_free(&client);
+	cr_expect_gt(flagged, 0, "losses were counted but no request that "
+		     "ran across them is marked lost");
+	clean += loss_expect_clean("before.jsonl", &traced, &tlog);
+	clean += loss_expect_clean("after.jsonl", &traced, &tlog);
+	cr_log_info("%ld token events while stopped, lost %ld events; "
+		    "%d of %d streams across the stop marked lost, %d clean "
+		    "requests exact", after, rec_lost_events(), flagged,
+		    cross.n, clean);
+	rec_free(&cross);
 	rec_free(&traced);
 	rec_free(&tlog);
 }
