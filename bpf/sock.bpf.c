@@ -2,10 +2,20 @@
 /*
  * sock.bpf.c - the kernel side of socket tracing.
  *
- * In:  syscall tracepoints (accept, accept4, connect, read, readv, recvfrom,
- *      recvmsg, write, writev, sendto, sendmsg, close) of the processes in
- *      the `targets` map, fork/exit to follow them, and uprobes on libssl
- *      (SSL_read, SSL_write, SSL_read_ex, SSL_write_ex).
+ * In:  the socket I/O of the processes in the `targets` map, from one of
+ *      two kinds of hook, chosen per process (the map's value):
+ *      - HOOK_SYSCALLS: syscall tracepoints (accept, accept4, connect,
+ *        read, readv, recvfrom, recvmsg, write, writev, sendto, sendmsg,
+ *        close). Once enabled they are entered by every syscall of that
+ *        kind of every process on the host, traced or not;
+ *      - HOOK_LIBC: uprobes on the same functions of the libc the process
+ *        maps (and recv, send, __read_chk, __recv_chk, __recvfrom_chk),
+ *        attached with that process's pid, so the kernel puts breakpoints
+ *        only into its address space: other processes run untouched;
+ *      fork/exit to follow them (a child inherits its parent's kind and
+ *      is announced with a TT_SOCK_EV_PROC record so that the loader
+ *      attaches its uprobes), and uprobes on libssl (SSL_read,
+ *      SSL_write, SSL_read_ex, SSL_write_ex), pid-scoped as well.
  * Out: records of include/tokentrace/sock.h in the `events` ring buffer:
  *      connection open (addresses), data (payload in chunks of at most
  *      TT_SOCK_CHUNK_MAX bytes, up to `capture_cap` bytes per syscall, the
@@ -15,9 +25,15 @@
  * Assumes: CO-RE against the running kernel's BTF; tracepoints only (no
  *      kprobes, no fentry). Only TCP over IPv4/IPv6 is reported.
  *
- * The enter program of a syscall stashes its arguments per thread; the exit
- * program, knowing the byte count, copies the payload. Every thread of an
- * untraced process leaves after one hash lookup.
+ * The enter program of a syscall (or libc call) stashes its arguments per
+ * thread; the exit program, knowing the byte count, copies the payload.
+ * Every thread of an untraced process leaves a tracepoint after one hash
+ * lookup; it never reaches a uprobe.
+ *
+ * A libc close can happen out of sight (libc's own internal closes), so
+ * each connection remembers the struct file it was found on: when the fd
+ * now holds another file, the old connection is closed and the fd looked
+ * at afresh.
  *
  * TLS: while an SSL call runs on a thread (`ssl_calls`), the socket
  * syscalls it makes name the connection and are not emitted (ciphertext);
@@ -44,6 +60,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define S_IFSOCK	0140000
 #define MAX_CHUNKS	(TT_SOCK_CAP_MAX / TT_SOCK_CHUNK_MAX)
 #define MAX_IOV		16
+#define HOOK_SYSCALLS	TT_SOCK_HOOK_SYSCALLS
+#define HOOK_LIBC	TT_SOCK_HOOK_LIBC
 
 /* set by the loader before load */
 const volatile __u32 capture_cap = TT_SOCK_CAP_DEFAULT;
@@ -62,7 +80,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u32);		/* tgid */
-	__type(value, __u8);
+	__type(value, __u8);		/* HOOK_SYSCALLS or HOOK_LIBC */
 } targets SEC(".maps");
 
 /* what an enter program leaves for its exit program */
@@ -100,6 +118,7 @@ struct conn_key {
 
 struct conn {
 	__u64 id;
+	__u64 file;	/* the struct file the fd held when it was looked at */
 	__u32 flags;
 	__u32 pad;
 };
@@ -179,9 +198,17 @@ struct {
 
 /* ---- helpers ------------------------------------------------------------- */
 
+/* The kind of hook that traces tgid (HOOK_*), 0 when it is not traced. */
+static __always_inline __u8 target_mode(__u32 tgid)
+{
+	__u8 *m = bpf_map_lookup_elem(&targets, &tgid);
+
+	return m ? *m : 0;
+}
+
 static __always_inline bool is_target(__u32 tgid)
 {
-	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
+	return target_mode(tgid) != 0;
 }
 
 static __always_inline void count_loss(__u64 bytes)
@@ -238,19 +265,28 @@ static __always_inline void emit(void *rec, __u64 size, struct conn *c,
 	c->flags &= ~CONN_LOST;
 }
 
-/* The struct sock behind fd of the current task, or NULL. */
-static __always_inline struct sock *fd_to_sock(__s32 fd)
+/* The struct file behind fd of the current task, or NULL. */
+static __always_inline struct file *fd_to_file(__s32 fd)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
 	struct file **fds, *f = NULL;
-	struct socket *sock;
-	umode_t mode;
 
 	if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
 		return NULL;
 	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
+		return NULL;
+	return f;
+}
+
+/* The struct sock of file f, or NULL. */
+static __always_inline struct sock *file_to_sock(struct file *f)
+{
+	struct socket *sock;
+	umode_t mode;
+
+	if (!f)
 		return NULL;
 	mode = BPF_CORE_READ(f, f_inode, i_mode);
 	if ((mode & S_IFMT) != S_IFSOCK)
@@ -300,6 +336,14 @@ static __always_inline void emit_open(struct conn *c, __s32 fd,
 	emit(&rec, sizeof(rec), c, 0);
 }
 
+static __always_inline void emit_close(struct conn *c, __s32 fd, __u64 ts)
+{
+	struct tt_sock_hdr h;
+
+	fill_hdr(&h, TT_SOCK_EV_CLOSE, sizeof(h), ts, c, fd);
+	emit(&h, sizeof(h), c, 0);
+}
+
 /*
  * The connection of (tgid, fd): known, or created now (with an open record)
  * when fd is a TCP socket. NULL for anything else.
@@ -312,10 +356,15 @@ static __always_inline struct conn *conn_get(__u32 tgid, __s32 fd,
 	struct sock *sk;
 	__u16 family = 0;
 
+	struct file *f = fd_to_file(fd);
+
 	c = bpf_map_lookup_elem(&conns, &k);
-	if (c && !fresh)
+	if (c && !fresh && c->file == (__u64)f)
 		return (c->flags & CONN_TCP) ? c : NULL;
-	sk = fd_to_sock(fd);
+	if (c && c->file != (__u64)f && (c->flags & CONN_TCP))
+		emit_close(c, fd, ts);	/* closed out of sight */
+	sk = file_to_sock(f);
+	nc.file = (__u64)f;
 	if (!sk || !sock_is_tcp(sk, &family)) {
 		nc.flags = CONN_OTHER;
 		bpf_map_update_elem(&conns, &k, &nc, BPF_ANY);
@@ -526,12 +575,12 @@ static __always_inline bool tls_filter(__u64 pid_tgid, struct conn *c,
 /* ---- syscalls ------------------------------------------------------------ */
 
 static __always_inline int stash_args(__u64 ptr, __u64 cnt, __s32 fd,
-				      __u8 kind, __u8 dir)
+				      __u8 kind, __u8 dir, __u8 hook)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct stash s = {};
 
-	if (!is_target(id >> 32))
+	if (target_mode(id >> 32) != hook)
 		return 0;
 	s.ts = bpf_ktime_get_ns();
 	s.ptr = ptr;
@@ -587,13 +636,15 @@ static __always_inline void handle_data(__u64 id, struct stash *s, long ret,
 			     s->ptr, s->cnt, ret);
 }
 
-static __always_inline int exit_common(long ret)
+/* A syscall's return (hook HOOK_SYSCALLS: -errno on failure) or a libc
+ * call's (HOOK_LIBC: -1 and errno). */
+static __always_inline int exit_common(long ret, __u8 hook)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct stash *sp, s;
 	__u64 now;
 
-	if (!is_target(id >> 32))
+	if (target_mode(id >> 32) != hook)
 		return 0;
 	sp = bpf_map_lookup_elem(&stashes, &id);
 	if (!sp)
@@ -602,8 +653,11 @@ static __always_inline int exit_common(long ret)
 	bpf_map_delete_elem(&stashes, &id);
 	now = bpf_ktime_get_ns();
 	if (s.kind == ARG_ACCEPT || s.kind == ARG_CONNECT) {
-		if (s.kind == ARG_CONNECT && ret != 0 && ret != -115)
-			return 0;	/* failed, and not EINPROGRESS */
+		/* failed, and not EINPROGRESS (libc: -1 either way; a
+		 * connection that never was is closed like any other) */
+		if (s.kind == ARG_CONNECT && ret != 0 && ret != -115 &&
+		    !(hook == HOOK_LIBC && ret == -1))
+			return 0;
 		handle_accept(&s, s.kind == ARG_CONNECT ? s.fd : ret, now);
 		return 0;
 	}
@@ -617,12 +671,12 @@ SEC("tracepoint/syscalls/sys_enter_" #name)				\
 int enter_##name(struct trace_event_raw_sys_enter *ctx)		\
 {									\
 	return stash_args(ptr_arg, cnt_arg, (__s32)ctx->args[0], kind,	\
-			  dir);						\
+			  dir, HOOK_SYSCALLS);				\
 }									\
 SEC("tracepoint/syscalls/sys_exit_" #name)				\
 int exit_##name(struct trace_event_raw_sys_exit *ctx)			\
 {									\
-	return exit_common(ctx->ret);					\
+	return exit_common(ctx->ret, HOOK_SYSCALLS);			\
 }
 
 ENTER(read, ctx->args[1], ctx->args[2], ARG_BUF, TT_SOCK_DIR_IN)
@@ -637,26 +691,101 @@ ENTER(accept, 0, 0, ARG_ACCEPT, 0)
 ENTER(accept4, 0, 0, ARG_ACCEPT, 0)
 ENTER(connect, 0, 0, ARG_CONNECT, 0)
 
-SEC("tracepoint/syscalls/sys_enter_close")
-int enter_close(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int close_common(__s32 fd, __u8 hook)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct conn_key k = { .tgid = id >> 32, .fd = (__s32)ctx->args[0] };
+	struct conn_key k = { .tgid = id >> 32, .fd = fd };
 	struct conn *c;
-	struct tt_sock_hdr h;
 
-	if (!is_target(k.tgid))
+	if (target_mode(k.tgid) != hook)
 		return 0;
 	c = bpf_map_lookup_elem(&conns, &k);
 	if (!c)
 		return 0;
-	if (c->flags & CONN_TCP) {
-		fill_hdr(&h, TT_SOCK_EV_CLOSE, sizeof(h), bpf_ktime_get_ns(),
-			 c, k.fd);
-		emit(&h, sizeof(h), c, 0);
-	}
+	if (c->flags & CONN_TCP)
+		emit_close(c, k.fd, bpf_ktime_get_ns());
 	bpf_map_delete_elem(&conns, &k);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	return close_common((__s32)ctx->args[0], HOOK_SYSCALLS);
+}
+
+/* ---- libc ---------------------------------------------------------------- */
+
+/*
+ * One entry program per argument shape, each attached (pid-scoped) to the
+ * libc functions of that shape; one return program for all of them. A
+ * _chk variant that calls the plain function nests two stashes on one
+ * thread: the inner return consumes the stash, the outer finds none.
+ */
+SEC("uprobe")
+int BPF_KPROBE(libc_in_buf, int fd, void *buf, __u64 n)
+{
+	return stash_args((__u64)buf, n, fd, ARG_BUF, TT_SOCK_DIR_IN,
+			  HOOK_LIBC);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(libc_in_iov, int fd, void *iov, int cnt)
+{
+	return stash_args((__u64)iov, cnt, fd, ARG_IOV, TT_SOCK_DIR_IN,
+			  HOOK_LIBC);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(libc_in_msg, int fd, void *msg)
+{
+	return stash_args((__u64)msg, 0, fd, ARG_MSG, TT_SOCK_DIR_IN,
+			  HOOK_LIBC);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(libc_out_buf, int fd, void *buf, __u64 n)
+{
+	return stash_args((__u64)buf, n, fd, ARG_BUF, TT_SOCK_DIR_OUT,
+			  HOOK_LIBC);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(libc_out_iov, int fd, void *iov, int cnt)
+{
+	return stash_args((__u64)iov, cnt, fd, ARG_IOV, TT_SOCK_DIR_OUT,
+			  HOOK_LIBC);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(libc_out_msg, int fd, void *msg)
+{
+	return stash_args((__u64)msg, 0, fd, ARG_MSG, TT_SOCK_DIR_OUT,
+			  HOOK_LIBC);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(libc_accept, int fd)
+{
+	return stash_args(0, 0, fd, ARG_ACCEPT, 0, HOOK_LIBC);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(libc_connect, int fd)
+{
+	return stash_args(0, 0, fd, ARG_CONNECT, 0, HOOK_LIBC);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(libc_close, int fd)
+{
+	return close_common(fd, HOOK_LIBC);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(libc_ret, long ret)
+{
+	return exit_common(ret, HOOK_LIBC);
 }
 
 /* ---- following processes ------------------------------------------------- */
@@ -666,10 +795,22 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
 	__u32 ptgid = BPF_CORE_READ(parent, tgid);
 	__u32 ctgid = BPF_CORE_READ(child, tgid);
-	__u8 one = 1;
+	__u8 mode;
+	struct tt_sock_hdr h = {};
 
-	if (ctgid != ptgid && is_target(ptgid))
-		bpf_map_update_elem(&targets, &ctgid, &one, BPF_ANY);
+	if (ctgid == ptgid || !(mode = target_mode(ptgid)))
+		return 0;
+	bpf_map_update_elem(&targets, &ctgid, &mode, BPF_ANY);
+	/* its uprobes (libc, libssl) are the loader's to attach */
+	h.version = TT_SOCK_VERSION;
+	h.type = TT_SOCK_EV_PROC;
+	h.size = sizeof(h);
+	h.ts_ns = bpf_ktime_get_ns();
+	h.tgid = ctgid;
+	h.tid = ptgid;
+	h.fd = -1;
+	if (bpf_ringbuf_output(&events, &h, sizeof(h), BPF_RB_FORCE_WAKEUP))
+		count_loss(0);
 	return 0;
 }
 

@@ -99,6 +99,12 @@ int attach_parse_opt(struct attach_opts *o, int opt, const char *arg)
 	case ATTACH_OPT_HASH_KEY: o->hash_key_path = arg; return 0;
 	case ATTACH_OPT_METRICS: o->metrics = arg; return 0;
 	case ATTACH_OPT_NO_TLS: o->no_tls = true; return 0;
+	case ATTACH_OPT_HOOKS:
+		if (hooks_parse(arg, &o->hooks) == 0)
+			return 0;
+		fprintf(stderr, "tokentrace %s: --hooks takes auto, libc or "
+			"syscalls, not '%s'\n", o->cmd, arg);
+		return -1;
 	case ATTACH_OPT_VERBOSE: o->verbose = true; return 0;
 	case ATTACH_OPT_COMPUTE:
 		if (strcmp(arg, "cpu")) {
@@ -199,6 +205,7 @@ static int open_socktrace(struct attach *a)
 	so.capture_cap = a->o.capture_cap;
 	so.verbose = a->o.verbose;
 	so.no_tls = a->o.no_tls;
+	so.hooks = a->o.hooks;
 	err = socktrace_open(&so, &a->st);
 	if (err)
 		a->st = NULL;
@@ -275,8 +282,9 @@ int attach_open(struct attach *a)
 	collect_set_start(&a->c, a->start_ns);
 	trace_pids(a, 0);
 	socktrace_stats(a->st, &s);
-	fprintf(stderr, "tokentrace: tracing %zu process(es)%s%s\n", a->tl.n,
-		s.ssl_libs ? " (TLS probes attached)" : "",
+	fprintf(stderr, "tokentrace: tracing %zu process(es) with %s hooks"
+		"%s%s\n", a->tl.n, socktrace_hooks_name(&s),
+		s.ssl_procs ? " (TLS probes attached)" : "",
 		a->cs ? " (on-CPU time too)" : "");
 	return 0;
 }

@@ -24,6 +24,7 @@
 
 #include "collect.h"
 #include "compute.h"
+#include "hooks.h"
 #include "report.h"
 #include "requests.h"
 #include "target.h"
@@ -48,6 +49,7 @@ struct attach_opts {
 	bool compute_cpu;		/* --compute cpu */
 	unsigned ringbuf_kb, capture_cap;
 	bool verbose, no_tls;
+	enum tt_hooks hooks;		/* --hooks (default: hooks_default()) */
 	attach_request_cb on_request;
 	void *ctx;
 };
@@ -58,6 +60,7 @@ enum {
 	ATTACH_OPT_CGROUP, ATTACH_OPT_TENANT_KEY, ATTACH_OPT_HASH_KEY,
 	ATTACH_OPT_METRICS, ATTACH_OPT_COMPUTE, ATTACH_OPT_RINGBUF,
 	ATTACH_OPT_CAPTURE_CAP, ATTACH_OPT_NO_TLS, ATTACH_OPT_VERBOSE,
+	ATTACH_OPT_HOOKS,
 };
 
 #define ATTACH_LONGOPTS \
@@ -72,7 +75,8 @@ enum {
 	{ "ringbuf-kb", required_argument, 0, ATTACH_OPT_RINGBUF }, \
 	{ "capture-cap", required_argument, 0, ATTACH_OPT_CAPTURE_CAP }, \
 	{ "no-tls", no_argument, 0, ATTACH_OPT_NO_TLS }, \
-	{ "verbose", no_argument, 0, ATTACH_OPT_VERBOSE }
+	{ "verbose", no_argument, 0, ATTACH_OPT_VERBOSE }, \
+	{ "hooks", required_argument, 0, ATTACH_OPT_HOOKS }
 
 /* The help lines of those options. */
 #define ATTACH_HELP \
@@ -92,6 +96,7 @@ enum {
 "  --ringbuf-kb N     ring buffer size in KiB (default 4096)\n" \
 "  --capture-cap B    payload bytes kept per syscall (default 16384,\n" \
 "                     max 65536)\n" \
+HOOKS_HELP \
 "  --no-tls           do not probe libssl\n" \
 "  --verbose          libbpf messages\n"
 

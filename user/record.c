@@ -117,6 +117,7 @@ static int parse_args(int argc, char **argv, struct record_args *a)
 
 	optind = 1;
 	a->ao.cmd = "record";
+	a->ao.hooks = hooks_default();
 	a->max_reqs = COLLECT_MAX_REQS_DEFAULT;
 	a->max_ivs = COLLECT_MAX_IVS_DEFAULT;
 	while ((opt = getopt_long(argc, argv, "o:hv", longopts, NULL)) != -1) {

@@ -63,6 +63,7 @@
 #include "compute.h"
 #include "cpusource.h"
 #include "cuptirecv.h"
+#include "hooks.h"
 #include "hostinfo.h"
 #include "metrics.h"
 #include "report.h"
@@ -84,6 +85,7 @@ struct run_args {
 	double duration_s;
 	char **cmd;
 	size_t max_reqs, max_ivs;
+	enum tt_hooks hooks;
 };
 
 struct run_state {
@@ -138,6 +140,7 @@ static void usage(FILE *f)
 "  --max-requests N   without a trace file: requests kept for the report\n"
 "                     (default 1000000; later ones are counted as losses)\n"
 "  --max-intervals N  the same for compute intervals (default 10000000)\n"
+HOOKS_HELP
 "\n"
 "Exit code: CMD's, or 128+N if a signal N ended it; 127 if CMD cannot\n"
 "run; 2 usage, 3 not root, 4 kernel feature missing.\n");
@@ -174,6 +177,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		{ "hash-key", required_argument, 0, 'k' },
 		{ "max-requests", required_argument, 0, 'R' },
 		{ "max-intervals", required_argument, 0, 'I' },
+		{ "hooks", required_argument, 0, 'H' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 }
 	};
@@ -183,6 +187,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 	optind = 1;
 	a->max_reqs = COLLECT_MAX_REQS_DEFAULT;
 	a->max_ivs = COLLECT_MAX_IVS_DEFAULT;
+	a->hooks = hooks_default();
 	/* '+': stop at the first non-option, CMD's own flags stay CMD's */
 	while ((opt = getopt_long(argc, argv, "+o:h", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -212,6 +217,12 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 				return -1;
 			}
 			break;
+		case 'H':
+			if (hooks_parse(optarg, &a->hooks) == 0)
+				break;
+			fprintf(stderr, "tokentrace run: --hooks takes auto, "
+				"libc or syscalls, not '%s'\n", optarg);
+			return -1;
 		case 'h': usage(stdout); return 1;
 		default: usage(stderr); return -1;
 		}
@@ -359,6 +370,7 @@ static int open_socktrace(struct run_state *rs)
 	if (!rs->rt)
 		return -ENOMEM;
 	so.rt = rs->rt;
+	so.hooks = rs->a.hooks;
 	err = socktrace_open(&so, &rs->st);
 	if (err) {
 		reqtrack_free(rs->rt);
@@ -410,6 +422,25 @@ static int open_sources(struct run_state *rs)
 	return open_output(rs) ? TT_EXIT_FAIL : 0;
 }
 
+/* CMD's file as execvp finds it, in out; NULL when it finds none. */
+static const char *resolve_cmd(const char *cmd, char *out, size_t n)
+{
+	const char *path = getenv("PATH");
+	char dirs[PATH_MAX], *save = NULL, *d;
+
+	if (strchr(cmd, '/')) {
+		snprintf(out, n, "%s", cmd);
+		return out;
+	}
+	snprintf(dirs, sizeof(dirs), "%s", path ? path : "/usr/bin:/bin");
+	for (d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+		snprintf(out, n, "%s/%s", *d ? d : ".", cmd);
+		if (access(out, X_OK) == 0)
+			return out;
+	}
+	return NULL;
+}
+
 static int add_target(struct run_state *rs, pid_t pid)
 {
 	int err;
@@ -420,7 +451,11 @@ static int add_target(struct run_state *rs, pid_t pid)
 			return err;
 	}
 	if (rs->st) {
-		err = socktrace_add_pid(rs->st, pid);
+		char exe[PATH_MAX];
+
+		err = socktrace_add_pid_exe(rs->st, pid,
+					    resolve_cmd(rs->a.cmd[0], exe,
+							sizeof(exe)));
 		if (err)
 			fprintf(stderr, "tokentrace run: socket tracing of pid "
 				"%d failed: %s\n", pid, strerror(-err));

@@ -17,6 +17,7 @@
  *      a dead server's open requests end at once.
  */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,12 +33,15 @@
 #include "sock.skel.h"
 #include "commands.h"
 #include "socktrace.h"
+#include "hooks.h"
 #include "sslprobe.h"
+#include "uprobes.h"
 #include "tracefs.h"
 
 #define CONN_BUCKETS	4096
 #define SWEEP_NS	1000000000ull
 #define IDLE_DEFAULT_NS	(600ull * 1000000000ull)
+#define SYS_LINKS_MAX	32
 
 struct conn_ent {
 	struct tt_conn_meta meta;
@@ -52,7 +56,12 @@ struct socktrace {
 	struct socktrace_opts o;
 	struct sock_bpf *skel;
 	struct ring_buffer *rb;
-	struct sslprobe_set *ssl;
+	struct uprobe_set *probes;	/* libc ('l') and libssl ('s') */
+	struct bpf_link *sys_links[SYS_LINKS_MAX];	/* syscall tracepoints */
+	int nsys;
+	bool sys_on;
+	struct target_ent { pid_t pid; uint8_t hook; } *targets;
+	size_t ntargets, captargets;
 	struct conn_ent *buckets[CONN_BUCKETS];
 	uint64_t last_sweep_ns;
 	struct socktrace_stats s;
@@ -79,6 +88,8 @@ unsigned socktrace_ringbuf_bytes(unsigned kb)
 /* ---- connections --------------------------------------------------------- */
 
 static void read_losses(struct socktrace *st);
+static void targets_sweep(struct socktrace *st);
+static void on_proc(struct socktrace *st, const struct tt_sock_hdr *h);
 
 /*
  * A connection's loss mark travels on its next event; when the lost events
@@ -167,6 +178,7 @@ static void conn_sweep(struct socktrace *st, uint64_t now)
 	if (now - st->last_sweep_ns < SWEEP_NS)
 		return;
 	st->last_sweep_ns = now;
+	targets_sweep(st);
 	for (int b = 0; b < CONN_BUCKETS; b++) {
 		struct conn_ent **pp = &st->buckets[b];
 
@@ -258,6 +270,10 @@ static int handle_record(void *ctx, void *data, size_t size)
 	    h->size > size)
 		return 0;
 	st->s.events++;
+	if (h->type == TT_SOCK_EV_PROC) {
+		on_proc(st, h);
+		return 0;
+	}
 	c = conn_lookup(st, h);
 	if (!c)
 		return 0;
@@ -322,11 +338,44 @@ static int check_host(void)
 	return 0;
 }
 
+/* The syscall tracepoints, once: from then on every process on the host
+ * enters them (the traced ones are picked in the programs). */
+static int attach_syscalls(struct socktrace *st)
+{
+	struct bpf_program *prog;
+
+	if (st->sys_on)
+		return 0;
+	bpf_object__for_each_program(prog, st->skel->obj) {
+		struct bpf_link *l;
+
+		if (strncmp(bpf_program__section_name(prog),
+			    "tracepoint/syscalls/", 20))
+			continue;
+		if (st->nsys == SYS_LINKS_MAX)
+			return -E2BIG;
+		l = bpf_program__attach(prog);
+		if (!l) {
+			int err = -errno;
+
+			fprintf(stderr, "tokentrace: attaching the syscall "
+				"tracepoint %s failed: %s\n",
+				bpf_program__section_name(prog) + 11,
+				strerror(-err));
+			return err;
+		}
+		st->sys_links[st->nsys++] = l;
+	}
+	st->sys_on = true;
+	return 0;
+}
+
 static int load(struct socktrace *st)
 {
 	unsigned cap = st->o.capture_cap ? st->o.capture_cap :
 		       TT_SOCK_CAP_DEFAULT;
 	unsigned rb = socktrace_ringbuf_bytes(st->o.ringbuf_kb);
+	struct bpf_program *prog;
 	int err;
 
 	if (cap > TT_SOCK_CAP_MAX) {
@@ -343,6 +392,11 @@ static int load(struct socktrace *st)
 		return err;
 	}
 	st->skel->rodata->capture_cap = cap;
+	/* the syscall tracepoints are attached when a target needs them */
+	bpf_object__for_each_program(prog, st->skel->obj)
+		if (!strncmp(bpf_program__section_name(prog),
+			     "tracepoint/syscalls/", 20))
+			bpf_program__set_autoattach(prog, false);
 	bpf_map__set_max_entries(st->skel->maps.events, rb);
 	st->s.capture_cap = cap;
 	st->s.ringbuf_kb = rb / 1024;
@@ -356,11 +410,11 @@ static int load(struct socktrace *st)
 	}
 	err = sock_bpf__attach(st->skel);
 	if (err) {
-		fprintf(stderr, "tokentrace: attaching the syscall "
+		fprintf(stderr, "tokentrace: attaching the process "
 			"tracepoints failed: %s\n", strerror(-err));
 		return err;
 	}
-	return 0;
+	return st->o.hooks == TT_HOOKS_SYSCALLS ? attach_syscalls(st) : 0;
 }
 
 int socktrace_open(const struct socktrace_opts *opts, struct socktrace **out)
@@ -386,7 +440,7 @@ int socktrace_open(const struct socktrace_opts *opts, struct socktrace **out)
 		if (!st->rb)
 			err = -errno;
 	}
-	if (!err && !st->o.no_tls && !(st->ssl = sslprobe_new()))
+	if (!err && !(st->probes = uprobe_set_new()))
 		err = -ENOMEM;
 	if (err) {
 		socktrace_close(st);
@@ -397,23 +451,173 @@ int socktrace_open(const struct socktrace_opts *opts, struct socktrace **out)
 	return 0;
 }
 
-int socktrace_add_pid(struct socktrace *st, pid_t pid)
+/* ---- targets and their hooks ---------------------------------------------- */
+
+/* The libc functions of a process's socket I/O, by argument shape. */
+static int attach_libc(struct socktrace *st, pid_t pid)
+{
+	struct sock_bpf *k = st->skel;
+	const struct uprobe_spec p[] = {
+		{ k->progs.libc_in_buf, "read", false, true },
+		{ k->progs.libc_in_buf, "recv", false, true },
+		{ k->progs.libc_in_buf, "recvfrom", false, true },
+		{ k->progs.libc_in_buf, "__read_chk", false, false },
+		{ k->progs.libc_in_buf, "__recv_chk", false, false },
+		{ k->progs.libc_in_buf, "__recvfrom_chk", false, false },
+		{ k->progs.libc_in_iov, "readv", false, true },
+		{ k->progs.libc_in_msg, "recvmsg", false, true },
+		{ k->progs.libc_out_buf, "write", false, true },
+		{ k->progs.libc_out_buf, "send", false, true },
+		{ k->progs.libc_out_buf, "sendto", false, true },
+		{ k->progs.libc_out_iov, "writev", false, true },
+		{ k->progs.libc_out_msg, "sendmsg", false, true },
+		{ k->progs.libc_accept, "accept", false, true },
+		{ k->progs.libc_accept, "accept4", false, true },
+		{ k->progs.libc_connect, "connect", false, true },
+		{ k->progs.libc_close, "close", false, true },
+		{ k->progs.libc_ret, "read", true, true },
+		{ k->progs.libc_ret, "recv", true, true },
+		{ k->progs.libc_ret, "recvfrom", true, true },
+		{ k->progs.libc_ret, "__read_chk", true, false },
+		{ k->progs.libc_ret, "__recv_chk", true, false },
+		{ k->progs.libc_ret, "__recvfrom_chk", true, false },
+		{ k->progs.libc_ret, "readv", true, true },
+		{ k->progs.libc_ret, "recvmsg", true, true },
+		{ k->progs.libc_ret, "write", true, true },
+		{ k->progs.libc_ret, "send", true, true },
+		{ k->progs.libc_ret, "sendto", true, true },
+		{ k->progs.libc_ret, "writev", true, true },
+		{ k->progs.libc_ret, "sendmsg", true, true },
+		{ k->progs.libc_ret, "accept", true, true },
+		{ k->progs.libc_ret, "accept4", true, true },
+		{ k->progs.libc_ret, "connect", true, true },
+	};
+	char path[PATH_MAX];
+	int err = hooks_find_libc(pid, path, sizeof(path));
+
+	if (err) {
+		fprintf(stderr, "tokentrace: pid %d maps no shared libc for "
+			"libc hooks\n", (int)pid);
+		return err;
+	}
+	err = uprobe_set_attach(st->probes, pid, 'l', path, p,
+				(int)(sizeof(p) / sizeof(p[0])));
+	return err < 0 ? err : 0;
+}
+
+static struct target_ent *target_find(struct socktrace *st, pid_t pid)
+{
+	for (size_t i = 0; i < st->ntargets; i++)
+		if (st->targets[i].pid == pid)
+			return &st->targets[i];
+	return NULL;
+}
+
+static int target_note(struct socktrace *st, pid_t pid, uint8_t hook)
+{
+	struct target_ent *t = target_find(st, pid);
+
+	if (t) {
+		t->hook = hook;
+		return 0;
+	}
+	if (st->ntargets == st->captargets) {
+		size_t cap = st->captargets ? 2 * st->captargets : 16;
+		struct target_ent *n = realloc(st->targets, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		st->targets = n;
+		st->captargets = cap;
+	}
+	st->targets[st->ntargets++] = (struct target_ent){ pid, hook };
+	return 0;
+}
+
+static void ssl_attach(struct socktrace *st, pid_t pid)
+{
+	if (!st->o.no_tls)
+		sslprobe_attach_pid(st->probes, st->skel, pid);
+}
+
+/* The hooks of pid: its libc's uprobes, or the syscall tracepoints (its
+ * entry in the targets map says which programs take its I/O). */
+static int trace_with(struct socktrace *st, pid_t pid, uint8_t hook)
 {
 	uint32_t tgid = pid;
-	uint8_t one = 1;
 	int err;
 
+	if (hook == TT_SOCK_HOOK_LIBC && attach_libc(st, pid)) {
+		fprintf(stderr, "tokentrace: pid %d: libc hooks failed, "
+			"tracing it with the syscall tracepoints\n", (int)pid);
+		hook = TT_SOCK_HOOK_SYSCALLS;
+	}
+	if (hook == TT_SOCK_HOOK_SYSCALLS && (err = attach_syscalls(st)))
+		return err;
 	err = bpf_map__update_elem(st->skel->maps.targets, &tgid,
-				   sizeof(tgid), &one, sizeof(one), BPF_ANY);
+				   sizeof(tgid), &hook, sizeof(hook), BPF_ANY);
 	if (err) {
 		fprintf(stderr, "tokentrace: adding pid %d to the targets "
 			"failed: %s\n", (int)pid, strerror(-err));
 		return err;
 	}
+	err = target_note(st, pid, hook);
+	ssl_attach(st, pid);
+	return err;
+}
+
+int socktrace_add_pid_exe(struct socktrace *st, pid_t pid, const char *exe)
+{
+	char why[PATH_MAX + 64];
+	enum tt_hooks h = hooks_pick(st->o.hooks, pid, exe, why, sizeof(why));
+	int err;
+
+	err = trace_with(st, pid, h == TT_HOOKS_LIBC ? TT_SOCK_HOOK_LIBC :
+			 TT_SOCK_HOOK_SYSCALLS);
+	if (err)
+		return err;
 	st->s.targets++;
-	if (st->ssl && sslprobe_attach_pid(st->ssl, st->skel, pid) > 0)
-		st->s.ssl_libs = sslprobe_count(st->ssl);
+	if (st->o.verbose)
+		fprintf(stderr, "tokentrace: pid %d: %s hooks (%s)\n",
+			(int)pid, hooks_name(h), why);
 	return 0;
+}
+
+int socktrace_add_pid(struct socktrace *st, pid_t pid)
+{
+	return socktrace_add_pid_exe(st, pid, NULL);
+}
+
+/* A traced process forked: the child is in the targets map already, with
+ * its parent's hooks; its own uprobes are attached here. */
+static void on_proc(struct socktrace *st, const struct tt_sock_hdr *h)
+{
+	uint32_t tgid = h->tgid;
+	uint8_t hook = 0;
+
+	if (bpf_map__lookup_elem(st->skel->maps.targets, &tgid, sizeof(tgid),
+				 &hook, sizeof(hook), 0) || !hook)
+		return;		/* gone already */
+	if (!trace_with(st, (pid_t)tgid, hook))
+		st->s.children++;
+}
+
+/* Forgets the processes that are gone (and their uprobes); looks again for
+ * a libssl in those that had none (Python loads it on `import ssl`). */
+static void targets_sweep(struct socktrace *st)
+{
+	size_t kept = 0;
+
+	uprobe_set_sweep(st->probes);
+	for (size_t i = 0; i < st->ntargets; i++) {
+		pid_t p = st->targets[i].pid;
+
+		if (kill(p, 0) < 0 && errno == ESRCH)
+			continue;
+		ssl_attach(st, p);
+		st->targets[kept++] = st->targets[i];
+	}
+	st->ntargets = kept;
 }
 
 int socktrace_poll(struct socktrace *st, int timeout_ms)
@@ -466,7 +670,27 @@ static void read_losses(struct socktrace *st)
 void socktrace_stats(struct socktrace *st, struct socktrace_stats *out)
 {
 	read_losses(st);
+	st->s.libc_procs = st->s.syscall_procs = 0;
+	for (size_t i = 0; i < st->ntargets; i++) {
+		if (st->targets[i].hook == TT_SOCK_HOOK_LIBC)
+			st->s.libc_procs++;
+		else
+			st->s.syscall_procs++;
+	}
+	st->s.ssl_procs = uprobe_set_count(st->probes, 's');
+	st->s.syscall_hooks = st->sys_on;
 	*out = st->s;
+}
+
+const char *socktrace_hooks_name(const struct socktrace_stats *s)
+{
+	if (s->libc_procs && s->syscall_procs)
+		return "libc+syscalls";
+	if (s->libc_procs)
+		return "libc";
+	if (s->syscall_procs || s->syscall_hooks)
+		return "syscalls";
+	return "none";
 }
 
 void socktrace_close(struct socktrace *st)
@@ -474,8 +698,11 @@ void socktrace_close(struct socktrace *st)
 	if (!st)
 		return;
 	ring_buffer__free(st->rb);
-	sslprobe_free(st->ssl);
+	uprobe_set_free(st->probes);
+	for (int i = 0; i < st->nsys; i++)
+		bpf_link__destroy(st->sys_links[i]);
 	sock_bpf__destroy(st->skel);
+	free(st->targets);
 	conn_free_all(st);
 	free(st);
 }

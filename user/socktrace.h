@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "hooks.h"
 #include "requests.h"
 
 struct socktrace;
@@ -30,6 +31,7 @@ struct socktrace_opts {
 	unsigned capture_cap;		/* bytes per syscall; 0: TT_SOCK_CAP_DEFAULT */
 	bool verbose;			/* libbpf messages on stderr */
 	bool no_tls;			/* do not probe libssl */
+	enum tt_hooks hooks;		/* socket I/O hooks (user/hooks.h) */
 	uint64_t idle_timeout_ns;	/* 0: 600 s; silent connections are closed */
 	socktrace_data_cb on_data;	/* optional */
 	void *ctx;
@@ -42,7 +44,10 @@ struct socktrace_stats {
 	uint64_t lost_events, lost_bytes;	/* refused by the ring buffer */
 	uint64_t lost_marks;		/* records flagged "earlier ones lost" */
 	uint64_t conns_live, conns_timed_out;
-	unsigned targets, ssl_libs;
+	unsigned targets;		/* added by the caller */
+	unsigned children;		/* followed across fork */
+	unsigned libc_procs, syscall_procs, ssl_procs;	/* live, by hooks */
+	bool syscall_hooks;		/* the syscall tracepoints are on */
 	unsigned ringbuf_kb, capture_cap;
 };
 
@@ -54,8 +59,11 @@ struct socktrace_stats {
  */
 int socktrace_open(const struct socktrace_opts *opts, struct socktrace **out);
 
-/* Trace pid (a tgid) and its future children; probes its libssl. */
+/* Trace pid (a tgid) and its future children, with the hooks
+ * opts.hooks picks for it; probes its libssl. */
 int socktrace_add_pid(struct socktrace *st, pid_t pid);
+/* The same for a pid about to exec exe: the hooks are picked for exe. */
+int socktrace_add_pid_exe(struct socktrace *st, pid_t pid, const char *exe);
 
 /* Waits up to timeout_ms for events and handles them; returns how many
  * were handled, or -errno. The kernel wakes the reader only when its buffer
@@ -66,6 +74,8 @@ int socktrace_poll(struct socktrace *st, int timeout_ms);
 int socktrace_drain(struct socktrace *st);
 
 void socktrace_stats(struct socktrace *st, struct socktrace_stats *out);
+/* "libc", "syscalls", "libc+syscalls" or "none": the hooks in use. */
+const char *socktrace_hooks_name(const struct socktrace_stats *s);
 
 /* Detaches, unloads and frees; the tracker is left as it is (call
  * reqtrack_flush for what is still open). */

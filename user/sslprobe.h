@@ -9,10 +9,7 @@
 #include <sys/types.h>
 
 struct sock_bpf;
-struct sslprobe_set;
-
-struct sslprobe_set *sslprobe_new(void);
-void sslprobe_free(struct sslprobe_set *set);
+struct uprobe_set;
 
 /* The path (through /proc/PID/root) of the libssl pid maps: 0, or
  * -ENOENT when it maps none. */
@@ -20,14 +17,11 @@ int sslprobe_find_libssl(pid_t pid, char *path, size_t len);
 
 /*
  * Attaches SSL_read, SSL_write, SSL_read_ex, SSL_write_ex (entry and
- * return) in the libssl that pid maps, once per library file. Returns 1
- * when probes were attached now, 0 when pid maps no libssl or its library
- * is already probed, -errno on failure (message on stderr).
+ * return) in the libssl that pid maps, for pid alone (group 's' of set).
+ * Returns 1 when probes were attached now, 0 when pid maps no libssl or is
+ * already probed, -errno on failure (message on stderr).
  */
-int sslprobe_attach_pid(struct sslprobe_set *set, struct sock_bpf *skel,
+int sslprobe_attach_pid(struct uprobe_set *set, struct sock_bpf *skel,
 			pid_t pid);
-
-/* Library files probed so far. */
-int sslprobe_count(const struct sslprobe_set *set);
 
 #endif

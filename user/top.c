@@ -370,6 +370,7 @@ static int parse_args(int argc, char **argv, struct top_args *a)
 
 	optind = 1;
 	a->ao.cmd = "top";
+	a->ao.hooks = hooks_default();
 	a->interval_s = 1.0;
 	a->window_s = TOP_WINDOW_S;
 	while ((opt = getopt_long(argc, argv, "hv", longopts, NULL)) != -1) {

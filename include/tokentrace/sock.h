@@ -7,6 +7,10 @@
  *      TT_SOCK_EV_OPEN  -> struct tt_sock_open   (addresses of a connection)
  *      TT_SOCK_EV_DATA  -> struct tt_sock_data + `len` payload bytes
  *      TT_SOCK_EV_CLOSE -> nothing more
+ *      TT_SOCK_EV_PROC  -> nothing more: a traced process (tid = its
+ *                          parent) forked child tgid, traced with the
+ *                          parent's hooks; the loader attaches its
+ *                          uprobes (libc, libssl)
  * Assumes: both sides are compiled for the same little-endian host. Every
  *      record starts with a version and its total size in bytes, so a
  *      reader skips records it does not know. Fields are fixed-size and
@@ -44,6 +48,13 @@ enum tt_sock_ev_type {
 	TT_SOCK_EV_OPEN = 1,
 	TT_SOCK_EV_DATA = 2,
 	TT_SOCK_EV_CLOSE = 3,
+	TT_SOCK_EV_PROC = 4,
+};
+
+/* The value of the `targets` map: which hooks trace that process. */
+enum tt_sock_hook {
+	TT_SOCK_HOOK_SYSCALLS = 1,	/* syscall tracepoints */
+	TT_SOCK_HOOK_LIBC = 2,		/* pid-scoped uprobes on its libc */
 };
 
 /* hdr.flags */
