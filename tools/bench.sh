@@ -302,12 +302,14 @@ need_root() {
 # ---- overhead on the traced server ---------------------------------------------
 #
 # The reference server at saturation (loadgen --concurrency 16), without
-# tracing and with `tokentrace record --port` attached, runs alternating
-# (the same seed for both kinds in a round, the order turned each round,
-# after one warm-up run), median of BENCH_OVH_RUNS (5) each: completion tokens/s and TTFT p50 as ratios traced / untraced.
-# Goal: throughput >= 0.98, TTFT p50 within 2%. The collector runs on the
-# same cores as server and client: on a small machine its CPU time is part
-# of what is measured.
+# tracing and with `tokentrace record --port` attached with each kind of
+# socket hook (--hooks syscalls, --hooks libc), runs rotating over the
+# three kinds (the same seed for all in a round, the order turned each
+# round, after one warm-up run), median of BENCH_OVH_RUNS (5) each:
+# completion tokens/s and TTFT p50 as ratios traced / untraced.
+# Goal: throughput >= 0.97 with libc hooks, TTFT p50 within 3%. The
+# collector runs on the same cores as server and client: on a small
+# machine its CPU time is part of what is measured.
 #   BENCH_OVH_REQUESTS  requests per run (default 400)
 #   BENCH_OVH_RUNS      runs of each kind (default 5)
 ovh_load() {
@@ -322,9 +324,14 @@ ovh_load() {
 	awk '/^ttft:/ { print $3 }' "$TMP/lg.out" >>"$TMP/ovh.$1.ttft"
 }
 
-ovh_traced() {
-	start_record "$TMP/ovh.tt"
-	ovh_load traced "$1"
+# ovh_run KIND SEED: one run untraced (plain) or traced with KIND hooks
+ovh_run() {
+	if [ "$1" = plain ]; then
+		ovh_load plain "$2"
+		return
+	fi
+	start_record "$TMP/ovh.tt" --hooks "$1"
+	ovh_load "$1" "$2"
 	stop_record
 	rm -f "$TMP/ovh.tt"
 }
@@ -337,45 +344,51 @@ bench_overhead() {
 	lg_flags="--stream --prompt-len 64 --max-tokens 32 --concurrency 16"
 	n=${BENCH_OVH_REQUESTS:-400}
 	runs=${BENCH_OVH_RUNS:-5}
+	kinds="plain syscalls libc"
 	# shellcheck disable=SC2086
 	start_refserver $ref_flags
 	echo "server: $B/refserver --host 127.0.0.1 --port 0 $ref_flags"
 	echo "client: $B/loadgen --url http://127.0.0.1:$PORT/v1/completions" \
 		"$lg_flags --requests $n --seed R"
-	echo "traced: $B/tokentrace record --port $PORT -o FILE.tt attached" \
-		"for the traced runs; one warm-up run, then $runs runs of each" \
-		"kind, alternating (plain-traced, traced-plain, ...)"
-	: >"$TMP/ovh.plain.tps"; : >"$TMP/ovh.plain.ttft"
-	: >"$TMP/ovh.traced.tps"; : >"$TMP/ovh.traced.ttft"
+	echo "traced: $B/tokentrace record --port $PORT --hooks KIND -o" \
+		"FILE.tt attached for the traced runs; one warm-up run, then" \
+		"$runs runs of each kind, the order rotating each round"
+	for k in $kinds; do
+		: >"$TMP/ovh.$k.tps"
+		: >"$TMP/ovh.$k.ttft"
+	done
 	ovh_load warmup 0
 	r=0
 	while [ $r -lt "$runs" ]; do
 		r=$((r + 1))
-		# ABBA: the order turns each round, so drift cancels
-		if [ $((r % 2)) = 1 ]; then
-			ovh_load plain "$r"
-			ovh_traced "$r"
-		else
-			ovh_traced "$r"
-			ovh_load plain "$r"
-		fi
+		case $((r % 3)) in
+		1) order="plain syscalls libc" ;;
+		2) order="syscalls libc plain" ;;
+		*) order="libc plain syscalls" ;;
+		esac
+		for k in $order; do
+			ovh_run "$k" "$r"
+		done
 	done
 	stop_refserver
 	printf '%-10s %-12s %-14s %s\n' kind tokens/s "ttft p50 ms" \
 		"runs (tokens/s | ttft p50 ms)"
-	for k in plain traced; do
+	for k in $kinds; do
 		printf '%-10s %-12s %-14s %s| %s\n' "$k" \
 			"$(median <"$TMP/ovh.$k.tps")" \
 			"$(median <"$TMP/ovh.$k.ttft")" \
 			"$(tr '\n' ' ' <"$TMP/ovh.$k.tps")" \
 			"$(tr '\n' ' ' <"$TMP/ovh.$k.ttft")"
 	done
-	awk -v pt="$(median <"$TMP/ovh.plain.tps")" \
-	    -v tt="$(median <"$TMP/ovh.traced.tps")" \
-	    -v pf="$(median <"$TMP/ovh.plain.ttft")" \
-	    -v tf="$(median <"$TMP/ovh.traced.ttft")" 'BEGIN {
-		printf "ratio traced/plain: throughput %.3f (goal >= 0.98), " \
-		       "ttft p50 %.3f (goal 0.98-1.02)\n", tt / pt, tf / pf }'
+	for k in syscalls libc; do
+		awk -v k="$k" -v pt="$(median <"$TMP/ovh.plain.tps")" \
+		    -v tt="$(median <"$TMP/ovh.$k.tps")" \
+		    -v pf="$(median <"$TMP/ovh.plain.ttft")" \
+		    -v tf="$(median <"$TMP/ovh.$k.ttft")" 'BEGIN {
+			printf "ratio %s/plain: throughput %.3f (goal >= 0.97), " \
+			       "ttft p50 %.3f (goal 0.97-1.03)\n", k, tt / pt,
+			       tf / pf }'
+	done
 }
 
 # ---- collector: replay speed ----------------------------------------------------

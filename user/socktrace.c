@@ -502,6 +502,9 @@ static int attach_libc(struct socktrace *st, pid_t pid)
 	}
 	err = uprobe_set_attach(st->probes, pid, 'l', path, p,
 				(int)(sizeof(p) / sizeof(p[0])));
+	if (st->o.verbose)
+		fprintf(stderr, "tokentrace: pid %d: %d libc probes in %s\n",
+			(int)pid, err, path);
 	return err < 0 ? err : 0;
 }
 

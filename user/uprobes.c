@@ -10,12 +10,21 @@
  * are kept here in groups (process, library kind) and dropped when the
  * process is gone.
  *
+ * Dropping is slow: each uprobe's unregistration waits for an RCU grace
+ * period in the kernel, some 50 ms on a busy VM, so the forty-odd links of
+ * one process take seconds. A dead process's links are therefore handed
+ * to a thread of their own that destroys them, and the tracer goes on
+ * reading its ring buffer and attaching to the process that replaced the
+ * dead one. bpf_link__destroy touches only the link (its fds and memory),
+ * so it runs beside the loop's libbpf calls safely.
+ *
  * In:  pids, library paths, probe lists.
  * Out: bpf_link groups; counts.
  * Assumes: single-threaded use; libbpf resolves function names in the
  *      library's symbol tables (func_name).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,15 +41,21 @@ struct uprobe_group {
 	struct bpf_link **links;
 };
 
+/* Links waiting for the reaper thread. */
+struct uprobe_reaper {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	pthread_t thread;
+	bool started, stop;
+	size_t n, cap;
+	struct bpf_link **links;
+};
+
 struct uprobe_set {
 	size_t n, cap;
 	struct uprobe_group *g;
+	struct uprobe_reaper r;
 };
-
-struct uprobe_set *uprobe_set_new(void)
-{
-	return calloc(1, sizeof(struct uprobe_set));
-}
 
 static void group_free(struct uprobe_group *g)
 {
@@ -51,12 +66,84 @@ static void group_free(struct uprobe_group *g)
 	g->n = 0;
 }
 
+struct uprobe_set *uprobe_set_new(void)
+{
+	struct uprobe_set *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	pthread_mutex_init(&s->r.lock, NULL);
+	pthread_cond_init(&s->r.wake, NULL);
+	return s;
+}
+
+static void *reaper_main(void *arg)
+{
+	struct uprobe_reaper *r = arg;
+
+	pthread_mutex_lock(&r->lock);
+	for (;;) {
+		struct bpf_link *l;
+
+		while (!r->n && !r->stop)
+			pthread_cond_wait(&r->wake, &r->lock);
+		if (!r->n)
+			break;
+		l = r->links[--r->n];
+		pthread_mutex_unlock(&r->lock);
+		bpf_link__destroy(l);
+		pthread_mutex_lock(&r->lock);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+/* Hands a dead process's links to the reaper; destroys them here when no
+ * thread can be had. */
+static void reap_group(struct uprobe_set *s, struct uprobe_group *g)
+{
+	struct uprobe_reaper *r = &s->r;
+	size_t need;
+
+	pthread_mutex_lock(&r->lock);
+	need = r->n + (size_t)g->n;
+	if (need > r->cap) {
+		size_t cap = need > 2 * r->cap ? need : 2 * r->cap;
+		struct bpf_link **nl = realloc(r->links, cap * sizeof(*nl));
+
+		if (nl) {
+			r->links = nl;
+			r->cap = cap;
+		}
+	}
+	if (!r->started && !pthread_create(&r->thread, NULL, reaper_main, r))
+		r->started = true;
+	if (r->started && need <= r->cap) {
+		memcpy(r->links + r->n, g->links, g->n * sizeof(*g->links));
+		r->n = need;
+		g->n = 0;
+		pthread_cond_signal(&r->wake);
+	}
+	pthread_mutex_unlock(&r->lock);
+	group_free(g);		/* what the reaper did not take */
+}
+
 void uprobe_set_free(struct uprobe_set *s)
 {
 	if (!s)
 		return;
+	if (s->r.started) {
+		pthread_mutex_lock(&s->r.lock);
+		s->r.stop = true;
+		pthread_cond_signal(&s->r.wake);
+		pthread_mutex_unlock(&s->r.lock);
+		pthread_join(s->r.thread, NULL);
+	}
 	for (size_t i = 0; i < s->n; i++)
 		group_free(&s->g[i]);
+	free(s->r.links);
+	pthread_mutex_destroy(&s->r.lock);
+	pthread_cond_destroy(&s->r.wake);
 	free(s->g);
 	free(s);
 }
@@ -129,7 +216,7 @@ int uprobe_set_sweep(struct uprobe_set *s)
 
 	for (size_t i = 0; s && i < s->n; i++) {
 		if (kill(s->g[i].pid, 0) < 0 && errno == ESRCH) {
-			group_free(&s->g[i]);
+			reap_group(s, &s->g[i]);
 			dropped++;
 			continue;
 		}
