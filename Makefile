@@ -5,6 +5,9 @@
 #   make test       unit tests, then end-to-end tests (root for the eBPF ones)
 #   make bench      benchmarks; they print figures
 #   make soak       30 minutes of record under load; memory must stay flat
+#   make fresh      `make demo` and `make test` inside a new minimal Debian 12
+#                   root (debootstrap, chroot, no tracefs): the README's
+#                   contract on a truly fresh system (root; not in make test)
 #   make CUDA=1     also build the reference server's CUDA backend
 #   make install    binary, CUPTI library and systemd unit (PREFIX, DESTDIR)
 #
@@ -191,6 +194,11 @@ bench: all $(BENCH_BINS)
 # A 30-minute soak of record under churn (SOAK_SECONDS to change; root).
 soak: all
 	tools/soak.sh
+
+# The two commands on a new Debian 12 root (FRESH_STEPS, FRESH_KEEP).
+.PHONY: fresh
+fresh:
+	tools/fresh.sh
 
 clean:
 	rm -rf $(BUILD)

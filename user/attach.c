@@ -249,6 +249,9 @@ static void trace_pids(struct attach *a, size_t from)
 		int err;
 
 		socktrace_add_pid(a->st, p);
+		if (from)	/* found later: a server restarted on the port */
+			fprintf(stderr, "tokentrace: now tracing pid %d too\n",
+				p);
 		if (a->cs && (err = cpusource_add_pid(a->cs, p)))
 			fprintf(stderr, "tokentrace %s: on-CPU time of pid %d "
 				"not traced: %s\n", a->o.cmd, p,

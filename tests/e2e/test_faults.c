@@ -281,8 +281,11 @@ Test(faults, a_new_server_on_the_port_is_followed)
 	cr_assert_eq(e2e_code(e2e_stop(first, SIGTERM, 5000)), 0);
 	second = flt_refserver(port, NULL, NULL, &again);
 	cr_assert_eq(again, port);
-	/* the port is looked at every two seconds */
-	e2e_msleep(3500);
+	/* the port is looked at every two seconds; the tracer says when it
+	 * has the new server's hooks in place */
+	cr_assert(e2e_wait_text("rec.err", "now tracing pid", 15000),
+		  "the new server was not picked up: %s",
+		  e2e_tail("rec.err", 4096));
 	cr_assert_eq(flt_loadgen_rc(flt_loadgen(port, "second", 5, 1, "4",
 						"second.jsonl", NULL),
 				    "second.jsonl"), 0);

@@ -246,7 +246,24 @@ Test(trace, a_run_killed_with_sigkill_leaves_a_trace_that_reports)
 	/* it outlives a killed run: fini kills it */
 	e2e_track(server, true);
 	load = e2e_spawn(lg, "load.log", NULL);
-	e2e_msleep(2500);	/* two ticks: at least two blocks written */
+	/* killed once the trace, read while it is written, has two whole
+	 * blocks (a tick each second writes one) */
+	for (int w = 0;; w += 200) {
+		double ok = -1;
+
+		if (report_json("K.tt", "R0.json", "r0.log") == 0) {
+			cJSON *r0 = e2e_load_json("R0.json", NULL);
+
+			ok = e2e_num_or(cJSON_GetObjectItem(r0, "trace"),
+					"blocks_ok", -1);
+			cJSON_Delete(r0);
+		}
+		if (ok >= 2)
+			break;
+		cr_assert_lt(w, 30000, "the running trace never held two "
+			     "blocks (%g)", ok);
+		e2e_msleep(200);
+	}
 	kill(tt, SIGKILL);
 	e2e_reap(tt, 5000);
 	kill(server, SIGKILL);
