@@ -174,8 +174,19 @@ test-cupti:
 endif
 
 # End-to-end tests start real servers on loopback ports, one at a time.
+# The first pass takes the hooks `auto` picks: libc uprobes for the
+# servers, the syscall tracepoints where the CPU compute source measures
+# the server (--compute cpu). Then the socket tracer's suites again with
+# the other kind forced (TOKENTRACE_HOOKS), so that each kind of hook
+# meets each of them.
+E2E_SYSCALLS_SUITES := @(record|faults|trace|agent|views)/*
+E2E_LIBC_SUITES     := @(run|tracefs)/*
 test-e2e: all $(BUILD)/tests/e2e
 	$(BUILD)/tests/e2e --jobs 1
+	TOKENTRACE_HOOKS=syscalls $(BUILD)/tests/e2e --jobs 1 \
+	  --filter '$(E2E_SYSCALLS_SUITES)'
+	TOKENTRACE_HOOKS=libc $(BUILD)/tests/e2e --jobs 1 \
+	  --filter '$(E2E_LIBC_SUITES)'
 
 # ---- the main job and benchmarks -------------------------------------------
 

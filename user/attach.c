@@ -206,6 +206,7 @@ static int open_socktrace(struct attach *a)
 	so.verbose = a->o.verbose;
 	so.no_tls = a->o.no_tls;
 	so.hooks = a->o.hooks;
+	so.cpu_compute = a->o.compute_cpu;
 	err = socktrace_open(&so, &a->st);
 	if (err)
 		a->st = NULL;

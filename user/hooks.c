@@ -299,7 +299,7 @@ static bool maps_import_io(pid_t pid)
 }
 
 enum tt_hooks hooks_pick(enum tt_hooks want, pid_t pid, const char *exe,
-			 char *why, size_t why_len)
+			 bool cpu_compute, char *why, size_t why_len)
 {
 	char libc[PATH_MAX], self[64];
 	bool dyn, go, imports;
@@ -307,6 +307,11 @@ enum tt_hooks hooks_pick(enum tt_hooks want, pid_t pid, const char *exe,
 	if (want != TT_HOOKS_AUTO) {
 		snprintf(why, why_len, "--hooks %s", hooks_name(want));
 		return want;
+	}
+	if (cpu_compute) {
+		snprintf(why, why_len, "its on-CPU time is the compute measured,"
+			 " and a uprobe's trap would count in it");
+		return TT_HOOKS_SYSCALLS;
 	}
 	if (exe)
 		return pick_exe(exe, why, why_len);

@@ -52,9 +52,11 @@ int hooks_elf_io(const char *path, bool *dynamic, bool *go, bool *imports,
  * The hooks for pid under `want`: want itself unless AUTO; for AUTO, libc
  * when the process does its I/O through a shared libc (exe, when not NULL,
  * is the program pid is about to exec: that is looked at instead of what
- * pid maps now), else syscalls. why gets the reason in a few words.
+ * pid maps now), else syscalls; and syscalls when cpu_compute (the CPU
+ * compute source measures the same process, and would count each uprobe's
+ * trap, microseconds, as the server's compute). why gets the reason.
  */
 enum tt_hooks hooks_pick(enum tt_hooks want, pid_t pid, const char *exe,
-			 char *why, size_t why_len);
+			 bool cpu_compute, char *why, size_t why_len);
 
 #endif

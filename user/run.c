@@ -371,6 +371,7 @@ static int open_socktrace(struct run_state *rs)
 		return -ENOMEM;
 	so.rt = rs->rt;
 	so.hooks = rs->a.hooks;
+	so.cpu_compute = rs->a.compute == RUN_CPU;
 	err = socktrace_open(&so, &rs->st);
 	if (err) {
 		reqtrack_free(rs->rt);

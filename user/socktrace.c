@@ -572,7 +572,8 @@ static int trace_with(struct socktrace *st, pid_t pid, uint8_t hook)
 int socktrace_add_pid_exe(struct socktrace *st, pid_t pid, const char *exe)
 {
 	char why[PATH_MAX + 64];
-	enum tt_hooks h = hooks_pick(st->o.hooks, pid, exe, why, sizeof(why));
+	enum tt_hooks h = hooks_pick(st->o.hooks, pid, exe, st->o.cpu_compute,
+				     why, sizeof(why));
 	int err;
 
 	err = trace_with(st, pid, h == TT_HOOKS_LIBC ? TT_SOCK_HOOK_LIBC :
@@ -601,8 +602,13 @@ static void on_proc(struct socktrace *st, const struct tt_sock_hdr *h)
 	if (bpf_map__lookup_elem(st->skel->maps.targets, &tgid, sizeof(tgid),
 				 &hook, sizeof(hook), 0) || !hook)
 		return;		/* gone already */
-	if (!trace_with(st, (pid_t)tgid, hook))
-		st->s.children++;
+	if (trace_with(st, (pid_t)tgid, hook))
+		return;
+	st->s.children++;
+	if (st->o.verbose)
+		fprintf(stderr, "tokentrace: following pid %u (child of %u) "
+			"with %s hooks\n", tgid, h->tid,
+			hook == TT_SOCK_HOOK_LIBC ? "libc" : "syscalls");
 }
 
 /* Forgets the processes that are gone (and their uprobes); looks again for

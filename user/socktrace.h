@@ -32,6 +32,8 @@ struct socktrace_opts {
 	bool verbose;			/* libbpf messages on stderr */
 	bool no_tls;			/* do not probe libssl */
 	enum tt_hooks hooks;		/* socket I/O hooks (user/hooks.h) */
+	bool cpu_compute;		/* the CPU compute source measures the
+					   targets: auto keeps off uprobes */
 	uint64_t idle_timeout_ns;	/* 0: 600 s; silent connections are closed */
 	socktrace_data_cb on_data;	/* optional */
 	void *ctx;

@@ -113,8 +113,8 @@ Test(hooks, a_go_program_gets_the_syscall_hooks)
 	cr_assert_eq(system(cmd), 0, "objcopy failed");
 	cr_assert_eq(hooks_elf_io(out, &dyn, &go, &imp, NULL, 0), 0);
 	cr_expect(go && dyn && imp);
-	cr_expect_eq(hooks_pick(TT_HOOKS_AUTO, getpid(), out, why,
-				sizeof(why)), TT_HOOKS_SYSCALLS);
+	cr_expect_eq(hooks_pick(TT_HOOKS_AUTO, getpid(), out, false,
+				why, sizeof(why)), TT_HOOKS_SYSCALLS);
 	cr_expect(strstr(why, "Go") != NULL, "why: %s", why);
 }
 
@@ -122,15 +122,15 @@ Test(hooks, auto_picks_libc_for_a_dynamic_program_and_syscalls_for_static)
 {
 	char why[256];
 
-	cr_expect_eq(hooks_pick(TT_HOOKS_AUTO, getpid(), "build/refserver",
+	cr_expect_eq(hooks_pick(TT_HOOKS_AUTO, getpid(), "build/refserver", false,
 				why, sizeof(why)), TT_HOOKS_LIBC, "%s", why);
-	cr_expect_eq(hooks_pick(TT_HOOKS_AUTO, getpid(), "/sbin/ldconfig",
+	cr_expect_eq(hooks_pick(TT_HOOKS_AUTO, getpid(), "/sbin/ldconfig", false,
 				why, sizeof(why)), TT_HOOKS_SYSCALLS);
 	cr_expect(strstr(why, "statically linked") != NULL, "why: %s", why);
 	/* what the user asked for stands */
-	cr_expect_eq(hooks_pick(TT_HOOKS_SYSCALLS, getpid(), "build/refserver",
+	cr_expect_eq(hooks_pick(TT_HOOKS_SYSCALLS, getpid(), "build/refserver", false,
 				why, sizeof(why)), TT_HOOKS_SYSCALLS);
-	cr_expect_eq(hooks_pick(TT_HOOKS_LIBC, getpid(), "/sbin/ldconfig",
+	cr_expect_eq(hooks_pick(TT_HOOKS_LIBC, getpid(), "/sbin/ldconfig", false,
 				why, sizeof(why)), TT_HOOKS_LIBC);
 }
 
@@ -141,16 +141,16 @@ Test(hooks, scripts_are_judged_by_their_interpreter)
 	const char *s;
 
 	s = put("static.sh", "#!/sbin/ldconfig -p\n");
-	cr_expect_eq(hooks_pick(TT_HOOKS_AUTO, getpid(), s, why, sizeof(why)),
+	cr_expect_eq(hooks_pick(TT_HOOKS_AUTO, getpid(), s, false, why, sizeof(why)),
 		     TT_HOOKS_SYSCALLS, "%s", why);
 	cr_expect(strstr(why, "/sbin/ldconfig") != NULL, "why: %s", why);
 	setenv("PATH", "/nonexistent:/usr/bin:/bin", 1);
 	s = put("env.sh", "#!/usr/bin/env true\n");
-	cr_expect_eq(hooks_pick(TT_HOOKS_AUTO, getpid(), s, why, sizeof(why)),
+	cr_expect_eq(hooks_pick(TT_HOOKS_AUTO, getpid(), s, false, why, sizeof(why)),
 		     TT_HOOKS_LIBC, "%s", why);
 	cr_expect(strstr(why, "/true") != NULL, "why: %s", why);
 	s = put("none.sh", "echo no interpreter line\n");
-	cr_expect_eq(hooks_pick(TT_HOOKS_AUTO, getpid(), s, why, sizeof(why)),
+	cr_expect_eq(hooks_pick(TT_HOOKS_AUTO, getpid(), s, false, why, sizeof(why)),
 		     TT_HOOKS_SYSCALLS, "%s", why);
 }
 
@@ -163,7 +163,21 @@ Test(hooks, a_running_process_is_judged_by_what_it_maps)
 	cr_assert_eq(hooks_find_libc(getpid(), libc, sizeof(libc)), 0);
 	cr_expect(strstr(libc, "/libc.so.6") != NULL, "libc '%s'", libc);
 	cr_expect_eq(access(libc, R_OK), 0, "%s cannot be read", libc);
-	cr_expect_eq(hooks_pick(TT_HOOKS_AUTO, getpid(), NULL, why,
+	cr_expect_eq(hooks_pick(TT_HOOKS_AUTO, getpid(), NULL, false, why,
 				sizeof(why)), TT_HOOKS_LIBC, "%s", why);
 	cr_expect_lt(hooks_find_libc(999999999, libc, sizeof(libc)), 0);
+}
+
+/* With the CPU compute source on the same process, auto keeps to the
+ * tracepoints (a uprobe's trap would be counted as compute); what the
+ * user asked for still stands. */
+Test(hooks, cpu_compute_keeps_auto_off_uprobes)
+{
+	char why[256];
+
+	cr_expect_eq(hooks_pick(TT_HOOKS_AUTO, getpid(), "build/refserver",
+				true, why, sizeof(why)), TT_HOOKS_SYSCALLS);
+	cr_expect(strstr(why, "on-CPU") != NULL, "why: %s", why);
+	cr_expect_eq(hooks_pick(TT_HOOKS_LIBC, getpid(), "build/refserver",
+				true, why, sizeof(why)), TT_HOOKS_LIBC);
 }
