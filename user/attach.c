@@ -286,6 +286,7 @@ int attach_open(struct attach *a)
 	collect_set_start(&a->c, a->start_ns);
 	trace_pids(a, 0);
 	socktrace_stats(a->st, &s);
+	collect_set_hooks(&a->c, socktrace_hooks_name(&s));
 	fprintf(stderr, "tokentrace: tracing %zu process(es) with %s hooks"
 		"%s%s\n", a->tl.n, socktrace_hooks_name(&s),
 		s.ssl_procs ? " (TLS probes attached)" : "",
@@ -323,6 +324,8 @@ static void update_losses(struct attach *a)
 
 	socktrace_stats(a->st, &st);
 	collect_set_sock_losses(&a->c, st.lost_events, st.lost_bytes);
+	if (st.targets)
+		collect_set_hooks(&a->c, socktrace_hooks_name(&st));
 	if (a->metrics)
 		metrics_losses(a->metrics, &a->c.losses);
 }

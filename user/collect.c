@@ -262,6 +262,15 @@ void collect_set_compute(struct collect *c, const char *source,
 						  max_batch));
 }
 
+void collect_set_hooks(struct collect *c, const char *hooks)
+{
+	if (!strcmp(c->hooks, hooks))
+		return;
+	snprintf(c->hooks, sizeof(c->hooks), "%s", hooks);
+	if (c->writer)
+		note_err(c, tracefile_put_hooks(c->writer, c->hooks));
+}
+
 void collect_set_start(struct collect *c, uint64_t start_ns)
 {
 	c->start_ns = start_ns;
@@ -285,6 +294,9 @@ void collect_set_sock_losses(struct collect *c, uint64_t events,
 static int write_all_kept(struct collect *c, struct tracefile_writer *w)
 {
 	int err = tracefile_put_compute(w, c->compute, c->max_batch);
+
+	if (!err && c->hooks[0])
+		err = tracefile_put_hooks(w, c->hooks);
 
 	if (!err && c->start_ns)
 		err = tracefile_put_window(w, c->start_ns, c->end_ns,
@@ -473,6 +485,7 @@ int collect_report_input(struct collect *c, const struct collect_prices *p,
 	in->default_usd_per_hour = p && p->gpu_default >= 0 ? p->gpu_default :
 				   COLLECT_GPU_USD_PER_HOUR;
 	in->compute = c->compute;
+	in->hooks = c->hooks;
 	in->max_batch = c->max_batch;
 	in->losses = c->losses;
 	return 0;
@@ -532,6 +545,13 @@ static void ld_window(void *ctx, uint64_t s, uint64_t e, bool closed)
 	l->c->window_closed = closed;
 }
 
+static void ld_hooks(void *ctx, const char *hooks)
+{
+	struct load *l = ctx;
+
+	snprintf(l->c->hooks, sizeof(l->c->hooks), "%s", hooks);
+}
+
 static void ld_compute(void *ctx, const char *src, uint32_t max_batch)
 {
 	struct load *l = ctx;
@@ -565,7 +585,8 @@ int collect_load(struct collect *c, const char *path, FILE *log,
 		.request = ld_request, .device = ld_device,
 		.interval = ld_interval, .name = ld_name,
 		.losses = ld_losses, .window = ld_window,
-		.compute = ld_compute, .ctx = &l, .log = log ? log : stderr,
+		.compute = ld_compute, .hooks = ld_hooks, .ctx = &l,
+		.log = log ? log : stderr,
 	};
 	struct tracefile_header hdr;
 	struct tracefile_stats st;

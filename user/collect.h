@@ -55,6 +55,7 @@ struct collect_name {
 struct collect {
 	uint64_t start_ns, end_ns;	/* window */
 	char compute[16];		/* "cpu", "cupti", "auto" */
+	char hooks[24];			/* socket hooks in use, "" unknown */
 	uint32_t max_batch;		/* engine's batch limit if known, or 0 */
 	struct tt_hostinfo host;
 	struct tt_request *reqs;	/* token_ns owned, one array each */
@@ -115,6 +116,8 @@ int collect_add_request(struct collect *c, const struct tt_request *q);
 /* The compute source and the engine's batch limit. */
 void collect_set_compute(struct collect *c, const char *source,
 			 uint32_t max_batch);
+/* The kinds of socket hook in use ("libc", "syscalls", ...). */
+void collect_set_hooks(struct collect *c, const char *hooks);
 /* The window start (end open), as when tracing starts. */
 void collect_set_start(struct collect *c, uint64_t start_ns);
 /* Socket tracer losses (running totals). */

@@ -155,6 +155,7 @@ static void pick_attributed(const struct report_input *in, struct report *r)
 	}
 	snprintf(r->compute, sizeof(r->compute), "%s",
 		 want_gpu ? "cupti" : "cpu");
+	snprintf(r->hooks, sizeof(r->hooks), "%s", in->hooks ? in->hooks : "");
 }
 
 /*
@@ -833,6 +834,8 @@ static cJSON *report_json_ex(const struct report *r, bool with_requests)
 	num(root, "window_start_ns", (double)r->start_ns);
 	num(root, "window_end_ns", (double)r->end_ns);
 	cJSON_AddStringToObject(root, "compute", r->compute);
+	if (r->hooks[0])
+		cJSON_AddStringToObject(root, "hooks", r->hooks);
 	add_array(root, "devices", r->ndevs, mk_dev, r->devs);
 	num(root, "busy_ns", (double)r->busy_ns);
 	num(root, "unattributed_ns", (double)r->unattributed_ns);
@@ -914,6 +917,13 @@ static void text_devices(const struct report *r, FILE *f)
 		!strcmp(r->compute, "cpu") ?
 			": busy = on-CPU union of the server's threads" :
 			": busy = GPU kernels and copies");
+	if (r->hooks[0])
+		fprintf(f, "socket hooks: %s (%s)\n", r->hooks,
+			!strcmp(r->hooks, "libc") ? "uprobes on the servers' "
+			"libc, for their pids alone: other processes pay "
+			"nothing" : strstr(r->hooks, "syscalls") ? "syscall "
+			"tracepoints: every process on the host enters them" :
+			"as recorded");
 	fprintf(f, "  %-28s %-4s %12s %12s %6s %8s  %s\n", "name", "kind",
 		"busy_ms", "idle_ms", "busy%", "$/hour", "steps");
 	for (size_t i = 0; i < r->ndevs; i++) {

@@ -50,6 +50,7 @@ struct report_input {
 	const char *compute;	/* "cpu", "cupti", or "auto"/NULL: GPUs with
 				   work in the window, else the CPU */
 	uint32_t max_batch;	/* engine's batch limit if known, else 0 */
+	const char *hooks;	/* socket hooks in use; NULL or "": unknown */
 	struct report_losses losses;
 };
 
@@ -91,6 +92,7 @@ struct report_group {
 struct report {
 	uint64_t start_ns, end_ns, window_ns;
 	char compute[16];		/* source that fed the attribution */
+	char hooks[24];			/* socket hooks, "" unknown */
 	struct report_device *devs;
 	size_t ndevs;
 	struct report_request *reqs;

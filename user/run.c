@@ -297,6 +297,8 @@ static void sock_losses(struct run_state *rs)
 		return;
 	socktrace_stats(rs->st, &st);
 	collect_set_sock_losses(&rs->c, st.lost_events, st.lost_bytes);
+	if (st.targets)
+		collect_set_hooks(&rs->c, socktrace_hooks_name(&st));
 }
 
 static void keep_request(struct run_state *rs, const struct tt_request *q)
@@ -371,7 +373,8 @@ static int open_socktrace(struct run_state *rs)
 		return -ENOMEM;
 	so.rt = rs->rt;
 	so.hooks = rs->a.hooks;
-	so.cpu_compute = rs->a.compute == RUN_CPU;
+	/* auto may end up measuring the CPU: it too keeps auto off uprobes */
+	so.cpu_compute = rs->a.compute != RUN_CUPTI;
 	err = socktrace_open(&so, &rs->st);
 	if (err) {
 		reqtrack_free(rs->rt);

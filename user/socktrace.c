@@ -565,6 +565,10 @@ static int trace_with(struct socktrace *st, pid_t pid, uint8_t hook)
 		return err;
 	}
 	err = target_note(st, pid, hook);
+	if (hook == TT_SOCK_HOOK_LIBC)
+		st->s.used_libc = true;
+	else
+		st->s.used_syscalls = true;
 	ssl_attach(st, pid);
 	return err;
 }
@@ -693,11 +697,11 @@ void socktrace_stats(struct socktrace *st, struct socktrace_stats *out)
 
 const char *socktrace_hooks_name(const struct socktrace_stats *s)
 {
-	if (s->libc_procs && s->syscall_procs)
+	if (s->used_libc && s->used_syscalls)
 		return "libc+syscalls";
-	if (s->libc_procs)
+	if (s->used_libc)
 		return "libc";
-	if (s->syscall_procs || s->syscall_hooks)
+	if (s->used_syscalls)
 		return "syscalls";
 	return "none";
 }

@@ -50,6 +50,7 @@ struct socktrace_stats {
 	unsigned children;		/* followed across fork */
 	unsigned libc_procs, syscall_procs, ssl_procs;	/* live, by hooks */
 	bool syscall_hooks;		/* the syscall tracepoints are on */
+	bool used_libc, used_syscalls;	/* some target had them, ever */
 	unsigned ringbuf_kb, capture_cap;
 };
 
@@ -76,7 +77,8 @@ int socktrace_poll(struct socktrace *st, int timeout_ms);
 int socktrace_drain(struct socktrace *st);
 
 void socktrace_stats(struct socktrace *st, struct socktrace_stats *out);
-/* "libc", "syscalls", "libc+syscalls" or "none": the hooks in use. */
+/* "libc", "syscalls", "libc+syscalls" or "none": the hooks that traced
+ * some target. */
 const char *socktrace_hooks_name(const struct socktrace_stats *s);
 
 /* Detaches, unloads and frees; the tracker is left as it is (call

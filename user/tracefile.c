@@ -433,6 +433,14 @@ int tracefile_put_compute(struct tracefile_writer *w, const char *source,
 	return rec_end(w, at);
 }
 
+int tracefile_put_hooks(struct tracefile_writer *w, const char *hooks)
+{
+	size_t at = rec_begin(w, TRACEFILE_REC_HOOKS);
+
+	put_str(&w->b, hooks);
+	return rec_end(w, at);
+}
+
 /* Compress the payload into out when it pays; the stored bytes. */
 static const uint8_t *block_payload(struct tracefile_writer *w, void **tmp,
 				    size_t *stored, uint32_t *flags)
@@ -815,6 +823,15 @@ static void rec_compute(struct rd *r, struct cur *c)
 		r->h->compute(r->h->ctx, src, mb);
 }
 
+static void rec_hooks(struct rd *r, struct cur *c)
+{
+	char hooks[24];
+
+	get_str(c, hooks, sizeof(hooks));
+	if (!c->bad && r->h->hooks)
+		r->h->hooks(r->h->ctx, hooks);
+}
+
 static void one_record(struct rd *r, uint16_t type, struct cur *body)
 {
 	switch (type) {
@@ -825,6 +842,7 @@ static void one_record(struct rd *r, uint16_t type, struct cur *body)
 	case TRACEFILE_REC_LOSSES: rec_losses(r, body); break;
 	case TRACEFILE_REC_WINDOW: rec_window(r, body); break;
 	case TRACEFILE_REC_COMPUTE: rec_compute(r, body); break;
+	case TRACEFILE_REC_HOOKS: rec_hooks(r, body); break;
 	default:
 		r->st->records_unknown++;
 		return;

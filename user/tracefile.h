@@ -44,6 +44,8 @@
  *     6 window    u64 start_ns end_ns, u8 closed (0: written while
  *                 recording, end is the time of writing; the last counts)
  *     7 compute   string source ("cpu", "cupti", "auto"), u32 max_batch
+ *     8 hooks     string kinds of socket hook in use ("libc", "syscalls",
+ *                 "libc+syscalls"; the last counts)
  *   Unknown types are skipped by size; a known type with a newer version
  *   is read for the fields above and the rest skipped.
  *
@@ -80,6 +82,7 @@ enum tracefile_rec {
 	TRACEFILE_REC_LOSSES = 5,
 	TRACEFILE_REC_WINDOW = 6,
 	TRACEFILE_REC_COMPUTE = 7,
+	TRACEFILE_REC_HOOKS = 8,
 };
 
 struct tracefile_header {
@@ -116,6 +119,7 @@ int tracefile_put_window(struct tracefile_writer *w, uint64_t start_ns,
 			 uint64_t end_ns, bool closed);
 int tracefile_put_compute(struct tracefile_writer *w, const char *source,
 			  uint32_t max_batch);
+int tracefile_put_hooks(struct tracefile_writer *w, const char *hooks);
 
 /* Write what is buffered as one block. 0 or a negative errno. */
 int tracefile_flush(struct tracefile_writer *w);
@@ -143,6 +147,7 @@ struct tracefile_handlers {
 	void (*window)(void *ctx, uint64_t start_ns, uint64_t end_ns,
 		       bool closed);
 	void (*compute)(void *ctx, const char *source, uint32_t max_batch);
+	void (*hooks)(void *ctx, const char *hooks);	/* may be NULL */
 	void *ctx;
 	FILE *log;		/* problems, one line each; NULL: not shown */
 };
