@@ -147,9 +147,9 @@ struct tracefile_handlers {
 	void (*window)(void *ctx, uint64_t start_ns, uint64_t end_ns,
 		       bool closed);
 	void (*compute)(void *ctx, const char *source, uint32_t max_batch);
-	void (*hooks)(void *ctx, const char *hooks);	/* may be NULL */
 	void *ctx;
 	FILE *log;		/* problems, one line each; NULL: not shown */
+	void (*hooks)(void *ctx, const char *hooks);	/* may be NULL */
 };
 
 struct tracefile_stats {

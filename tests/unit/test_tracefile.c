@@ -35,6 +35,7 @@ struct got {
 	struct report_losses losses;
 	uint64_t win_start, win_end;
 	bool win_closed;
+	char hooks[24];
 	char compute[16];
 	uint32_t max_batch;
 };
@@ -102,10 +103,17 @@ static void g_comp(void *ctx, const char *src, uint32_t mb)
 	g->max_batch = mb;
 }
 
+static void g_hooks(void *ctx, const char *hooks)
+{
+	struct got *g = ctx;
+
+	snprintf(g->hooks, sizeof(g->hooks), "%s", hooks);
+}
+
 static struct tracefile_handlers handlers(struct got *g, FILE *log)
 {
 	return (struct tracefile_handlers){ g_req, g_dev, g_iv, g_name,
-		g_loss, g_win, g_comp, g, log };
+		g_loss, g_win, g_comp, g, log, g_hooks };
 }
 
 static char dir[64];
@@ -210,6 +218,7 @@ static void write_every_record(struct tracefile_writer *w)
 	struct report_losses l = { 1, 2, 3, 4 };
 
 	cr_assert_eq(tracefile_put_compute(w, "cupti", 48), 0);
+	cr_assert_eq(tracefile_put_hooks(w, "libc+syscalls"), 0);
 	cr_assert_eq(tracefile_put_window(w, 1000, 2000000000ull, true), 0);
 	cr_assert_eq(tracefile_put_device(w, &d), 0);
 	cr_assert_eq(tracefile_put_interval(w, &iv), 0);
@@ -277,6 +286,7 @@ static void expect_every_record(const struct got *g)
 	cr_expect_eq(g->win_end, 2000000000ull);
 	cr_expect(g->win_closed);
 	cr_expect_str_eq(g->compute, "cupti");
+	cr_expect_str_eq(g->hooks, "libc+syscalls");
 	cr_expect_eq(g->max_batch, 48);
 }
 
@@ -308,7 +318,7 @@ Test(tracefile, every_record_type_round_trips_field_by_field)
 		cr_expect_gt(hdr.mono_ns, 0);
 		cr_expect_eq(st.blocks_ok, 1);
 		cr_expect_eq(st.blocks_skipped, 0);
-		cr_expect_eq(st.records, 7);
+		cr_expect_eq(st.records, 8);
 		cr_expect_not(st.cut);
 		free(g);
 	}
