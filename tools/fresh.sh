@@ -16,7 +16,8 @@
 #      or FRESH_MIRROR). FRESH_STEPS picks the steps ("demo test"),
 #      FRESH_KEEP=1 keeps the root afterwards.
 # Out: "fresh: make demo: passed (N s)" or "... FAILED (exit N)" per step,
-#      the last lines of each log, exit 0 only when every step passed.
+#      the last lines of each log (whole in build/fresh/STEP.log), exit 0
+#      only when every step passed.
 # Assumes: the host kernel is what the root runs on (eBPF, BTF); the root
 #      is made anew every run (downloaded packages are cached in
 #      build/fresh/cache, which changes nothing of what the root holds).
@@ -27,6 +28,7 @@ set -eu
 STEPS=${FRESH_STEPS:-"demo test"}
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 CACHE="$TOP/build/fresh/cache"
+LOGS="$TOP/build/fresh"
 
 say() { printf 'fresh: %s\n' "$*"; }
 die() { printf 'fresh: %s\n' "$*" >&2; exit 1; }
@@ -69,6 +71,7 @@ cleanup() {
 	for m in dev/shm dev/pts dev sys/fs/cgroup sys proc tmp; do
 		umount -l "$ROOT/$m" 2>/dev/null || true
 	done
+	umount -l "$ROOT" 2>/dev/null || true
 	if [ "${FRESH_KEEP:-}" = 1 ]; then
 		say "kept $ROOT"
 	else
@@ -106,6 +109,7 @@ mkdir -p "$ROOT/root/tokentrace"
 (cd "$TOP" && git ls-files -co --exclude-standard -z |
 	xargs -0 tar cf - --) | tar xf - -C "$ROOT/root/tokentrace"
 
+mount --bind "$ROOT" "$ROOT"	# a root that is a mount point, as a host's is
 mount -t proc proc "$ROOT/proc"
 mount --bind /sys "$ROOT/sys"		# without its submounts: no tracefs
 if [ -d /sys/fs/cgroup ] && mountpoint -q /sys/fs/cgroup; then
@@ -123,7 +127,7 @@ say "tracefs is not mounted inside the root (as on a freshly booted host)"
 
 failed=0
 for step in $STEPS; do
-	log="$ROOT.$step.log"
+	log="$LOGS/$step.log"
 	t0=$(date +%s)
 	rc=0
 	chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb \
@@ -140,10 +144,6 @@ for step in $STEPS; do
 	echo "---- last lines of make $step ----"
 	tail -n 15 "$log"
 	echo "----"
-	if [ "${FRESH_KEEP:-}" = 1 ]; then
-		say "log: $log"
-	else
-		rm -f "$log"
-	fi
+	say "log: $log"
 done
 exit $failed
