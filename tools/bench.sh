@@ -154,15 +154,17 @@ idx_of() {
 # ---- probe cost (socket tracing: bpf/sock.bpf.c) -----------------------------
 #
 # Per-event cost of the socket probes, from the kernel's own BPF statistics
-# (kernel.bpf_stats_enabled=1: run_time_ns and run_cnt of each program):
+# (kernel.bpf_stats_enabled=1: run_time_ns and run_cnt of each program),
+# for each kind of hook (`record --hooks syscalls`, `--hooks libc`):
 #  - traced: build/refserver under `tokentrace record --port`, driven by
 #    build/loadgen (PROBE_REQUESTS streamed requests, default 200);
-#  - filtered out: a process that is not traced doing PROBE_WRITES 64-byte
-#    write()s to /dev/null (default 200000), where every program must leave
-#    at the tgid lookup.
-# Also the wall time per write() of that process with and without the probes
-# attached: the cost of the tracepoint hook itself, which run_time_ns does
-# not include. Needs root; prints why and skips otherwise.
+#  - a process that is not traced: dd copying PROBE_BLOCKS (default
+#    200000) blocks of 64 bytes from /dev/zero to /dev/null, a read and a
+#    write a block, timed (median of 3) with no tracer, and with each kind
+#    of hook attached to the server: the cost the hooks put on everyone
+#    else, which run_time_ns does not show (the hook itself is most of it).
+# Goal: dd with libc hooks attached at most 1.10x dd with no tracer.
+# Needs root; prints why and skips otherwise.
 
 # "name run_time_ns run_cnt" of the newest loaded program of each name
 # (bpftool can fail while another program loads or unloads: tried again)
@@ -184,7 +186,7 @@ import json, sys
 newest = {}
 for p in json.load(sys.stdin):
     n = p.get("name", "")
-    if n.startswith(("enter_", "exit_", "ssl_", "on_")):
+    if n.startswith(("enter_", "exit_", "ssl_", "on_", "libc_")):
         if n not in newest or p["id"] > newest[n]["id"]:
             newest[n] = p
 for n, p in sorted(newest.items()):
@@ -199,14 +201,16 @@ probe_delta() {
 	       if (dc > 0) printf "  %-18s %10d events %8.1f ns/event\n", $1, dc, dt / dc }' "$1" "$2"
 }
 
-# wall ns per write() of PROBE_WRITES 64-byte writes to /dev/null
-probe_write_ns() {
-	python3 -c '
-import os, sys, time
-n = int(sys.argv[1]); fd = os.open("/dev/null", os.O_WRONLY); b = b"x" * 64
-t = time.monotonic_ns()
-for _ in range(n): os.write(fd, b)
-print("%.0f" % ((time.monotonic_ns() - t) / n))' "$1"
+# ns per block of an untraced dd (a read and a write of 64 bytes), the
+# median of three runs
+probe_dd_ns() {
+	for _ in 1 2 3; do
+		t0=$(date +%s%N)
+		dd if=/dev/zero of=/dev/null bs=64 count="$1" 2>/dev/null
+		t1=$(date +%s%N)
+		awk -v a="$t0" -v b="$t1" -v n="$1" \
+			'BEGIN { printf "%.0f\n", (b - a) / n }'
+	done | median
 }
 
 bench_probe_cost() {
@@ -217,37 +221,41 @@ bench_probe_cost() {
 	fi
 	need "$B/tokentrace" "$B/refserver" "$B/loadgen"
 	reqs=${PROBE_REQUESTS:-200}
-	writes=${PROBE_WRITES:-200000}
+	blocks=${PROBE_BLOCKS:-200000}
 	old_stats=$(sysctl -n kernel.bpf_stats_enabled)
 	OLD_BPF_STATS=$old_stats
 	sysctl -qw kernel.bpf_stats_enabled=1
-	bare_ns=$(probe_write_ns "$writes")
-
-	start_refserver
-	port=$PORT
-	echo "server: $B/refserver --host 127.0.0.1 --port 0; tracer:" \
-		"$B/tokentrace record --port $port -o FILE.jsonl"
-	start_record "$TMP/probe.jsonl"
-
-	probe_stats >"$TMP/probe.s0"
-	"$B/loadgen" --url "http://127.0.0.1:$port" --concurrency 4 \
-		--requests "$reqs" --stream --max-tokens 16 --quiet \
-		--out "$TMP/probe.lg" || echo "bench: loadgen failed" >&2
-	probe_stats >"$TMP/probe.s1"
-	traced_ns=$(probe_write_ns "$writes")
-	probe_stats >"$TMP/probe.s2"
-
-	echo "while a traced refserver served $reqs streamed requests" \
-		"(its syscalls, and the untraced client's and host's):"
-	probe_delta "$TMP/probe.s0" "$TMP/probe.s1"
-	echo "process not traced ($writes writes of 64 bytes to /dev/null):"
-	probe_delta "$TMP/probe.s1" "$TMP/probe.s2" | grep -E "_write |_close " || true
-	echo "write() wall time of that process: ${bare_ns} ns without probes," \
-		"${traced_ns} ns with them attached"
-
-	stop_record
-	grep -E "lost events" "$TMP/rec.err" | sed 's/^tokentrace: /tracer: /' || true
-	stop_refserver
+	echo "untraced dd, $blocks blocks of 64 bytes (a read and a write" \
+		"each), timed with no tracer right before each tracer starts"
+	for kind in syscalls libc; do
+		start_refserver
+		echo "-- --hooks $kind: $B/tokentrace record --port $PORT" \
+			"--hooks $kind -o FILE.jsonl on $B/refserver"
+		bare_ns=$(probe_dd_ns "$blocks")
+		start_record "$TMP/probe.jsonl" --hooks "$kind"
+		probe_stats >"$TMP/probe.s0"
+		"$B/loadgen" --url "http://127.0.0.1:$PORT" --concurrency 4 \
+			--requests "$reqs" --stream --max-tokens 16 --quiet \
+			--out "$TMP/probe.lg" || echo "bench: loadgen failed" >&2
+		probe_stats >"$TMP/probe.s1"
+		dd_ns=$(probe_dd_ns "$blocks")
+		probe_stats >"$TMP/probe.s2"
+		echo "while the traced refserver served $reqs streamed" \
+			"requests (programs run by all processes):"
+		probe_delta "$TMP/probe.s0" "$TMP/probe.s1"
+		echo "while the untraced dd ran:"
+		probe_delta "$TMP/probe.s1" "$TMP/probe.s2" |
+			grep -E "_write |_read |libc_" || echo "  (none ran)"
+		awk -v k="$kind" -v t="$dd_ns" -v b="$bare_ns" 'BEGIN {
+			printf "untraced dd with %s hooks attached: %d ns a " \
+			       "block against %d ns with no tracer: %.2fx%s\n",
+			       k, t, b, t / b,
+			       k == "libc" ? " (goal <= 1.10)" : "" }'
+		stop_record
+		grep -E "lost events" "$TMP/rec.err" |
+			sed 's/^tokentrace: /tracer: /' || true
+		stop_refserver
+	done
 	sysctl -qw kernel.bpf_stats_enabled="$old_stats"
 	OLD_BPF_STATS=""
 }
