@@ -814,6 +814,29 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
+/* A libc-hooked target runs a new program: its libc may be another, or
+ * none (a static binary); the loader looks again. */
+SEC("tracepoint/sched/sched_process_exec")
+int on_exec(void *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tt_sock_hdr h = {};
+
+	if (target_mode(tgid) != HOOK_LIBC)
+		return 0;
+	h.version = TT_SOCK_VERSION;
+	h.type = TT_SOCK_EV_PROC;
+	h.size = sizeof(h);
+	h.ts_ns = bpf_ktime_get_ns();
+	h.tgid = tgid;
+	h.tid = tgid;
+	h.fd = -1;
+	h.flags = TT_SOCK_F_EXEC;
+	if (bpf_ringbuf_output(&events, &h, sizeof(h), BPF_RB_FORCE_WAKEUP))
+		count_loss(0);
+	return 0;
+}
+
 SEC("tracepoint/sched/sched_process_exit")
 int on_exit(void *ctx)
 {

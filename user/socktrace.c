@@ -596,6 +596,23 @@ int socktrace_add_pid(struct socktrace *st, pid_t pid)
 	return socktrace_add_pid_exe(st, pid, NULL);
 }
 
+/* A libc-hooked process exec'd: the new program is judged by its file
+ * (its libc is not mapped yet); a static or Go one moves to the syscall
+ * tracepoints. */
+static void on_exec(struct socktrace *st, pid_t pid)
+{
+	char exe[64], why[PATH_MAX + 64];
+
+	snprintf(exe, sizeof(exe), "/proc/%d/exe", (int)pid);
+	if (hooks_pick(st->o.hooks, pid, exe, st->o.cpu_compute, why,
+		       sizeof(why)) == TT_HOOKS_LIBC)
+		return;
+	trace_with(st, pid, TT_SOCK_HOOK_SYSCALLS);
+	if (st->o.verbose)
+		fprintf(stderr, "tokentrace: pid %d exec'd: syscalls hooks "
+			"now (%s)\n", (int)pid, why);
+}
+
 /* A traced process forked: the child is in the targets map already, with
  * its parent's hooks; its own uprobes are attached here. */
 static void on_proc(struct socktrace *st, const struct tt_sock_hdr *h)
@@ -603,6 +620,10 @@ static void on_proc(struct socktrace *st, const struct tt_sock_hdr *h)
 	uint32_t tgid = h->tgid;
 	uint8_t hook = 0;
 
+	if (h->flags & TT_SOCK_F_EXEC) {
+		on_exec(st, (pid_t)tgid);
+		return;
+	}
 	if (bpf_map__lookup_elem(st->skel->maps.targets, &tgid, sizeof(tgid),
 				 &hook, sizeof(hook), 0) || !hook)
 		return;		/* gone already */

@@ -10,7 +10,9 @@
  *      TT_SOCK_EV_PROC  -> nothing more: a traced process (tid = its
  *                          parent) forked child tgid, traced with the
  *                          parent's hooks; the loader attaches its
- *                          uprobes (libc, libssl)
+ *                          uprobes (libc, libssl). With TT_SOCK_F_EXEC:
+ *                          tgid, traced with libc hooks, exec'd a new
+ *                          program, whose hooks the loader picks again
  * Assumes: both sides are compiled for the same little-endian host. Every
  *      record starts with a version and its total size in bytes, so a
  *      reader skips records it does not know. Fields are fixed-size and
@@ -62,6 +64,7 @@ enum tt_sock_hook {
 				     lost (ring buffer full) */
 #define TT_SOCK_F_TLS	(1u << 1) /* connection carries TLS; data records
 				     are cleartext from the libssl probes */
+#define TT_SOCK_F_EXEC	(1u << 2) /* TT_SOCK_EV_PROC: an exec, not a fork */
 
 /* tt_sock_open.role */
 enum tt_sock_role {

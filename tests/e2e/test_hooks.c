@@ -214,7 +214,7 @@ static const char prefork_py[] =
 Test(hooks, the_workers_of_a_preforking_server_are_followed)
 {
 	char py[128], portf[128], go[128];
-	char *argv[] = { "python3", py, portf, go, NULL };
+	char *argv[] = { "/usr/bin/python3", py, portf, go, NULL };
 	char url[96];
 	const char *flags[] = { "--requests", "12", "--concurrency", "2",
 				"--close", NULL };
@@ -264,4 +264,69 @@ Test(hooks, the_workers_of_a_preforking_server_are_followed)
 	}
 	cr_expect_eq(from_workers, 12, "%d of 12 requests traced in the "
 		     "workers: %s", from_workers, e2e_tail("rec.err", 4096));
+}
+
+/*
+ * A libc-hooked process that execs a statically linked program (whose
+ * syscalls no libc uprobe can see) is moved to the syscall tracepoints:
+ * the tracer says so, and its summary says both kinds were used.
+ */
+Test(hooks, exec_into_a_static_program_moves_to_the_syscall_tracepoints)
+{
+	static const char src[] = "#include <unistd.h>\n"
+				  "int main(void) { sleep(3); return 0; }\n";
+	static const char py[] =
+		"import os, socket, sys, time\n"
+		"open(sys.argv[3], 'w').close()\n"
+		"while not os.path.exists(sys.argv[2]): time.sleep(0.01)\n"
+		"os.execv(sys.argv[1], [sys.argv[1]])\n";
+	char c[128], bin[128], script[128], go[128], sum[128], ready[128];
+	char *cc[] = { "gcc", "-static", "-O1", "-o", bin, c, NULL };
+	char *argv[] = { "/usr/bin/python3", script, bin, go, ready, NULL };
+	char pid[16];
+	char *rec[] = { "build/tokentrace", "record", "--pid", pid,
+			"--verbose", "--summary", sum, NULL };
+	pid_t p, t;
+	cJSON *o;
+	FILE *f;
+
+	e2e_need_tools();
+	e2e_path(c, sizeof(c), "sleeper.c");
+	e2e_path(bin, sizeof(bin), "sleeper");
+	e2e_path(script, sizeof(script), "exec.py");
+	e2e_path(go, sizeof(go), "go");
+	e2e_path(sum, sizeof(sum), "summary.json");
+	e2e_path(ready, sizeof(ready), "ready");
+	f = fopen(c, "w");
+	cr_assert_not_null(f);
+	fputs(src, f);
+	fclose(f);
+	f = fopen(script, "w");
+	cr_assert_not_null(f);
+	fputs(py, f);
+	fclose(f);
+	if (e2e_run(cc, "cc.out", NULL, 60000) != 0)
+		e2e_skip("gcc -static could not build a static program "
+			 "(no libc.a?): %s", e2e_tail("cc.out", 1024));
+	p = e2e_spawn(argv, "py.out", NULL);
+	for (int w = 0; access(ready, F_OK); w += 10) {
+		cr_assert_lt(w, 15000, "python did not start: %s",
+			     e2e_tail("py.out", 1024));
+		e2e_msleep(10);
+	}
+	snprintf(pid, sizeof(pid), "%d", (int)p);
+	t = e2e_spawn(rec, "rec.out", "rec.err");
+	cr_assert(e2e_wait_text("rec.err", "tracing 1 process(es) with libc "
+				"hooks", 20000), "%s",
+		  e2e_tail("rec.err", 4096));
+	f = fopen(go, "w");
+	cr_assert_not_null(f);
+	fclose(f);
+	cr_expect(e2e_wait_text("rec.err", "exec'd: syscalls hooks now",
+				10000), "the exec was not seen: %s",
+		  e2e_tail("rec.err", 4096));
+	cr_assert_eq(e2e_exit_of(e2e_stop(t, SIGINT, 30000)), 0);
+	o = e2e_load_json("summary.json", "rec.err");
+	cr_expect_str_eq(e2e_str_or(o, "hooks"), "libc+syscalls");
+	cJSON_Delete(o);
 }
