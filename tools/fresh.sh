@@ -118,8 +118,9 @@ fi
 mount --bind /dev "$ROOT/dev"
 mount -t devpts -o newinstance,ptmxmode=0666 devpts "$ROOT/dev/pts" ||
 	true
-mount -t tmpfs tmpfs "$ROOT/dev/shm"
-mount -t tmpfs tmpfs "$ROOT/tmp"
+# /tmp and /dev/shm as a booted host has them: everyone may write, sticky.
+mount -t tmpfs -o mode=1777 tmpfs "$ROOT/dev/shm"
+mount -t tmpfs -o mode=1777 tmpfs "$ROOT/tmp"
 if [ -e "$ROOT/sys/kernel/tracing/events" ]; then
 	die "tracefs is visible inside the root; it should not be"
 fi

@@ -94,6 +94,22 @@ const char *e2e_tpath(const char *name)
 	return p[k];
 }
 
+const char *e2e_bin_for_anyone(const char *name)
+{
+	static char to[128];
+	char from[128], cmd[512];
+	struct stat st;
+
+	snprintf(from, sizeof(from), "build/%s", name);
+	e2e_path(to, sizeof(to), name);
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s' && chmod 0755 '%s'", from, to,
+		 to);
+	cr_assert_eq(system(cmd), 0, "cannot copy %s into %s", from, e2e_dir);
+	if (stat(e2e_dir, &st) == 0 && (st.st_mode & 0711) != 0711)
+		chmod(e2e_dir, (st.st_mode & 07777) | 0711);
+	return to;
+}
+
 /* ---- processes ----------------------------------------------------------- */
 
 void e2e_msleep(int ms)
@@ -451,17 +467,20 @@ cJSON *e2e_load_json(const char *name, const char *log)
 	return o;
 }
 
-int e2e_read_jsonl(const char *name, cJSON **v, int max)
+static int read_jsonl(const char *name, cJSON **v, int max, bool growing)
 {
 	char lp[128], *line = NULL;
 	size_t cap = 0;
+	ssize_t len;
 	int n = 0;
 	FILE *f;
 
 	e2e_path(lp, sizeof(lp), name);
 	f = fopen(lp, "r");
 	cr_assert_not_null(f, "cannot read %s: %s", lp, strerror(errno));
-	while (n < max && getline(&line, &cap, f) > 0) {
+	while (n < max && (len = getline(&line, &cap, f)) > 0) {
+		if (growing && line[len - 1] != '\n')
+			break;	/* being written: not a line yet */
 		v[n] = cJSON_Parse(line);
 		cr_assert_not_null(v[n], "%s: not JSON: %.200s", name, line);
 		n++;
@@ -469,6 +488,16 @@ int e2e_read_jsonl(const char *name, cJSON **v, int max)
 	free(line);
 	fclose(f);
 	return n;
+}
+
+int e2e_read_jsonl(const char *name, cJSON **v, int max)
+{
+	return read_jsonl(name, v, max, false);
+}
+
+int e2e_read_jsonl_growing(const char *name, cJSON **v, int max)
+{
+	return read_jsonl(name, v, max, true);
 }
 
 double e2e_num(const cJSON *o, const char *k)

@@ -41,6 +41,10 @@ void e2e_teardown(int sig, bool keep_ok);
 void e2e_path(char *out, size_t n, const char *name);
 /* The same in one of eight rotating static buffers. */
 const char *e2e_tpath(const char *name);
+/* build/NAME copied into the folder (0755) for a test that runs it as
+ * another user: the tree may live where only root can reach (/root/...),
+ * as a fresh clone does; the copy's path, in a static buffer. */
+const char *e2e_bin_for_anyone(const char *name);
 
 /* ---- processes ----------------------------------------------------------- */
 
@@ -136,6 +140,9 @@ bool e2e_make_cert(char *cert, char *key, size_t n);
 cJSON *e2e_load_json(const char *name, const char *log);
 /* Each line of a JSON-lines file parsed into v (at most max); how many. */
 int e2e_read_jsonl(const char *name, cJSON **v, int max);
+/* The same for a file another process is still writing: a last line not
+ * yet ended by '\n' is left for the next read. */
+int e2e_read_jsonl_growing(const char *name, cJSON **v, int max);
 /* A number field; fails the test when it is not one. */
 double e2e_num(const cJSON *o, const char *k);
 /* A string field; fails the test when it is not one. */

@@ -47,8 +47,8 @@
 #include "harness.h"
 
 #define SERVER_NICE	-10
-#define MAX_TRUTH_REQS	512
-#define MAX_TRUTH_STEPS	8192
+#define MAX_TRUTH_REQS	4096
+#define MAX_TRUTH_STEPS	65536
 
 /* What the truth log says. */
 struct truth_req {
@@ -676,7 +676,7 @@ Test(attribution, idle_gaps_in_the_load_give_idle_without_demand)
 Test(attribution, steady_load_gives_no_idle_without_demand)
 {
 	static const char *const opts[] = {
-		"--concurrency", "4", "--requests", "200", "--prompt-len",
+		"--concurrency", "4", "--duration", "5", "--prompt-len",
 		"16-64", "--max-tokens", "8-24", NULL };
 	const cJSON *f;
 	double a, b, want;

@@ -12,8 +12,8 @@
  *      killed and reaped in the fixture's fini; each test works in its own
  *      temporary folder, removed at the end.
  *
- * A full ring buffer under a burst (losses counted, requests marked, no
- * wrong numbers) is pinned by record/tiny_ring_buffer_reports_losses_and_
+ * A full ring buffer (losses counted, requests marked, no wrong numbers)
+ * is pinned by record/stalled_collector_loses_events_counts_them_and_
  * marks_requests in test_record.c; a CUPTI library with no collector
  * listening by the transport tests in tests/cupti/test_transport.c.
  */
@@ -242,18 +242,39 @@ Test(faults, server_killed_mid_stream_ends_only_its_open_requests)
 
 /* ---- the collector dies -------------------------------------------------- */
 
+/* Requests the server's truth log has done. */
+static int flt_truth_requests(void)
+{
+	char *t = e2e_slurp("truth.jsonl");
+	int n = 0;
+
+	for (char *p = t; p && (p = strstr(p, "\"type\":\"request\"")); p++)
+		n++;
+	free(t);
+	return n;
+}
+
 Test(faults, collector_killed_leaves_the_server_serving)
 {
-	int port;
+	static const char *const slow[] = { "--max-batch", "16",
+					    "--step-delay-ms", "20", NULL };
+	int port, done;
 	pid_t srv, rec, lg;
 
 	e2e_need_root();
-	srv = flt_refserver(0, NULL, NULL, &port);
+	/* 20 ms a step: the 40 requests take about 3 s, so the kill, made
+	 * once the server's truth log has the first of them done, lands
+	 * while the rest are served */
+	srv = e2e_refserver(slow, &port);
 	rec = flt_record(port);
 	lg = flt_loadgen(port, "during", 40, 4, "16", "during.jsonl", NULL);
-	e2e_msleep(400);
+	cr_assert(e2e_wait_text("truth.jsonl", "\"type\":\"request\"",
+				30000), "no request finished");
 	kill(rec, SIGKILL);
-	e2e_reap(rec, 5000);
+	done = flt_truth_requests();
+	e2e_reap(rec, 30000);	/* its probes go in their own time */
+	cr_assert_lt(done, 40, "the load was over (%d requests) before the "
+		     "collector was killed", done);
 	cr_expect_eq(flt_loadgen_rc(lg, "during.jsonl"), 0,
 		     "requests failed while the collector was killed");
 	cr_expect_eq(flt_loadgen_rc(flt_loadgen(port, "after", 20, 4, "8",
@@ -387,6 +408,7 @@ Test(faults, top_without_privilege_exits_3_with_one_message)
 	int rc;
 
 	flt_need_root_to_drop();
+	argv[0] = (char *)e2e_bin_for_anyone("tokentrace");
 	rc = e2e_run_ex(argv, "top.out", "top.err", 20000, 65534);
 	if (rc != 3)
 		e2e_show("top.err");
@@ -402,6 +424,7 @@ Test(faults, record_and_run_without_privilege_say_why)
 	char *run[] = { "build/tokentrace", "run", "--", "true", NULL };
 
 	flt_need_root_to_drop();
+	rec[0] = run[0] = (char *)e2e_bin_for_anyone("tokentrace");
 	cr_expect_eq(e2e_run_ex(rec, "rec.out", "rec.err", 20000, 65534), 3);
 	cr_expect(e2e_file_has("rec.err", "root"), "record: no reason given");
 	cr_expect_eq(e2e_run_ex(run, "run.out", "run.err", 20000, 65534), 3);
@@ -429,6 +452,7 @@ Test(faults, report_of_a_trace_needs_no_privilege)
 	snprintf(cmd, sizeof(cmd), "cp '%s' '%s' && chmod 0644 '%s'", tr, copy,
 		 copy);
 	cr_assert_eq(system(cmd), 0);
+	argv[0] = (char *)e2e_bin_for_anyone("tokentrace");
 	rc = e2e_run_ex(argv, "nobody.json", "nobody.err", 30000, 65534);
 	if (rc)
 		e2e_show("nobody.err");

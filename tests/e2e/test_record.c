@@ -31,7 +31,7 @@
 
 #include "harness.h"
 
-#define REC_MAX_LINES	1024
+#define REC_MAX_LINES	8192
 
 static int rec_port;
 static pid_t rec_tracer;
@@ -131,6 +131,16 @@ struct rec_lines {
 static void rec_load(const char *name, struct rec_lines *l)
 {
 	l->n = e2e_read_jsonl(name, l->v, REC_MAX_LINES);
+	cr_assert_lt(l->n, REC_MAX_LINES, "%s has %d lines or more: more than "
+		     "this test reads", name, REC_MAX_LINES);
+}
+
+/* rec_load of a log the server is still writing. */
+static void rec_load_growing(const char *name, struct rec_lines *l)
+{
+	l->n = e2e_read_jsonl_growing(name, l->v, REC_MAX_LINES);
+	cr_assert_lt(l->n, REC_MAX_LINES, "%s has %d lines or more: more than "
+		     "this test reads", name, REC_MAX_LINES);
 }
 
 static void rec_free(struct rec_lines *l)
@@ -212,12 +222,26 @@ static long rec_lost_events(void)
 }
 
 /*
- * Every client request is in the trace and agrees with the client; with a
- * truth log, TTFT agrees with the server's own within 2 ms; no loss.
+ * Every client request is in the trace and agrees with the client; no loss.
+ * TTFT agrees with the server's own within 2 ms for all but a tenth of the
+ * requests, with a median error under 0.5 ms, and none is 50 ms off. The
+ * server reads its clock next to its read and its write, the tracer in the
+ * syscall: a preemption between the two (a noisy 2-core machine gives some)
+ * shows as an error of its length on that one request, while a timestamp
+ * taken at the wrong event is off on most of them.
  */
+static int by_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
 static void rec_check_all(int want)
 {
 	struct rec_lines client, traced, tlog;
+	static double err[REC_MAX_LINES];
+	int nerr = 0, within = 0;
 
 	rec_load("client.jsonl", &client);
 	rec_load("rec.jsonl", &traced);
@@ -237,7 +261,19 @@ static void rec_check_all(int want)
 		cr_expect(rec_clean(r), "%s: marked incomplete", id);
 		ttft = (e2e_num_or(t, "first_token_ns", -1) -
 			e2e_num_or(t, "arrival_ns", -1)) / 1e6;
-		cr_expect(fabs(e2e_num_or(r, "ttft_ms", -1) - ttft) <= 2.0,
+		err[nerr] = fabs(e2e_num_or(r, "ttft_ms", -1) - ttft);
+		within += err[nerr] <= 2.0;
+		if (err[nerr++] > 2.0)
+			cr_log_info("%s: TTFT traced %.3f ms, server %.3f ms "
+				    "(arrival %+.3f ms, first token %+.3f ms "
+				    "off)", id, e2e_num_or(r, "ttft_ms", -1),
+				    ttft,
+				    (e2e_num_or(r, "arrival_ns", -1) -
+				     e2e_num_or(t, "arrival_ns", -1)) / 1e6,
+				    (e2e_num_or(r, "first_token_ns", -1) -
+				     e2e_num_or(t, "first_token_ns", -1)) /
+					    1e6);
+		cr_expect(err[nerr - 1] <= 50.0,
 			  "%s: TTFT traced %.3f ms, server %.3f ms (arrival "
 			  "%+.3f ms, first token %+.3f ms off)", id,
 			  e2e_num_or(r, "ttft_ms", -1), ttft,
@@ -246,6 +282,11 @@ static void rec_check_all(int want)
 			  (e2e_num_or(r, "first_token_ns", -1) -
 			   e2e_num_or(t, "first_token_ns", -1)) / 1e6);
 	}
+	qsort(err, nerr, sizeof(*err), by_double);
+	cr_expect_geq(within, nerr - nerr / 10, "TTFT within 2 ms of the "
+		      "server's on %d of %d requests", within, nerr);
+	cr_expect(nerr && err[nerr / 2] <= 0.5, "median TTFT error %.3f ms",
+		  nerr ? err[nerr / 2] : -1.0);
 	cr_expect_eq(rec_lost_events(), 0, "events were lost at this load");
 	rec_free(&client);
 	rec_free(&traced);
@@ -481,7 +522,7 @@ static void loss_truth_decodes(uint64_t since_ns, int *max_batch, long *after)
 
 	*max_batch = 0;
 	*after = 0;
-	rec_load("truth.jsonl", &t);
+	rec_load_growing("truth.jsonl", &t);
 	for (int i = 0; i < t.n; i++) {
 		const cJSON *e;
 		int n = 0;
@@ -667,6 +708,7 @@ Test(record, unprivileged_user_exits_3)
 
 	if (geteuid() != 0)
 		e2e_skip("needs root to switch to an unprivileged user");
+	argv[0] = (char *)e2e_bin_for_anyone("tokentrace");
 	p = e2e_spawn_ex(argv, "rec.out", "/dev/null", -1, 65534, 0);
 	st = e2e_reap(p, 20000);
 	cr_assert(st != -1 && WIFEXITED(st));

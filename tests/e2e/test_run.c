@@ -85,23 +85,26 @@ static void expect_within(double got, double want, double frac,
 
 TestSuite(run, .init = setup, .fini = teardown, .timeout = 90);
 
-/* A python process burns CPU in threads; its parent (also traced) prints
- * its own and its child's rusage after the child is reaped. */
+/* A python process burns a fixed amount of CPU in threads (by their own
+ * CPU clocks, so a busy machine makes it slower, not shorter); its parent
+ * (also traced) prints its own and its child's rusage after the child is
+ * reaped, and exits at once, so nothing runs after the figure is taken. */
 Test(run, on_cpu_time_of_burning_threads_matches_rusage)
 {
 	static const char burn[] =
-		"import resource, subprocess, sys, threading, time\n"
+		"import os, resource, subprocess, sys, threading, time\n"
 		"if len(sys.argv) > 1:\n"
 		"    def b(s):\n"
-		"        t = time.time()\n"
-		"        while time.time() - t < s: pass\n"
+		"        t = time.thread_time()\n"
+		"        while time.thread_time() - t < s: pass\n"
 		"    th = [threading.Thread(target=b, args=(0.3,)) for _ in range(2)]\n"
 		"    [t.start() for t in th]; b(0.2); [t.join() for t in th]\n"
 		"    sys.exit(0)\n"
 		"subprocess.run([sys.executable, sys.argv[0], 'child'])\n"
 		"c = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
 		"s = resource.getrusage(resource.RUSAGE_SELF)\n"
-		"print(int((c.ru_utime + c.ru_stime + s.ru_utime + s.ru_stime) * 1e9))\n";
+		"print(int((c.ru_utime + c.ru_stime + s.ru_utime + s.ru_stime) * 1e9), flush=True)\n"
+		"os._exit(0)\n";
 	char py[128], sum[128];
 	char *argv[] = { "build/tokentrace", "run", "--compute", "cpu",
 			 "--summary", sum, "--", "/usr/bin/python3", py, NULL };
@@ -211,7 +214,7 @@ Test(run, command_that_does_not_exist_fails_clearly)
 
 	e2e_need_root();
 	cr_expect_eq(e2e_exit_of(e2e_reap(e2e_spawn(argv, "out.log", NULL),
-					  10000)), 127);
+					  30000)), 127);
 	log = e2e_tail("out.log", 65535);
 	cr_expect(strstr(log, "cannot run") && strstr(log, "tt-no-such-cmd"),
 		  "no clear error: %s", log);
@@ -226,22 +229,28 @@ Test(run, exit_code_is_the_command_s)
 
 	e2e_need_root();
 	cr_expect_eq(e2e_exit_of(e2e_reap(e2e_spawn(argv, "a.log", NULL),
-					  10000)), 7);
+					  30000)), 7);
 	cr_expect_eq(e2e_exit_of(e2e_reap(e2e_spawn(sig, "b.log", NULL),
-					  10000)), 128 + 9);
+					  30000)), 128 + 9);
 }
 
 Test(run, sigterm_is_forwarded_and_the_run_ends)
 {
+	char sh[256];
 	char *argv[] = { "build/tokentrace", "run", "--compute", "cpu", "--",
-			 "/bin/sleep", "30", NULL };
+			 "/bin/sh", "-c", sh, NULL };
 	pid_t tt;
 
 	e2e_need_root();
+	snprintf(sh, sizeof(sh), "echo started > '%s'; exec /bin/sleep 30",
+		 e2e_tpath("started"));
 	tt = e2e_spawn(argv, "out.log", NULL);
-	e2e_msleep(500);
+	/* The command runs once tokentrace is tracing and holds its signals:
+	 * a SIGTERM now can only end the run by reaching the command. */
+	cr_assert(e2e_wait_text("started", "started", 30000),
+		  "the command did not start: %s", e2e_tail("out.log", 65535));
 	kill(tt, SIGTERM);
-	cr_expect_eq(e2e_exit_of(e2e_reap(tt, 8000)), 128 + SIGTERM,
+	cr_expect_eq(e2e_exit_of(e2e_reap(tt, 20000)), 128 + SIGTERM,
 		     "run: %s", e2e_tail("out.log", 65535));
 }
 
@@ -256,7 +265,7 @@ Test(run, duration_stops_the_command)
 	e2e_need_root();
 	e2e_path(sum, sizeof(sum), "s.json");
 	cr_expect_eq(e2e_exit_of(e2e_reap(e2e_spawn(argv, "out.log", NULL),
-					  10000)),
+					  30000)),
 		     128 + SIGTERM);
 	o = check_summary("s.json");
 	cr_expect_lt(e2e_num(o, "window_ns"), 5e9);
@@ -276,8 +285,9 @@ Test(run, without_root_exits_3_with_a_message)
 	if (!pw)
 		e2e_skip("no user 'nobody' here");
 	chmod(e2e_dir, 0777);
+	argv[0] = (char *)e2e_bin_for_anyone("tokentrace");
 	tt = e2e_spawn_ex(argv, "out.log", NULL, -1, pw->pw_uid, 0);
-	cr_expect_eq(e2e_exit_of(e2e_reap(tt, 10000)),
+	cr_expect_eq(e2e_exit_of(e2e_reap(tt, 30000)),
 		     3);
 	log = e2e_tail("out.log", 65535);
 	cr_expect(log && strstr(log, "root"), "no message: %s", log);
@@ -290,8 +300,8 @@ Test(run, usage_errors_exit_2)
 			"/bin/true", NULL };
 
 	cr_expect_eq(e2e_exit_of(e2e_reap(e2e_spawn(none, "a.log", NULL),
-					  5000)), 2);
+					  30000)), 2);
 	cr_expect_eq(e2e_exit_of(e2e_reap(e2e_spawn(bad, "b.log", NULL),
-					  5000)), 2);
+					  30000)), 2);
 	cr_expect(strstr(e2e_tail("b.log", 65535), "tpu") != NULL);
 }
