@@ -56,7 +56,7 @@ median() {
 	sort -g | awk '{ v[NR] = $1 } END {
 		if (NR == 0) { print "nan"; exit }
 		if (NR % 2) print v[(NR + 1) / 2]
-		else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+		else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 machine() {
@@ -201,16 +201,16 @@ probe_delta() {
 	       if (dc > 0) printf "  %-18s %10d events %8.1f ns/event\n", $1, dc, dt / dc }' "$1" "$2"
 }
 
-# ns per block of an untraced dd (a read and a write of 64 bytes), the
-# median of three runs
-probe_dd_ns() {
-	for _ in 1 2 3; do
+# ns per block of an untraced dd (a read and a write of 64 bytes), one
+# line for each of five runs
+probe_dd_runs() {
+	for _ in 1 2 3 4 5; do
 		t0=$(date +%s%N)
 		dd if=/dev/zero of=/dev/null bs=64 count="$1" 2>/dev/null
 		t1=$(date +%s%N)
 		awk -v a="$t0" -v b="$t1" -v n="$1" \
 			'BEGIN { printf "%.0f\n", (b - a) / n }'
-	done | median
+	done
 }
 
 bench_probe_cost() {
@@ -226,19 +226,20 @@ bench_probe_cost() {
 	OLD_BPF_STATS=$old_stats
 	sysctl -qw kernel.bpf_stats_enabled=1
 	echo "untraced dd, $blocks blocks of 64 bytes (a read and a write" \
-		"each), timed with no tracer right before each tracer starts"
+		"each), five runs with the tracer attached against ten with no" \
+		"tracer, five right before it starts and five after it stops"
 	for kind in syscalls libc; do
 		start_refserver
 		echo "-- --hooks $kind: $B/tokentrace record --port $PORT" \
 			"--hooks $kind -o FILE.jsonl on $B/refserver"
-		bare_ns=$(probe_dd_ns "$blocks")
+		probe_dd_runs "$blocks" >"$TMP/dd.bare"
 		start_record "$TMP/probe.jsonl" --hooks "$kind"
 		probe_stats >"$TMP/probe.s0"
 		"$B/loadgen" --url "http://127.0.0.1:$PORT" --concurrency 4 \
 			--requests "$reqs" --stream --max-tokens 16 --quiet \
 			--out "$TMP/probe.lg" || echo "bench: loadgen failed" >&2
 		probe_stats >"$TMP/probe.s1"
-		dd_ns=$(probe_dd_ns "$blocks")
+		dd_ns=$(probe_dd_runs "$blocks" | median)
 		probe_stats >"$TMP/probe.s2"
 		echo "while the traced refserver served $reqs streamed" \
 			"requests (programs run by all processes):"
@@ -246,12 +247,16 @@ bench_probe_cost() {
 		echo "while the untraced dd ran:"
 		probe_delta "$TMP/probe.s1" "$TMP/probe.s2" |
 			grep -E "_write |_read |libc_" || echo "  (none ran)"
+		stop_record
+		# no tracer again, after it: the baseline is the median of the
+		# runs before and after, so a drift during the test cancels
+		probe_dd_runs "$blocks" >>"$TMP/dd.bare"
+		bare_ns=$(median <"$TMP/dd.bare")
 		awk -v k="$kind" -v t="$dd_ns" -v b="$bare_ns" 'BEGIN {
 			printf "untraced dd with %s hooks attached: %d ns a " \
 			       "block against %d ns with no tracer: %.2fx%s\n",
 			       k, t, b, t / b,
 			       k == "libc" ? " (goal <= 1.10)" : "" }'
-		stop_record
 		grep -E "lost events" "$TMP/rec.err" |
 			sed 's/^tokentrace: /tracer: /' || true
 		stop_refserver
@@ -388,14 +393,22 @@ bench_overhead() {
 			"$(tr '\n' ' ' <"$TMP/ovh.$k.tps")" \
 			"$(tr '\n' ' ' <"$TMP/ovh.$k.ttft")"
 	done
+	# Also each round's traced run against that round's plain one
+	# (neighbours in time, so the machine's slow drifts cancel): median.
 	for k in syscalls libc; do
+		pr_t=$(paste "$TMP/ovh.$k.tps" "$TMP/ovh.plain.tps" |
+			awk '{ printf "%.4f\n", $1 / $2 }' | median)
+		pr_f=$(paste "$TMP/ovh.$k.ttft" "$TMP/ovh.plain.ttft" |
+			awk '{ printf "%.4f\n", $1 / $2 }' | median)
 		awk -v k="$k" -v pt="$(median <"$TMP/ovh.plain.tps")" \
 		    -v tt="$(median <"$TMP/ovh.$k.tps")" \
 		    -v pf="$(median <"$TMP/ovh.plain.ttft")" \
-		    -v tf="$(median <"$TMP/ovh.$k.ttft")" 'BEGIN {
+		    -v tf="$(median <"$TMP/ovh.$k.ttft")" \
+		    -v prt="$pr_t" -v prf="$pr_f" 'BEGIN {
 			printf "ratio %s/plain: throughput %.3f (goal >= 0.97), " \
-			       "ttft p50 %.3f (goal 0.97-1.03)\n", k, tt / pt,
-			       tf / pf }'
+			       "ttft p50 %.3f (goal 0.97-1.03); paired by " \
+			       "round: throughput %.3f, ttft p50 %.3f\n", k,
+			       tt / pt, tf / pf, prt, prf }'
 	done
 }
 
