@@ -256,7 +256,9 @@ uninstall:
 # ---- fuzzing and sanitizers ----
 #
 #   make fuzz        each libFuzzer target for FUZZ_SECONDS (default 60) s
-#   make fuzz-smoke  each target for FUZZ_SMOKE_SECONDS (default 3) s; in test
+#   make fuzz-smoke  each target for FUZZ_SMOKE_RUNS (default 100000) inputs
+#                    from a fixed seed and the checked-in seeds alone, so it
+#                    tries the same inputs on every run; in make test
 #   make test-asan   the unit tests built with ASan and UBSan in build/asan/
 #
 # The fuzz targets (tests/fuzz/fuzz_*.c) compile the modules they test from
@@ -264,7 +266,7 @@ uninstall:
 # build/fuzz/corpus/<target>, crashes to build/fuzz/crashes/ (tools/fuzz.sh).
 
 FUZZ_SECONDS       ?= 60
-FUZZ_SMOKE_SECONDS ?= 3
+FUZZ_SMOKE_RUNS    ?= 100000
 FUZZ_CFLAGS := -g -O1 -std=gnu11 -Wall -Wextra -Wshadow \
 	-Wno-missing-field-initializers -D_GNU_SOURCE -Iinclude \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
@@ -294,7 +296,7 @@ fuzz-build: $(FUZZ_BINS)
 fuzz: fuzz-build
 	tools/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_NAMES)
 fuzz-smoke: fuzz-build
-	tools/fuzz.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_NAMES)
+	FUZZ_RUNS=$(FUZZ_SMOKE_RUNS) tools/fuzz.sh 0 $(FUZZ_NAMES)
 
 # The unit test binary again (build/asan/unit), every object rebuilt with
 # the sanitizers.

@@ -585,6 +585,10 @@ static int out_head(void *ctx, struct http_head *h, uint64_t ts)
 		c->interim = true;
 		return 0;
 	}
+	/* A response that began before the oldest open request did answers
+	 * one that was never seen (lost, or before the trace began). */
+	if (q && h->start_ts < q->r.arrival_ns)
+		q = NULL;
 	c->out_cur = q;
 	if (!q) {	/* a response to a request never seen */
 		c->rt->st.orphan_responses++;
