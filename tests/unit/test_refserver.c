@@ -305,7 +305,7 @@ Test(refserver_sse, chat_role_chunk_then_token_then_usage)
 			"delta"), "content")->valuestring), 1);
 	cJSON_Delete(o);
 	j.len = 0;
-	cr_assert_eq(rs_fmt_usage_chunk(&j, &r, 10, 4), 0);
+	cr_assert_eq(rs_fmt_usage_chunk(&j, &r, 10, 4, -1), 0);
 	o = cJSON_Parse(j.p);
 	cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(o, "choices")), 0);
 	cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "usage"),
@@ -462,7 +462,7 @@ Test(refserver_sse, non_stream_body_has_text_and_usage)
 	struct rs_buf b = { 0 };
 	cJSON *o, *m, *u;
 
-	cr_assert_eq(rs_fmt_body(&b, &r, toks, 3, 9, "length"), 0);
+	cr_assert_eq(rs_fmt_body(&b, &r, toks, 3, 9, -1, "length"), 0);
 	o = cJSON_Parse(b.p);
 	cr_assert_not_null(o);
 	m = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o,
@@ -630,7 +630,7 @@ Test(refserver_sched, cancelled_requests_leave_waiting_at_once_running_next_step
 Test(refserver_truth, step_line_is_json_with_every_field)
 {
 	struct rs_truth_entry e[2] = {
-		{ "cmpl-1-1", RS_PHASE_PREFILL, 64, 64, 5000 },
+		{ "cmpl-1-1", RS_PHASE_PREFILL, 64, 64, 5000, .cached = 32 },
 		{ "cmpl-1-2", RS_PHASE_DECODE, 1, 80, 700 },
 	};
 	struct rs_truth_step s = { 3, 100, 6000, 5500, 0, e, 2 };
@@ -658,6 +658,10 @@ Test(refserver_truth, step_line_is_json_with_every_field)
 					 "context")->valueint, 80);
 	cr_assert_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(en, 0),
 					 "ns")->valueint, 5000);
+	cr_assert_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(en, 0),
+					 "cached")->valueint, 32);
+	cr_assert_null(cJSON_GetObjectItem(cJSON_GetArrayItem(en, 1),
+					   "cached"), "decode has no cached");
 	cJSON_Delete(o);
 	rs_buf_free(&b);
 }

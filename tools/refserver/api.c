@@ -285,15 +285,22 @@ int rs_fmt_role_chunk(struct rs_buf *b, const struct rs_resp *r)
 	return rc ? rc : fmt_finish(b, NULL);
 }
 
-static int fmt_usage(struct rs_buf *b, int p, int c)
+/* cached < 0: prompt_tokens_details is left out. */
+static int fmt_usage(struct rs_buf *b, int p, int c, int cached)
 {
-	return rs_buf_printf(b, "\"usage\":{\"prompt_tokens\":%d,"
-			     "\"completion_tokens\":%d,\"total_tokens\":%d}",
-			     p, c, p + c);
+	int rc = rs_buf_printf(b, "\"usage\":{\"prompt_tokens\":%d,"
+			       "\"completion_tokens\":%d,\"total_tokens\":%d",
+			       p, c, p + c);
+
+	if (!rc && cached >= 0)
+		rc = rs_buf_printf(b, ",\"prompt_tokens_details\":"
+				   "{\"cached_tokens\":%d}", cached);
+	return rc ? rc : rs_buf_puts(b, "}");
 }
 
 int rs_fmt_usage_chunk(struct rs_buf *b, const struct rs_resp *r,
-		       int prompt_tokens, int completion_tokens)
+		       int prompt_tokens, int completion_tokens,
+		       int cached_tokens)
 {
 	int rc = fmt_head(b, r, r->api == RS_API_CHAT ?
 			  "chat.completion.chunk" : "text_completion");
@@ -301,7 +308,8 @@ int rs_fmt_usage_chunk(struct rs_buf *b, const struct rs_resp *r,
 	if (!rc)
 		rc = rs_buf_puts(b, ",\"choices\":[],");
 	if (!rc)
-		rc = fmt_usage(b, prompt_tokens, completion_tokens);
+		rc = fmt_usage(b, prompt_tokens, completion_tokens,
+			       cached_tokens);
 	return rc ? rc : rs_buf_puts(b, "}");
 }
 
@@ -351,7 +359,9 @@ int rs_fmt_stream_token(struct rs_sse_units *u, const struct rs_resp *r,
 	if (!rc)
 		rc = add_unit(u, &json, t->chunked, false);
 	if (!rc && t->last && t->include_usage) {
-		rc = rs_fmt_usage_chunk(&json, r, t->prompt_tokens, t->index);
+		rc = rs_fmt_usage_chunk(&json, r, t->prompt_tokens, t->index,
+					t->report_cached ? t->cached_tokens :
+							   -1);
 		if (!rc)
 			rc = add_unit(u, &json, t->chunked, false);
 	}
@@ -388,7 +398,7 @@ static int fmt_text(struct rs_buf *b, const int *tokens, int n)
 }
 
 int rs_fmt_body(struct rs_buf *b, const struct rs_resp *r, const int *tokens,
-		int n, int prompt_tokens, const char *finish)
+		int n, int prompt_tokens, int cached_tokens, const char *finish)
 {
 	bool chat = r->api == RS_API_CHAT;
 	int rc = fmt_head(b, r, chat ? "chat.completion" : "text_completion");
@@ -404,7 +414,7 @@ int rs_fmt_body(struct rs_buf *b, const struct rs_resp *r, const int *tokens,
 		rc = rs_buf_printf(b, "%s,\"logprobs\":null,\"finish_reason\":"
 				   "\"%s\"}],", chat ? "}" : "", finish);
 	if (!rc)
-		rc = fmt_usage(b, prompt_tokens, n);
+		rc = fmt_usage(b, prompt_tokens, n, cached_tokens);
 	return rc ? rc : rs_buf_puts(b, "}");
 }
 

@@ -55,8 +55,10 @@ char rs_token_char(int token);
 int rs_fmt_chunk(struct rs_buf *b, const struct rs_resp *r, int token,
 		 const char *finish);
 int rs_fmt_role_chunk(struct rs_buf *b, const struct rs_resp *r);
+/* cached_tokens < 0: no prompt_tokens_details in the usage. */
 int rs_fmt_usage_chunk(struct rs_buf *b, const struct rs_resp *r,
-		       int prompt_tokens, int completion_tokens);
+		       int prompt_tokens, int completion_tokens,
+		       int cached_tokens);
 /* "data: <json>\n\n" */
 int rs_fmt_event(struct rs_buf *b, const char *json, size_t n);
 /*
@@ -79,6 +81,8 @@ struct rs_stream_tok {
 	bool last;
 	bool include_usage;
 	int prompt_tokens;
+	bool report_cached;	/* usage.prompt_tokens_details too */
+	int cached_tokens;
 	bool chunked;
 };
 
@@ -88,7 +92,7 @@ void rs_sse_units_free(struct rs_sse_units *u);
 
 /* The non-streamed response body. */
 int rs_fmt_body(struct rs_buf *b, const struct rs_resp *r, const int *tokens,
-		int n, int prompt_tokens, const char *finish);
+		int n, int prompt_tokens, int cached_tokens, const char *finish);
 /* GET /v1/models */
 int rs_fmt_models(struct rs_buf *b, const char *model, long created);
 

@@ -110,6 +110,7 @@ static void log_request(struct rs_engine *e, const struct rs_req *r)
 		.prompt_tokens = r->prompt_len,
 		.completion_tokens = r->item.generated,
 		.compute_ns = r->compute_ns, .status = r->status,
+		.cached_tokens = r->cached_tokens,
 	};
 
 	if (!e->cfg.truth)
@@ -139,6 +140,37 @@ static void release_kv(struct rs_req *r)
 #endif
 }
 
+/* ---- the prefix cache ---------------------------------------------------- */
+
+/*
+ * At submission: the cached blocks that begin r's prompt are copied into
+ * its KV cache (allocated now, not at admission) and its prefill starts
+ * after them. Without memory for the KV cache it simply prefills all.
+ */
+static int ensure_kv(struct rs_engine *e, struct rs_req *r);
+
+static void use_prefix(struct rs_engine *e, struct rs_req *r)
+{
+	if (!e->prefix || r->prompt_len < 2 || ensure_kv(e, r))
+		return;
+	r->cached_tokens = rs_prefix_match(e->prefix, r->prompt,
+					   r->prompt_len, r->kv);
+	r->item.cached = r->cached_tokens;
+}
+
+/* Requests whose prompt is now wholly in their KV cache keep its blocks. */
+static void keep_prefixes(struct rs_engine *e)
+{
+	for (int i = 0; e->prefix && i < e->plan.n; i++) {
+		const struct rs_plan_entry *pe = &e->plan.entry[i];
+		struct rs_req *r = pe->item->owner;
+
+		if (pe->phase == RS_PHASE_PREFILL && pe->samples && r->kv)
+			rs_prefix_insert(e->prefix, r->prompt, r->prompt_len,
+					 r->kv);
+	}
+}
+
 /* ---- messages ----------------------------------------------------------- */
 
 static void handle_msg(struct rs_engine *e, const struct rs_msg *m)
@@ -148,6 +180,7 @@ static void handle_msg(struct rs_engine *e, const struct rs_msg *m)
 	switch (m->type) {
 	case RS_MSG_SUBMIT:
 		live_add(e, r);
+		use_prefix(e, r);
 		rs_sched_submit(&e->sched, &r->item);
 		return;
 	case RS_MSG_LOG:
@@ -225,6 +258,7 @@ static void push_event(struct rs_engine *e, const struct rs_req *r)
 		.fd = r->fd, .gen = r->gen, .seq = r->seq,
 		.token = r->last_token, .index = r->item.generated,
 		.last = r->item.generated >= r->max_tokens,
+		.cached_tokens = r->cached_tokens,
 	};
 
 	if (e->nout == e->out_cap) {
@@ -355,6 +389,9 @@ static void fill_entry(struct rs_truth_entry *te, const struct rs_plan_entry *pe
 	te->phase = pe->phase;
 	te->tokens = pe->tokens;
 	te->context = pe->context;
+	/* the cached tokens go with the first chunk computed after them */
+	te->cached = pe->phase == RS_PHASE_PREFILL &&
+		pe->pos == r->cached_tokens ? r->cached_tokens : 0;
 	te->ns = 0;
 }
 
@@ -446,6 +483,7 @@ static bool run_step(struct rs_engine *e)
 		return false;
 	gpu_ns = run_entries(e);
 	rs_sched_commit(&e->sched, &e->plan);
+	keep_prefixes(e);
 	hand_over_tokens(e);
 	write_step(e, t0, rs_now_ns(), thread_cpu_ns() - c0, gpu_ns);
 	e->step_no++;
@@ -515,6 +553,17 @@ int rs_engine_init(struct rs_engine *e, const struct rs_engine_cfg *cfg,
 			 "memory", cfg->max_batch, cfg->prefill_chunk);
 		return -EINVAL;
 	}
+	if (cfg->prefix_blocks > 0 && cfg->cuda) {
+		snprintf(err, errlen, "--prefix-cache works with --device cpu "
+			 "only");
+		return -EINVAL;
+	}
+	if (cfg->prefix_blocks > 0 &&
+	    !(e->prefix = rs_prefix_new(e->model, cfg->prefix_blocks))) {
+		snprintf(err, errlen, "--prefix-cache: no memory for %d "
+			 "blocks", cfg->prefix_blocks);
+		return -ENOMEM;
+	}
 	e->entries = calloc(cfg->max_batch, sizeof(*e->entries));
 	e->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (!e->entries || e->efd < 0) {
@@ -579,6 +628,7 @@ void rs_engine_fini(struct rs_engine *e)
 	if (e->cfg.cuda)
 		rs_cuda_fini();
 #endif
+	rs_prefix_free(e->prefix);
 	rs_model_free(e->model);
 	rs_buf_free(&e->line);
 	if (e->efd >= 0)

@@ -22,6 +22,7 @@
 #include "api.h"
 #include "http.h"
 #include "model.h"
+#include "prefix.h"
 #include "sched.h"
 #include "truth.h"
 
@@ -42,6 +43,7 @@ struct rs_req {
 	void *cuda_kv;
 	int last_token;
 	uint64_t compute_ns;
+	int cached_tokens;	/* prompt tokens taken from the prefix cache */
 	bool engine_done, net_done;
 	const char *status;
 	uint64_t arrival_ns, first_token_ns, end_ns;
@@ -72,6 +74,7 @@ struct rs_tok_ev {
 	int token;
 	int index;		/* 1-based: completion tokens so far */
 	bool last;
+	int cached_tokens;	/* of the request's prompt */
 };
 
 struct rs_engine_cfg {
@@ -79,6 +82,7 @@ struct rs_engine_cfg {
 	int max_batch;
 	int prefill_chunk;
 	int step_delay_ms;
+	int prefix_blocks;	/* prefix cache pool in blocks; 0: off */
 	bool cuda;
 	FILE *truth;		/* may be NULL */
 };
@@ -93,6 +97,7 @@ struct rs_engine {
 	struct rs_req *live;	/* every request not yet freed */
 	struct rs_buf line;
 	float logits[RS_VOCAB];
+	struct rs_prefix *prefix;	/* NULL: no prefix cache */
 
 	pthread_mutex_t in_mu;
 	pthread_cond_t in_cv;

@@ -58,6 +58,13 @@ static void usage(FILE *f)
 "                        the whole prompt in one step)\n"
 "  --step-delay-ms N     sleep N ms after each step while requests are\n"
 "                        queued or running (idle bubbles on purpose)\n"
+"  --prefix-cache        keep the keys and values of prompt prefixes in\n"
+"                        blocks of 16 tokens and skip their prefill when a\n"
+"                        prompt begins with blocks seen before (least\n"
+"                        recently used blocks evicted; --device cpu)\n"
+"  --prefix-cache-blocks N  the pool's size in blocks (default 1024)\n"
+"  --report-cached-tokens  add usage.prompt_tokens_details.cached_tokens to\n"
+"                        responses (as vLLM does when asked)\n"
 "  --device cpu|cuda     where the model runs (default cpu; cuda needs a\n"
 "                        build with 'make CUDA=1')\n"
 "  --truth F             ground-truth log, JSON lines: step, request and\n"
@@ -84,12 +91,15 @@ struct opts {
 	struct rs_engine_cfg eng;
 	const char *truth;
 	const char *device;
+	bool prefix_cache;
+	int prefix_blocks;
 };
 
 enum { O_HOST = 256, O_PORT, O_PORT_FILE, O_CHUNKED, O_MAX_BODY,
        O_TLS_CERT, O_TLS_KEY, O_MAX_BATCH, O_PREFILL_CHUNK, O_STEP_DELAY,
        O_DEVICE, O_TRUTH, O_MODEL_NAME, O_SEED, O_DIM, O_LAYERS, O_HEADS,
-       O_FFN, O_CTX, O_HELP };
+       O_FFN, O_CTX, O_PREFIX_CACHE, O_PREFIX_BLOCKS, O_REPORT_CACHED,
+       O_HELP };
 
 static const struct option long_opts[] = {
 	{ "host", required_argument, NULL, O_HOST },
@@ -111,6 +121,9 @@ static const struct option long_opts[] = {
 	{ "heads", required_argument, NULL, O_HEADS },
 	{ "ffn", required_argument, NULL, O_FFN },
 	{ "ctx", required_argument, NULL, O_CTX },
+	{ "prefix-cache", no_argument, NULL, O_PREFIX_CACHE },
+	{ "prefix-cache-blocks", required_argument, NULL, O_PREFIX_BLOCKS },
+	{ "report-cached-tokens", no_argument, NULL, O_REPORT_CACHED },
 	{ "help", no_argument, NULL, O_HELP },
 	{ 0 },
 };
@@ -142,6 +155,7 @@ static void defaults(struct opts *o)
 	o->eng.max_batch = 16;
 	rs_model_cfg_default(&o->eng.model);
 	o->device = "cpu";
+	o->prefix_blocks = 1024;
 }
 
 static int set_num(int id, const char *v, struct opts *o)
@@ -164,6 +178,7 @@ static int set_num(int id, const char *v, struct opts *o)
 	case O_HEADS: o->eng.model.heads = (int)n; return 0;
 	case O_FFN: o->eng.model.ffn = (int)n; return 0;
 	case O_CTX: o->eng.model.ctx = (int)n; return 0;
+	case O_PREFIX_BLOCKS: o->prefix_blocks = (int)n; return n ? 0 : -1;
 	}
 	return -1;
 }
@@ -178,6 +193,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_HOST: o->srv.host = optarg; break;
 		case O_PORT_FILE: o->srv.port_file = optarg; break;
 		case O_CHUNKED: o->srv.chunked = true; break;
+		case O_PREFIX_CACHE: o->prefix_cache = true; break;
+		case O_REPORT_CACHED: o->srv.report_cached = true; break;
 		case O_TLS_CERT: o->srv.tls_cert = optarg; break;
 		case O_TLS_KEY: o->srv.tls_key = optarg; break;
 		case O_DEVICE: o->device = optarg; break;
@@ -206,6 +223,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		return -1;
 	}
 	o->eng.cuda = !strcmp(o->device, "cuda");
+	o->eng.prefix_blocks = o->prefix_cache ? o->prefix_blocks : 0;
 	o->srv.ctx = o->eng.model.ctx;
 	return 0;
 }

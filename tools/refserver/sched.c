@@ -52,7 +52,7 @@ void rs_plan_fini(struct rs_plan *p)
 
 void rs_sched_submit(struct rs_sched *s, struct rs_sched_item *it)
 {
-	it->prefilled = 0;
+	it->prefilled = it->cached;
 	it->generated = 0;
 	it->cancelled = false;
 	it->state = RS_ITEM_WAITING;

@@ -31,6 +31,8 @@ enum rs_item_state {
 struct rs_sched_item {
 	int prompt_tokens;	/* >= 1 */
 	int max_tokens;		/* >= 1 */
+	int cached;		/* prompt tokens already in its KV cache when
+				 * submitted (a prefix cache); < prompt_tokens */
 	int prefilled;		/* prompt tokens processed so far */
 	int generated;		/* tokens sampled so far */
 	bool cancelled;

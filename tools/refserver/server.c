@@ -78,6 +78,7 @@ struct conn {
 	char model[RS_NAME_MAX];
 	bool stream, include_usage, chunked;
 	int prompt_tokens;
+	int cached_tokens;	/* from the engine's token events */
 	int *tokens;		/* non-stream: the tokens so far */
 	int ntokens;
 	bool first_pending;	/* first token's bytes wait in out */
@@ -722,6 +723,8 @@ static void stream_token(struct server *s, struct conn *c,
 		.token = ev->token, .index = ev->index, .last = ev->last,
 		.include_usage = c->include_usage,
 		.prompt_tokens = c->prompt_tokens, .chunked = c->chunked,
+		.report_cached = s->cfg->report_cached,
+		.cached_tokens = ev->cached_tokens,
 	};
 	struct rs_sse_units *u = &s->units;
 
@@ -740,7 +743,9 @@ static void whole_response(struct server *s, struct conn *c)
 
 	b->len = 0;
 	if (rs_fmt_body(&body, &c->resp, c->tokens, c->ntokens,
-			c->prompt_tokens, "length") ||
+			c->prompt_tokens,
+			s->cfg->report_cached ? c->cached_tokens : -1,
+			"length") ||
 	    rs_http_json(b, 200, body.p, body.len, c->close_after))
 		c->failed = true;
 	else
@@ -761,6 +766,7 @@ static void on_token(struct server *s, const struct rs_tok_ev *ev)
 	if (c->stream) {
 		stream_token(s, c, ev);
 	} else if (c->ntokens < c->req->max_tokens) {
+		c->cached_tokens = ev->cached_tokens;
 		c->tokens[c->ntokens++] = ev->token;
 		if (ev->last)
 			whole_response(s, c);

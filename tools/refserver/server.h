@@ -27,6 +27,7 @@ struct rs_server_cfg {
 	const char *model_name;
 	int ctx;		/* max_tokens cap, prompt + max_tokens limit */
 	int default_max_tokens;
+	bool report_cached;	/* usage.prompt_tokens_details.cached_tokens */
 };
 
 int rs_server_block_signals(void);

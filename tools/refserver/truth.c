@@ -26,9 +26,13 @@ static int fmt_entry(struct rs_buf *b, const struct rs_truth_entry *e)
 		rc = rs_buf_json_str(b, e->id, strlen(e->id));
 	if (!rc)
 		rc = rs_buf_printf(b, ",\"phase\":\"%s\",\"tokens\":%d,"
-				   "\"context\":%d,\"ns\":%" PRIu64 "}",
-				   e->phase == RS_PHASE_PREFILL ? "prefill" :
-				   "decode", e->tokens, e->context, e->ns);
+				   "\"context\":%d,", e->phase == RS_PHASE_PREFILL
+				   ? "prefill" : "decode", e->tokens,
+				   e->context);
+	if (!rc && e->phase == RS_PHASE_PREFILL)
+		rc = rs_buf_printf(b, "\"cached\":%d,", e->cached);
+	if (!rc)
+		rc = rs_buf_printf(b, "\"ns\":%" PRIu64 "}", e->ns);
 	return rc;
 }
 
@@ -65,10 +69,11 @@ int rs_truth_fmt_request(struct rs_buf *b, const struct rs_truth_request *r)
 				   ",\"end_ns\":%" PRIu64
 				   ",\"prompt_tokens\":%d"
 				   ",\"completion_tokens\":%d"
+				   ",\"cached_tokens\":%d"
 				   ",\"compute_ns\":%" PRIu64, r->arrival_ns,
 				   r->first_token_ns, r->end_ns,
 				   r->prompt_tokens, r->completion_tokens,
-				   r->compute_ns);
+				   r->cached_tokens, r->compute_ns);
 	if (!rc)
 		rc = put_str(b, "status", r->status);
 	return rc ? rc : rs_buf_puts(b, "}\n");

@@ -23,6 +23,8 @@ struct rs_truth_entry {
 	int tokens;
 	int context;
 	uint64_t ns;
+	int cached;		/* prefill: prompt tokens before it taken from
+				 * the prefix cache (on its first chunk) */
 };
 
 struct rs_truth_step {
@@ -37,6 +39,7 @@ struct rs_truth_request {
 	const char *id, *tenant, *model;
 	uint64_t arrival_ns, first_token_ns, end_ns;
 	int prompt_tokens, completion_tokens;
+	int cached_tokens;	/* of prompt_tokens, from the prefix cache */
 	uint64_t compute_ns;
 	const char *status;	/* "ok" | "cancelled" | "error" */
 };
