@@ -328,6 +328,98 @@ Test(loadgen_opts, url_and_defaults)
 	cr_assert_str_eq(o.path, "/v1/completions");
 }
 
+/* ---- shared prefixes and conversations ------------------------------------- */
+
+static void shape_opts(struct lg_opts *o, char **extra, int nextra)
+{
+	char *argv[16] = { "loadgen", "--url", "http://h:1", "--tenants",
+			   "alpha:1,beta:1", "--prompt-len", "20-40",
+			   "--max-tokens", "5-9" };
+	char err[256] = "";
+	int n = 9;
+
+	for (int i = 0; i < nextra; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	cr_assert_eq(lg_opts_parse(o, n, argv, err, sizeof(err)), 0, "%s",
+		     err);
+}
+
+Test(loadgen_shape, a_tenants_prompts_begin_with_its_own_prefix)
+{
+	char *extra[] = { "--shared-prefix", "alpha:50" };
+	char *first_alpha = NULL, *p;
+	int alphas = 0, betas = 0;
+	struct lg_shape s;
+	struct lg_opts o;
+
+	shape_opts(&o, extra, 2);
+	cr_assert_eq(o.tenants[0].shared_prefix, 50);
+	cr_assert_eq(o.tenants[1].shared_prefix, 0);
+	for (long i = 0; i < 40; i++) {
+		p = lg_shape_request(&o, i, &s);
+		cr_assert_not_null(p);
+		cr_assert_eq((long)strlen(p), s.prompt_len);
+		if (s.tenant == 0) {
+			cr_assert_geq(s.prompt_len, 50 + 20);
+			cr_assert_leq(s.prompt_len, 50 + 40);
+			if (!first_alpha)
+				first_alpha = strdup(p);
+			else
+				cr_assert_eq(memcmp(p, first_alpha, 50), 0,
+					     "request %ld: another prefix", i);
+			alphas++;
+		} else {
+			cr_assert_leq(s.prompt_len, 40);
+			betas++;
+		}
+		cr_assert_eq(s.conversation, -1);
+		free(p);
+	}
+	cr_assert(alphas > 5 && betas > 5);
+	free(first_alpha);
+
+	char *bad[] = { "--shared-prefix", "gamma:5" };
+	char *argv[] = { "loadgen", "--url", "http://h:1", bad[0], bad[1],
+			 NULL };
+	char err[256];
+	cr_assert_eq(lg_opts_parse(&o, 5, argv, err, sizeof(err)), -1);
+	cr_assert(strstr(err, "gamma"), "%s", err);
+}
+
+Test(loadgen_shape, each_turn_resends_the_one_before)
+{
+	char *extra[] = { "--turns", "4", "--shared-prefix", "10" };
+	struct lg_shape s, prev = { 0 };
+	char *p, *before = NULL;
+	struct lg_opts o;
+
+	shape_opts(&o, extra, 4);
+	for (long i = 0; i < 12; i++) {
+		p = lg_shape_request(&o, i, &s);
+		cr_assert_not_null(p);
+		cr_assert_eq(s.conversation, i / 4);
+		cr_assert_eq(s.turn, i % 4);
+		if (s.turn > 0) {
+			cr_assert_eq(s.tenant, prev.tenant,
+				     "a conversation changed tenant");
+			cr_assert_gt(s.prompt_len, prev.prompt_len + 20);
+			cr_assert_eq(memcmp(p, before, prev.prompt_len), 0,
+				     "turn %d does not begin with turn %d",
+				     s.turn, prev.turn);
+		}
+		free(before);
+		before = p;
+		prev = s;
+	}
+	free(before);
+	/* the same request twice is the same bytes */
+	char *a = lg_shape_request(&o, 6, &s), *b = lg_shape_request(&o, 6, &s);
+	cr_assert_str_eq(a, b);
+	free(a);
+	free(b);
+}
+
 /* ---- random source --------------------------------------------------------- */
 
 Test(loadgen_rng, poisson_gaps_have_mean_one_over_rate)

@@ -36,6 +36,8 @@ struct lg_range {
 struct lg_tenant {
 	char name[LG_NAME_MAX];
 	double weight;
+	long shared_prefix;	/* --shared-prefix: bytes every prompt of
+				 * this tenant begins with */
 };
 
 struct lg_opts {
@@ -53,6 +55,8 @@ struct lg_opts {
 	bool quiet;		/* no summary on stdout */
 	bool close_each;	/* --close: a new connection per request */
 	double cancel_frac;	/* --cancel-frac: streams cut after 1st token */
+	const char *shared_prefix;	/* --shared-prefix, resolved at the end */
+	int turns;		/* --turns: requests per conversation (1) */
 
 	int concurrency;	/* workers (closed loop) or in-flight cap (open) */
 	double rate;		/* > 0: open loop, Poisson arrivals per second */
@@ -81,6 +85,10 @@ int lg_parse_range(const char *s, struct lg_range *r);
 /* "name:weight,name:weight,..." (weight defaults to 1). Returns 0 or -1. */
 int lg_parse_tenants(const char *s, struct lg_opts *o, char *err,
 		     size_t errlen);
+/* --shared-prefix: "N" for every tenant, or "name:N,..." for each named
+ * one (after --tenants is known). Returns 0 or -1. */
+int lg_parse_shared_prefix(const char *s, struct lg_opts *o, char *err,
+			   size_t errlen);
 /* http(s)://host[:port][/path]. Returns 0 or -1. */
 int lg_parse_url(const char *s, struct lg_opts *o, char *err, size_t errlen);
 
@@ -125,6 +133,7 @@ struct lg_resp {
 	long token_events;
 	long prompt_tokens;	/* -1 until a usage block is seen */
 	long completion_tokens;
+	long cached_tokens;	/* usage.prompt_tokens_details; -1: none */
 	char id[LG_ID_MAX];
 	char error[LG_ERR_MAX];	/* protocol error or server error event */
 	size_t bytes;		/* response bytes consumed */
@@ -188,6 +197,9 @@ struct lg_result {
 	long completion_tokens;
 	long prompt_len;
 	long max_tokens;
+	long conversation;	/* --turns > 1: which one, and which turn */
+	int turn;
+	long cached_tokens;	/* usage.prompt_tokens_details; -1: none */
 	bool stream;
 	bool cancel;		/* to be cut after its first token */
 	bool cancelled;		/* was cut by the client */
@@ -208,10 +220,27 @@ struct lg_summary {
 };
 
 int64_t lg_now_ns(void);
+/* What request idx sends, from the seed and idx alone. */
+struct lg_shape {
+	int tenant;		/* index into o->tenants */
+	long prompt_len;	/* bytes, shared prefix and history included */
+	long max_tokens;
+	bool cancel;
+	long conversation;	/* -1 without --turns */
+	int turn;		/* 0-based */
+};
+
+/*
+ * Request idx's prompt (malloc'd, NUL-terminated printable ASCII) and its
+ * shape: the tenant's --shared-prefix bytes, then with --turns K the
+ * earlier turns of its conversation (request idx - idx % K onwards: each
+ * turn's own bytes and a stand-in of max_tokens bytes for its answer),
+ * then its own --prompt-len bytes. NULL when out of memory.
+ */
+char *lg_shape_request(const struct lg_opts *o, long idx, struct lg_shape *s);
 /* Builds the HTTP request for one prompt; returns a malloc'd buffer. */
 char *lg_build_request(const struct lg_opts *o, const char *tenant,
-		       long prompt_len, long max_tokens, struct lg_rng *rng,
-		       size_t *len);
+		       const char *prompt, long max_tokens, size_t *len);
 /* Writes one result as a JSON line (no text of prompt or completion). */
 void lg_result_write(FILE *f, const struct lg_result *res);
 /* Percentile (0..100) of v[0..n), nearest rank; sorts v. 0 when n == 0. */

@@ -49,6 +49,14 @@ void lg_usage(FILE *f)
 "  --cancel-frac F      cut this fraction of streams (0-1) after their\n"
 "                       first token by closing the connection; counted as\n"
 "                       cancelled, not failed (\"cancelled\":true in --out)\n"
+"  --shared-prefix N    every prompt of a tenant begins with that tenant's\n"
+"                       own N bytes (the same in each of its prompts);\n"
+"                       name:N,... gives each tenant its own N (others 0)\n"
+"  --turns K            conversations of K requests: each turn resends the\n"
+"                       earlier turns (with a stand-in for each answer)\n"
+"                       before its own bytes, and is sent when the turn\n"
+"                       before it has been answered (\"conversation\" and\n"
+"                       \"turn\" in --out)\n"
 "  --quiet              no summary\n"
 "  --help               this text\n"
 "\n"
@@ -239,7 +247,7 @@ enum {
 	OPT_URL = 256, OPT_CHAT, OPT_CONC, OPT_RATE, OPT_REQS, OPT_DUR,
 	OPT_TEN, OPT_PLEN, OPT_MAXT, OPT_STREAM, OPT_MODEL, OPT_KEY,
 	OPT_INSECURE, OPT_SEED, OPT_TIMEOUT, OPT_OUT, OPT_ALLOW, OPT_QUIET,
-	OPT_CLOSE, OPT_CANCEL, OPT_HELP,
+	OPT_CLOSE, OPT_CANCEL, OPT_SHARED, OPT_TURNS, OPT_HELP,
 };
 
 static const struct option long_opts[] = {
@@ -263,6 +271,8 @@ static const struct option long_opts[] = {
 	{ "quiet", no_argument, NULL, OPT_QUIET },
 	{ "close", no_argument, NULL, OPT_CLOSE },
 	{ "cancel-frac", required_argument, NULL, OPT_CANCEL },
+	{ "shared-prefix", required_argument, NULL, OPT_SHARED },
+	{ "turns", required_argument, NULL, OPT_TURNS },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -289,6 +299,12 @@ static int apply(struct lg_opts *o, int c, const char *arg, bool *url,
 			break;
 		return 0;
 	case OPT_OUT: o->out_path = arg; return 0;
+	case OPT_SHARED: o->shared_prefix = arg; return 0;
+	case OPT_TURNS:
+		if (parse_long(arg, &l) < 0 || l < 1 || l > 1000)
+			break;
+		o->turns = (int)l;
+		return 0;
 	case OPT_KEY: o->api_key = arg; return 0;
 	case OPT_HELP: lg_usage(stdout); return 1;
 	case OPT_MODEL:
@@ -359,7 +375,52 @@ static int finish(struct lg_opts *o, bool url, char *err, size_t errlen)
 		o->requests = 100;
 	if (!o->concurrency)
 		o->concurrency = o->rate > 0 ? 64 : 1;
+	return o->shared_prefix ? lg_parse_shared_prefix(o->shared_prefix, o,
+							 err, errlen) : 0;
+}
+
+int lg_parse_shared_prefix(const char *s, struct lg_opts *o, char *err,
+			   size_t errlen)
+{
+	char *end;
+	long n;
+
+	if (!strchr(s, ':')) {
+		if (parse_long(s, &n) < 0 || n < 0 || n > (1L << 24))
+			goto bad;
+		for (int i = 0; i < o->n_tenants; i++)
+			o->tenants[i].shared_prefix = n;
+		return 0;
+	}
+	while (*s) {
+		const char *colon = strchr(s, ':');
+		size_t len = colon ? (size_t)(colon - s) : 0;
+		int t = -1;
+
+		if (!colon)
+			goto bad;
+		for (int i = 0; i < o->n_tenants; i++)
+			if (strlen(o->tenants[i].name) == len &&
+			    !strncmp(o->tenants[i].name, s, len))
+				t = i;
+		if (t < 0) {
+			snprintf(err, errlen, "--shared-prefix: no tenant "
+				 "'%.*s' in --tenants", (int)len, s);
+			return -1;
+		}
+		errno = 0;
+		n = strtol(colon + 1, &end, 10);
+		if (errno || end == colon + 1 || n < 0 || n > (1L << 24) ||
+		    (*end && *end != ','))
+			goto bad;
+		o->tenants[t].shared_prefix = n;
+		s = *end ? end + 1 : end;
+	}
 	return 0;
+bad:
+	snprintf(err, errlen, "--shared-prefix '%s': want N or name:N,...",
+		 o->shared_prefix);
+	return -1;
 }
 
 int lg_opts_parse(struct lg_opts *o, int argc, char **argv,

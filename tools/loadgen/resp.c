@@ -153,6 +153,11 @@ static void json_take_meta(struct lg_resp *r, const cJSON *root)
 		v = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
 		if (count_ok(v))
 			r->completion_tokens = (long)v->valuedouble;
+		v = cJSON_GetObjectItemCaseSensitive(
+			cJSON_GetObjectItemCaseSensitive(usage,
+				"prompt_tokens_details"), "cached_tokens");
+		if (count_ok(v))
+			r->cached_tokens = (long)v->valuedouble;
 	}
 	if (error && !cJSON_IsNull(error) && !r->error[0]) {
 		v = cJSON_GetObjectItemCaseSensitive(error, "message");
@@ -537,6 +542,7 @@ void lg_resp_init(struct lg_resp *r)
 	memset(r, 0, sizeof(*r));
 	r->prompt_tokens = -1;
 	r->completion_tokens = -1;
+	r->cached_tokens = -1;
 }
 
 void lg_resp_reset(struct lg_resp *r)

@@ -129,24 +129,79 @@ static char *make_body(const struct lg_opts *o, const char *tenant,
 	return s;
 }
 
-char *lg_build_request(const struct lg_opts *o, const char *tenant,
-		       long prompt_len, long max_tokens, struct lg_rng *rng,
-		       size_t *len)
+/* n printable ASCII bytes from rng at p. */
+static void random_text(char *p, long n, struct lg_rng *rng)
 {
-	char *prompt = malloc((size_t)prompt_len + 1), *body, *req = NULL;
+	for (long i = 0; i < n; i++)
+		p[i] = (char)(0x20 + lg_rng_next(rng) % 95);
+}
+
+/* Request idx's own draws: tenant, lengths, cancel; rng is left where its
+ * prompt bytes begin. */
+static void draw(const struct lg_opts *o, long idx, struct lg_rng *rng,
+		 struct lg_shape *s)
+{
+	lg_rng_seed(rng, o->seed, (uint64_t)idx + 1);
+	s->tenant = lg_rng_tenant(rng, o->tenants, o->n_tenants);
+	s->prompt_len = lg_rng_range(rng, &o->prompt_len);
+	s->max_tokens = lg_rng_range(rng, &o->max_tokens);
+	/* drawn last, and only when asked: other runs stay as they were */
+	s->cancel = o->stream && o->cancel_frac > 0 &&
+		    lg_rng_unit(rng) < o->cancel_frac;
+}
+
+char *lg_shape_request(const struct lg_opts *o, long idx, struct lg_shape *s)
+{
+	int turns = o->turns > 1 ? o->turns : 1, turn = (int)(idx % turns);
+	long first = idx - turn, total, at = 0, pre;
+	struct lg_shape t;
+	struct lg_rng rng;
+	char *p;
+
+	draw(o, first, &rng, s);	/* a conversation keeps its tenant */
+	s->conversation = turns > 1 ? first / turns : -1;
+	s->turn = turn;
+	pre = o->tenants[s->tenant].shared_prefix;
+	total = pre;
+	for (int i = 0; i <= turn; i++) {
+		draw(o, first + i, &rng, &t);
+		total += t.prompt_len + (i < turn ? t.max_tokens : 0);
+	}
+	p = malloc((size_t)total + 1);
+	if (!p)
+		return NULL;
+	/* the tenant's prefix: the same bytes in each of its prompts */
+	lg_rng_seed(&rng, o->seed ^ 0x5eed5eed5eedull,
+		    (uint64_t)s->tenant + 1);
+	random_text(p, pre, &rng);
+	at = pre;
+	/* earlier turns, each with a stand-in for its answer, then this one */
+	for (int i = 0; i <= turn; i++) {
+		draw(o, first + i, &rng, &t);
+		random_text(p + at, t.prompt_len, &rng);
+		at += t.prompt_len;
+		if (i < turn) {
+			random_text(p + at, t.max_tokens, &rng);
+			at += t.max_tokens;
+		}
+	}
+	p[total] = '\0';
+	s->prompt_len = total;
+	s->max_tokens = t.max_tokens;
+	s->cancel = turns == 1 && t.cancel;
+	return p;
+}
+
+char *lg_build_request(const struct lg_opts *o, const char *tenant,
+		       const char *prompt, long max_tokens, size_t *len)
+{
+	char *body, *req = NULL;
 	char auth[600] = "";
 	bool v6 = strchr(o->host, ':') != NULL;
 	size_t cap;
-	long i;
 	int n;
 
-	if (!prompt)
-		return NULL;
-	for (i = 0; i < prompt_len; i++)	/* printable ASCII */
-		prompt[i] = (char)(0x20 + lg_rng_next(rng) % 95);
-	prompt[prompt_len] = '\0';
 	body = make_body(o, tenant, prompt, max_tokens);
-	free(prompt);
 	if (!body)
 		return NULL;
 	if (o->api_key)
@@ -205,10 +260,16 @@ void lg_result_write(FILE *f, const struct lg_result *r)
 	fprintf(f, ",\"sent_ns\":%lld,\"first_token_ns\":%lld,\"end_ns\":%lld,"
 		"\"token_events\":%ld,\"prompt_tokens\":%ld,"
 		"\"completion_tokens\":%ld,\"stream\":%s,\"max_tokens\":%ld,"
-		"\"prompt_len\":%ld}\n", (long long)r->sent_ns,
+		"\"prompt_len\":%ld", (long long)r->sent_ns,
 		(long long)r->first_token_ns, (long long)r->end_ns,
 		r->token_events, r->prompt_tokens, r->completion_tokens,
 		r->stream ? "true" : "false", r->max_tokens, r->prompt_len);
+	if (r->conversation >= 0)
+		fprintf(f, ",\"conversation\":%ld,\"turn\":%d",
+			r->conversation, r->turn);
+	if (r->cached_tokens >= 0)
+		fprintf(f, ",\"cached_tokens\":%ld", r->cached_tokens);
+	fputs("}\n", f);
 }
 
 /* ---- one exchange ------------------------------------------------------------- */
@@ -298,6 +359,7 @@ static void finish_result(struct worker *w, struct lg_result *res, int rc)
 	res->token_events = r->token_events;
 	res->prompt_tokens = r->prompt_tokens;
 	res->completion_tokens = r->completion_tokens;
+	res->cached_tokens = r->cached_tokens;
 	snprintf(res->id, sizeof(res->id), "%s", r->id);
 	if (!rc && r->error[0])		/* an error event in a good stream */
 		snprintf(res->error, sizeof(res->error), "%s", r->error);
@@ -327,22 +389,23 @@ static void do_request(struct worker *w, long idx)
 {
 	const struct lg_opts *o = w->sh->o;
 	struct lg_result res = { .stream = o->stream };
-	struct lg_rng rng;
+	struct lg_shape s;
 	size_t len = 0;
-	char *req;
+	char *req = NULL, *prompt;
 	bool stale;
-	int rc, t;
+	int rc;
 
-	lg_rng_seed(&rng, o->seed, (uint64_t)idx + 1);
-	t = lg_rng_tenant(&rng, o->tenants, o->n_tenants);
-	res.tenant = o->tenants[t].name;
-	res.prompt_len = lg_rng_range(&rng, &o->prompt_len);
-	res.max_tokens = lg_rng_range(&rng, &o->max_tokens);
-	/* drawn last, and only when asked: other runs stay as they were */
-	res.cancel = o->stream && o->cancel_frac > 0 &&
-		     lg_rng_unit(&rng) < o->cancel_frac;
-	req = lg_build_request(o, res.tenant, res.prompt_len, res.max_tokens,
-			       &rng, &len);
+	prompt = lg_shape_request(o, idx, &s);
+	res.tenant = o->tenants[s.tenant].name;
+	res.prompt_len = s.prompt_len;
+	res.max_tokens = s.max_tokens;
+	res.cancel = s.cancel;
+	res.conversation = s.conversation;
+	res.turn = s.turn;
+	if (prompt)
+		req = lg_build_request(o, res.tenant, prompt, res.max_tokens,
+				       &len);
+	free(prompt);
 	if (!req) {
 		snprintf(res.error, sizeof(res.error), "out of memory building "
 			 "request %ld", idx);
@@ -367,8 +430,9 @@ static void do_request(struct worker *w, long idx)
 
 /* ---- scheduling ------------------------------------------------------------- */
 
-/* Claims the next request; returns false when the run is over. *when_ns is
- * the time to send it (0: at once). */
+/* Claims the next request (with --turns, the next conversation: *idx is
+ * its first turn); returns false when the run is over. *when_ns is the
+ * time to send it (0: at once). */
 static bool claim(struct shared *sh, long *idx, int64_t *when_ns)
 {
 	const struct lg_opts *o = sh->o;
@@ -387,8 +451,10 @@ static bool claim(struct shared *sh, long *idx, int64_t *when_ns)
 	} else if (ok && sh->stop_ns && lg_now_ns() >= sh->stop_ns) {
 		ok = false;
 	}
-	if (ok)
-		*idx = sh->next++;
+	if (ok) {
+		*idx = sh->next;
+		sh->next += o->turns > 1 ? o->turns : 1;
+	}
 	pthread_mutex_unlock(&sh->mu);
 	return ok;
 }
@@ -412,7 +478,14 @@ static void *worker_main(void *arg)
 	while (claim(w->sh, &idx, &when)) {
 		if (when > lg_now_ns())
 			sleep_until(when);
-		do_request(w, idx);
+		/* a conversation's turns one after another, each sent when
+		 * the answer to the one before has come */
+		for (int t = 0; t < (w->sh->o->turns > 1 ? w->sh->o->turns : 1);
+		     t++) {
+			if (w->sh->o->requests && idx + t >= w->sh->o->requests)
+				break;
+			do_request(w, idx + t);
+		}
 	}
 	lg_conn_close(&w->conn);
 	return NULL;
