@@ -86,6 +86,7 @@ void api_resp_init(struct api_resp *r)
 	memset(r, 0, sizeof(*r));
 	r->prompt_tokens = -1;
 	r->completion_tokens = -1;
+	r->cached_tokens = -1;
 }
 
 static void copy_cstr(char *dst, size_t cap, const char *s)
@@ -136,6 +137,64 @@ static uint64_t text_bytes(const cJSON *v)
 	return n;
 }
 
+/* ---- a prompt's beginning, hashed --------------------------------------- */
+
+struct hasher {
+	struct api_req *r;
+	uint64_t h;		/* the chain so far */
+	size_t fill;		/* bytes of the current block */
+};
+
+static void hash_byte(struct hasher *x, unsigned char c)
+{
+	if (!x->r->prefix_hash || x->r->prefix_blocks >= API_PREFIX_BLOCKS)
+		return;
+	x->h = (x->h ^ c) * 0x100000001b3ull;
+	if (++x->fill < API_PREFIX_BLOCK)
+		return;
+	/* a finaliser, so that the chain's value spreads over a table */
+	uint64_t v = x->h ^ (x->h >> 29);
+
+	v *= 0xbf58476d1ce4e5b9ull;
+	x->r->prefix_hash[x->r->prefix_blocks++] = v ^ (v >> 32);
+	x->fill = 0;
+}
+
+/* The prompt's text in order, as text_bytes walks it; each string ends
+ * with a separator so that ["ab", "c"] and ["a", "bc"] differ. */
+static void hash_text(struct hasher *x, const cJSON *v)
+{
+	const cJSON *e;
+
+	if (cJSON_IsString(v)) {
+		for (const char *p = v->valuestring; *p; p++)
+			hash_byte(x, (unsigned char)*p);
+		hash_byte(x, 0x1e);
+		return;
+	}
+	if (cJSON_IsObject(v)) {
+		hash_text(x, cJSON_GetObjectItemCaseSensitive(v, "role"));
+		hash_text(x, cJSON_GetObjectItemCaseSensitive(v, "content"));
+		hash_text(x, cJSON_GetObjectItemCaseSensitive(v, "text"));
+		return;
+	}
+	cJSON_ArrayForEach(e, v)
+		hash_text(x, e);
+}
+
+static void hash_prompt(const cJSON *root, struct api_req *r)
+{
+	static const char *const keys[] = { "prompt", "messages", "inputs",
+					    "input" };
+	struct hasher x = { .r = r, .h = 0xcbf29ce484222325ull };
+
+	r->prefix_blocks = 0;
+	if (!r->prefix_hash)
+		return;
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		hash_text(&x, cJSON_GetObjectItemCaseSensitive(root, keys[i]));
+}
+
 static void request_limits(const cJSON *root, struct api_req *r)
 {
 	const cJSON *params = cJSON_GetObjectItemCaseSensitive(root,
@@ -169,6 +228,7 @@ static void request_json(const cJSON *root, struct api_req *r)
 		text_bytes(cJSON_GetObjectItemCaseSensitive(root, "messages")) +
 		text_bytes(cJSON_GetObjectItemCaseSensitive(root, "inputs")) +
 		text_bytes(cJSON_GetObjectItemCaseSensitive(root, "input"));
+	hash_prompt(root, r);
 }
 
 /* Where the value of "key" starts in raw JSON text, or NULL. */
@@ -255,6 +315,29 @@ static void read_usage(const cJSON *root, struct api_resp *r)
 	r->has_usage = true;
 	r->prompt_tokens = p;
 	r->completion_tokens = c;
+	get_num(cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details"),
+		"cached_tokens", &r->cached_tokens);
+}
+
+/*
+ * llama.cpp's prompt cache: "tokens_cached" where it sends it, else its
+ * timings: prompt_n is the prompt tokens it computed, so the rest of the
+ * prompt came from the cache.
+ */
+static void read_llamacpp_cache(const cJSON *root, struct api_resp *r)
+{
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "timings");
+	int64_t n = -1;
+
+	if (r->cached_tokens >= 0)
+		return;
+	if (get_num(root, "tokens_cached", &n) && n >= 0) {
+		r->cached_tokens = n;
+		return;
+	}
+	if (cJSON_IsObject(t) && get_num(t, "prompt_n", &n) &&
+	    r->prompt_tokens >= n && n >= 0)
+		r->cached_tokens = r->prompt_tokens - n;
 }
 
 static void read_common(const cJSON *root, struct api_resp *r)
@@ -292,6 +375,7 @@ static void read_native_counts(const cJSON *root, struct api_resp *r)
 		if (get_num(root, "tokens_evaluated", &x))
 			r->prompt_tokens = x;
 	}
+	read_llamacpp_cache(root, r);
 }
 
 static bool delta_has_token(const cJSON *d, struct api_resp *r)

@@ -31,6 +31,15 @@ enum api_kind {
 #define API_USER_MAX	64
 #define API_ID_MAX	96
 
+/*
+ * A prompt's beginning as chained hashes of blocks of its text (block i's
+ * hash covers every byte before its end), so that the requests that begin
+ * like an earlier one can be told without keeping any text. 4096 blocks
+ * of 16 bytes: the first 64 KiB of a prompt.
+ */
+#define API_PREFIX_BLOCK	16
+#define API_PREFIX_BLOCKS	4096
+
 struct api_req {
 	char model[API_MODEL_MAX];
 	char user[API_USER_MAX];
@@ -39,6 +48,9 @@ struct api_req {
 	bool include_usage;
 	int64_t max_tokens;	/* -1 if not given */
 	uint64_t prompt_bytes;	/* length of the prompt text (not kept) */
+	uint64_t *prefix_hash;	/* the caller's [API_PREFIX_BLOCKS] for the
+				   prompt's block hashes, or NULL: none */
+	uint32_t prefix_blocks;	/* whole blocks hashed */
 	bool bad_json;		/* unreadable: fields from a plain scan */
 };
 
@@ -47,6 +59,9 @@ struct api_resp {
 	bool has_usage;
 	int64_t prompt_tokens;		/* -1 if unknown */
 	int64_t completion_tokens;	/* -1 if unknown */
+	int64_t cached_tokens;		/* prompt tokens from a prefix cache
+					   (usage.prompt_tokens_details, or
+					   llama.cpp's counts); -1 if unsent */
 	bool error;			/* an error object */
 	bool done;			/* [DONE] or a final event */
 	bool bad_json;

@@ -42,11 +42,18 @@ void costmodel_obs_init(struct costmodel_obs *o, double step_ns)
 	o->ns = step_ns;
 }
 
+/* Attention of a prefill chunk: its token i (from 0) attends over the
+ * context before the chunk and i + 1 of its own. */
+static double attention(uint32_t tokens, uint32_t context)
+{
+	return (double)tokens * ((double)context + (tokens + 1.0) / 2);
+}
+
 void costmodel_obs_prefill(struct costmodel_obs *o, uint32_t tokens,
 			   uint32_t context)
 {
 	o->x[CM_PREFILL] += tokens;
-	o->x[CM_PREFILL_SQ] += (double)tokens * ((double)tokens + context);
+	o->x[CM_PREFILL_SQ] += attention(tokens, context);
 }
 
 void costmodel_obs_decode(struct costmodel_obs *o, uint32_t context)
@@ -472,8 +479,7 @@ double costmodel_prefill_ns(const struct costmodel *m, uint32_t tokens,
 			    uint32_t context)
 {
 	return m->coef[CM_PREFILL] * tokens +
-	       m->coef[CM_PREFILL_SQ] * (double)tokens *
-		       ((double)tokens + context);
+	       m->coef[CM_PREFILL_SQ] * attention(tokens, context);
 }
 
 double costmodel_decode_ns(const struct costmodel *m, uint32_t context)

@@ -8,7 +8,9 @@
  *
  * P = prompt tokens processed in the step, D = decode tokens, C = sum of
  * the decoding requests' context lengths, Q = sum over prefill chunks of
- * n * (n + context) (attention over the chunk and what precedes it). The
+ * n * (context + (n + 1) / 2) (each of a chunk's n tokens attends over
+ * what precedes the chunk, cached or computed before, and over the
+ * chunk's tokens up to itself). The
  * quadratic term is kept only when it improves the fit enough to pay for
  * itself (it must lower the Bayesian information criterion).
  *

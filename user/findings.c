@@ -605,6 +605,66 @@ static int find_device(const struct findings_input *in,
 	return err;
 }
 
+/*
+ * Prompts that begin as earlier ones did, for a good part of their
+ * tokens, but whose server shows little reuse of them: no cache seen at
+ * all, or a cache that misses (too small a pool, or requests routed away
+ * from the replica that holds their prefix).
+ */
+#define REUSE_MIN_REPEATED	0.20	/* of all prompt tokens */
+#define REUSE_MIN_TOKENS	1000
+#define REUSE_LOW		0.50	/* cached / repeated below this */
+
+static int find_prefix_reuse(const struct findings_input *in,
+			     struct findings_list *out)
+{
+	double rep = in->prompt_tokens ?
+		(double)in->repeated_tokens / in->prompt_tokens : 0;
+	double reuse = in->repeated_tokens ?
+		(double)in->cached_tokens / in->repeated_tokens : 0;
+	struct finding *f;
+
+	if (rep < REUSE_MIN_REPEATED ||
+	    in->repeated_tokens < REUSE_MIN_TOKENS ||
+	    (in->cache_known && reuse >= REUSE_LOW))
+		return 0;
+	f = add(out, "prefix_reuse_low", rep >= 0.5 ? FINDINGS_WARNING
+						    : FINDINGS_INFO);
+	if (!f)
+		return -ENOMEM;
+	if (!in->cache_known)
+		say(f->summary, sizeof(f->summary),
+		    "%.1f%% of the prompt tokens repeat the beginning of an "
+		    "earlier prompt to the same model, but the server shows "
+		    "no prefix cache: it reports no cached tokens, and their "
+		    "prefill cost shows none.", 100 * rep);
+	else
+		say(f->summary, sizeof(f->summary),
+		    "%.1f%% of the prompt tokens repeat the beginning of an "
+		    "earlier prompt, but only %.1f%% of those came from the "
+		    "prefix cache (%s).", 100 * rep, 100 * reuse,
+		    in->cache_estimated ? "estimated from prefill cost"
+					: "as the server reports");
+	num(f->evidence, "prompt_tokens", (double)in->prompt_tokens);
+	num(f->evidence, "repeated_prompt_tokens",
+	    (double)in->repeated_tokens);
+	num(f->evidence, "repeated_fraction", rep);
+	if (in->cache_known) {
+		num(f->evidence, "cached_prompt_tokens",
+		    (double)in->cached_tokens);
+		num(f->evidence, "reuse_of_repeated", reuse);
+	}
+	snprintf(f->action, sizeof(f->action), "%s", in->cache_known ?
+		 "Give the prefix cache more memory (its pool evicts what "
+		 "repeats), or route requests that share a prefix to the "
+		 "replica that holds it." :
+		 "Turn on prefix caching (vLLM: --enable-prefix-caching; "
+		 "SGLang's radix cache; llama.cpp: cache_prompt), or have "
+		 "the server report usage.prompt_tokens_details.cached_tokens "
+		 "if it caches already.");
+	return 0;
+}
+
 int findings_compute(const struct findings_input *in,
 		     struct findings_list *out)
 {
@@ -623,6 +683,8 @@ int findings_compute(const struct findings_input *in,
 	free(dem);
 	if (!err)
 		err = find_tenant_skew(in, out);
+	if (!err)
+		err = find_prefix_reuse(in, out);
 	return err;
 }
 

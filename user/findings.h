@@ -2,7 +2,8 @@
  * findings.h - plain statements about a trace, each with a severity, the
  * numbers behind it and a suggested action: idle capacity with and without
  * demand, batch occupancy against the fitted step model, launch overhead,
- * prefill interference, tenant skew, copy overhead.
+ * prefill interference, tenant skew, copy overhead, prompt prefixes that
+ * repeat but are not reused from a cache.
  *
  * In:  per attributed device its busy union, raw intervals and steps; the
  *      requests; the fitted step cost model; per tenant GPU time and
@@ -13,6 +14,7 @@
 #ifndef TT_FINDINGS_H
 #define TT_FINDINGS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -69,6 +71,11 @@ struct findings_input {
 	const struct findings_tenant *tenants;
 	size_t ntenants;
 	uint32_t max_batch;		/* configured; 0: the largest seen */
+	/* prefix reuse: prompt tokens; of them those an earlier prompt began
+	 * with (from the prompts' hashes); those served from a cache, where
+	 * known (the server's count or an estimate) */
+	uint64_t prompt_tokens, repeated_tokens, cached_tokens;
+	bool cache_known, cache_estimated;
 };
 
 /* Compute every finding that holds. 0 or -ENOMEM (out is then partial;

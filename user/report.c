@@ -169,7 +169,9 @@ static void pick_attributed(const struct report_input *in, struct report *r)
  */
 #define FIT_STEPS_PER_OBS	2
 
-static int fit_model(struct report_device *d)
+/* The model on the steps k with !skip[k] (every step: skip NULL) into *m. */
+static int fit_model_on(struct report_device *d, const bool *skip,
+			struct costmodel *m)
 {
 	const struct steps_result *s = &d->steps;
 	struct costmodel_obs *obs;
@@ -181,7 +183,7 @@ static int fit_model(struct report_device *d)
 	uint32_t n = 0, in = 0;
 	for (uint32_t k = 0; k < s->nsteps; k++) {
 		const struct steps_step *st = &s->steps[k];
-		if (!st->n)
+		if (!st->n || (skip && skip[k]))
 			continue;
 		if (in == 0)
 			costmodel_obs_init(&obs[n], 0);
@@ -203,10 +205,43 @@ static int fit_model(struct report_device *d)
 	}
 	if (in)
 		n++;
-	err = costmodel_fit_steps(obs, n, &d->model);
-	d->model.steps = s->nsteps;	/* steps, not pairs, for the reader */
+	err = costmodel_fit_steps(obs, n, m);
+	m->steps = s->nsteps;	/* steps, not pairs, for the reader */
 	free(obs);
 	return err;
+}
+
+static int fit_model(struct report_device *d)
+{
+	return fit_model_on(d, NULL, &d->model);
+}
+
+/*
+ * A request with c cached of its P prompt tokens: its prefill cost splits
+ * into attending over the c (the model's attention term for them) and the
+ * rest; prefilling the c as well would have cost the model's prefill of
+ * c tokens from nothing (what a full prefill costs more than the cached
+ * one, term by term).
+ */
+static void credit_cache(const struct report_device *d,
+			 struct report_request *q, double prompt_usd,
+			 double per_ns)
+{
+	const struct tt_request *t = &q->req;
+	uint32_t p, c;
+	double all, over;
+
+	if (t->cached_source == TT_CACHED_NONE || t->cached_tokens <= 0 ||
+	    t->prompt_tokens <= t->cached_tokens || prompt_usd <= 0)
+		return;
+	p = (uint32_t)t->prompt_tokens;
+	c = (uint32_t)t->cached_tokens;
+	all = costmodel_prefill_ns(&d->model, p - c, c);
+	over = d->model.coef[CM_PREFILL_SQ] * (double)(p - c) * c;
+	if (all > 0)
+		q->cached_cost_usd += prompt_usd * over / all;
+	q->cache_saved_ns += (uint64_t)costmodel_prefill_ns(&d->model, c, 0);
+	q->cache_saved_usd += costmodel_prefill_ns(&d->model, c, 0) * per_ns;
 }
 
 /* Give each request its time and cost on device d. */
@@ -228,6 +263,7 @@ static void credit_device(struct report *r, struct report_device *d,
 		q->cost_usd += ns * per_ns;
 		q->prompt_cost_usd += a[i].prefill_ns * per_ns;
 		q->completion_cost_usd += a[i].decode_ns * per_ns;
+		credit_cache(d, q, a[i].prefill_ns * per_ns, per_ns);
 		if (sum)
 			q->cost_loaded_usd += (double)ns / sum *
 					      r->window_ns * per_ns;
@@ -339,6 +375,335 @@ static int find_steps(const struct report_input *in, struct report_device *d)
 			   &d->steps.busy_ns);
 }
 
+/* ---- cached prompt tokens the server did not send --------------------- */
+
+/*
+ * A server with a prefix cache that does not say what it served from it
+ * (vLLM unless asked, SGLang, TGI) still shows it twice: in the prompts
+ * (a request that begins as an earlier one did: prefix_bytes, from hashes
+ * of the text, never the text) and in what its prefill cost (less than
+ * its length says). The first says which requests could have hit and how
+ * far, c = P * prefix_bytes / prompt_bytes of their P prompt tokens; the
+ * second whether each did. A hit computes P - c tokens attending over the
+ * c cached, a miss all P: the two differ by c tokens of prefill, far more
+ * than a step's noise once c is a block or more. So each candidate's step
+ * is compared, under a cost model fitted on the steps without candidates,
+ * with hit and with miss (a step's candidates together), the closer kept,
+ * and the model refitted with the choices. The hits stand only when they
+ * explain the steps better than no cache at all by more than a parameter
+ * is worth (the Bayesian information criterion), so a server without a
+ * cache, or whose prompts share nothing, is left alone; and nothing is
+ * inferred when too few prefills lie outside the candidates' steps to
+ * tell what a prefill costs (every prompt begins with the same system
+ * prompt, say: then a cache and none read alike from the cost alone).
+ */
+#define CACHE_MIN_CANDIDATES	8
+#define CACHE_ROUNDS		4
+#define CACHE_MARGIN		4.0	/* times the steps' noise */	/* fewer: nothing to infer from */
+
+struct cache_guess {
+	uint32_t *entry;	/* prefill entries that could have hit */
+	uint32_t *step;		/* the step of each */
+	uint32_t *prompt;	/* their prompt tokens */
+	uint32_t *reach;	/* tokens an earlier prompt began with */
+	bool *hit;
+	uint32_t n;
+};
+
+static void cache_set(struct report_device *d, const struct cache_guess *g,
+		      uint32_t i, bool hit)
+{
+	struct attr_entry *e = &d->steps.entries[g->entry[i]];
+
+	e->context = hit ? g->reach[i] : 0;
+	e->tokens = g->prompt[i] - e->context;
+}
+
+/* The step's measured busy time less what the model predicts for it. */
+static double step_residual(const struct report_device *d, uint32_t k)
+{
+	const struct steps_step *st = &d->steps.steps[k];
+	double p = d->model.coef[CM_FIXED];
+
+	for (uint32_t i = st->first; i < st->first + st->n; i++) {
+		const struct attr_entry *e = &d->steps.entries[i];
+
+		p += e->phase == ATTR_PREFILL ?
+			costmodel_prefill_ns(&d->model, e->tokens, e->context) :
+			costmodel_decode_ns(&d->model, e->context);
+	}
+	return (double)st->busy_ns - p;
+}
+
+static double steps_sse(const struct report_device *d)
+{
+	double sse = 0;
+
+	for (uint32_t k = 0; k < d->steps.nsteps; k++)
+		if (d->steps.steps[k].n) {
+			double e = step_residual(d, k);
+
+			sse += e * e;
+		}
+	return sse;
+}
+
+/* Sets the candidates [a, a + k) of one step to the bits of mask. */
+static void cache_set_group(struct report_device *d, struct cache_guess *g,
+			    uint32_t a, uint32_t k, unsigned mask)
+{
+	for (uint32_t i = 0; i < k; i++) {
+		g->hit[a + i] = mask >> i & 1;
+		cache_set(d, g, a + i, g->hit[a + i]);
+	}
+}
+
+/*
+ * One pass of choices under the model as fitted; how many changed. The
+ * candidates of one step are chosen together (every combination, up to
+ * CACHE_JOINT of them; one at a time beyond), since they share its time,
+ * and a choice changes only when that brings the step closer to the model
+ * by more than margin.
+ */
+#define CACHE_JOINT	8
+
+static uint32_t cache_choose(struct report_device *d, struct cache_guess *g,
+			     double margin)
+{
+	uint32_t changed = 0;
+
+	for (uint32_t a = 0, k; a < g->n; a += k) {
+		unsigned was = 0, best = 0;
+		double least = HUGE_VAL, stay = HUGE_VAL;
+
+		for (k = 1; a + k < g->n && g->step[a + k] == g->step[a];)
+			k++;
+		if (k > CACHE_JOINT)
+			k = CACHE_JOINT;
+		for (uint32_t i = 0; i < k; i++)
+			was |= (unsigned)g->hit[a + i] << i;
+		for (unsigned m = 0; m < 1u << k; m++) {
+			double e;
+
+			cache_set_group(d, g, a, k, m);
+			e = fabs(step_residual(d, g->step[a]));
+			if (m == was)
+				stay = e;
+			if (e < least) {
+				least = e;
+				best = m;
+			}
+		}
+		if (!(least < stay - margin))
+			best = was;
+		cache_set_group(d, g, a, k, best);
+		changed += best != was;
+	}
+	return changed;
+}
+
+/*
+ * Which reading of the candidates a model that has seen neither prefers:
+ * fitted on the steps that hold no candidate (what a prefill of known
+ * length costs), the candidates' steps' squared error with every one a
+ * hit against with every one a miss. A model fitted with them bends to
+ * either reading (its prefill cost drops to meet cheap hits read as
+ * misses; its attention cost rises to meet dear misses read as hits), so
+ * the question is put to one that was not. *prefer_hits false and
+ * -ENODATA when those steps hold too few prefills to fit on.
+ */
+#define CACHE_MIN_REFERENCE	8
+
+static int cache_reference(struct report_device *d, struct cache_guess *g,
+			   bool *prefer_hits)
+{
+	const struct steps_result *s = &d->steps;
+	bool *skip = calloc(s->nsteps ? s->nsteps : 1, sizeof(*skip));
+	struct costmodel fitted = d->model;
+	double sse[2] = { 0, 0 };
+	uint32_t prefills = 0;
+	int err;
+
+	*prefer_hits = false;
+	if (!skip)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < g->n; i++)
+		skip[g->step[i]] = true;
+	for (uint32_t k = 0; k < s->nsteps; k++)
+		for (uint32_t i = s->steps[k].first;
+		     !skip[k] && i < s->steps[k].first + s->steps[k].n; i++)
+			prefills += s->entries[i].phase == ATTR_PREFILL;
+	err = prefills < CACHE_MIN_REFERENCE ? -ENODATA :
+		fit_model_on(d, skip, &d->model);
+	if (!err && !d->model.fitted)
+		err = -ENODATA;
+	for (int hit = 0; !err && hit < 2; hit++) {
+		for (uint32_t i = 0; i < g->n; i++)
+			cache_set(d, g, i, hit);
+		for (uint32_t k = 0; k < s->nsteps; k++)
+			if (skip[k]) {
+				double e = step_residual(d, k);
+
+				sse[hit] += e * e;
+			}
+	}
+	for (uint32_t i = 0; i < g->n; i++)
+		cache_set(d, g, i, false);
+	*prefer_hits = !err && sse[1] < sse[0];
+	d->model = fitted;
+	free(skip);
+	return err;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* A step's noise under the model: 1.4826 times the median absolute
+ * residual of the steps that hold no candidate (a robust sigma). */
+static double steps_noise(const struct report_device *d,
+			  const struct cache_guess *g)
+{
+	const struct steps_result *s = &d->steps;
+	double *v = malloc((s->nsteps ? s->nsteps : 1) * sizeof(*v)), sigma;
+	uint32_t n = 0, c = 0;
+
+	if (!v)
+		return HUGE_VAL;	/* then nothing changes */
+	for (uint32_t k = 0; k < s->nsteps; k++) {
+		while (c < g->n && g->step[c] < k)
+			c++;
+		if (s->steps[k].n && !(c < g->n && g->step[c] == k))
+			v[n++] = fabs(step_residual(d, k));
+	}
+	qsort(v, n, sizeof(*v), cmp_double);
+	sigma = n ? 1.4826 * v[n / 2] : HUGE_VAL;
+	free(v);
+	return sigma;
+}
+
+static int cache_guess_alloc(struct cache_guess *g, uint32_t n)
+{
+	size_t k = n ? n : 1;
+
+	g->entry = malloc(k * sizeof(*g->entry));
+	g->step = malloc(k * sizeof(*g->step));
+	g->prompt = malloc(k * sizeof(*g->prompt));
+	g->reach = malloc(k * sizeof(*g->reach));
+	g->hit = malloc(k * sizeof(*g->hit));
+	return g->entry && g->step && g->prompt && g->reach && g->hit ? 0
+								      : -ENOMEM;
+}
+
+static void cache_guess_free(struct cache_guess *g)
+{
+	free(g->entry);
+	free(g->step);
+	free(g->prompt);
+	free(g->reach);
+	free(g->hit);
+}
+
+/* The prefill entries that could have hit: whose prompt began as an
+ * earlier one did, by at least one token. */
+static void cache_candidates(const struct report *r,
+			     const struct report_device *d,
+			     struct cache_guess *g)
+{
+	const struct steps_result *s = &d->steps;
+
+	for (uint32_t k = 0; k < s->nsteps; k++)
+		for (uint32_t i = s->steps[k].first;
+		     i < s->steps[k].first + s->steps[k].n; i++) {
+			const struct attr_entry *e = &s->entries[i];
+			const struct tt_request *q =
+				&r->reqs[e->request].req;
+			uint32_t p = e->tokens + e->context;
+			double c;
+
+			if (e->phase != ATTR_PREFILL || !q->prefix_bytes ||
+			    !q->prompt_bytes || p < 2)
+				continue;
+			c = (double)p * q->prefix_bytes / q->prompt_bytes;
+			if (c < 1)
+				continue;
+			g->entry[g->n] = i;
+			g->step[g->n] = k;
+			g->prompt[g->n] = p;
+			g->reach[g->n] = c > p - 1 ? p - 1 : (uint32_t)c;
+			g->hit[g->n++] = true;
+		}
+}
+
+static int infer_cached(struct report *r, struct report_device *d)
+{
+	const struct steps_result *s = &d->steps;
+	struct cache_guess g = { 0 };
+	double sse0, sse1;
+	uint32_t steps = 0, hits = 0;
+	bool prefer_hits;
+	int err;
+
+	for (uint32_t i = 0; i < s->nentries; i++)
+		if (r->reqs[s->entries[i].request].req.cached_source ==
+		    TT_CACHED_WIRE)
+			return 0;	/* the server says: nothing to infer */
+	err = cache_guess_alloc(&g, s->nentries);
+	if (err)
+		goto out;
+	cache_candidates(r, d, &g);
+	for (uint32_t k = 0; k < s->nsteps; k++)
+		steps += s->steps[k].n > 0;
+	if (g.n < CACHE_MIN_CANDIDATES || steps < 4 * CM_NTERMS)
+		goto out;
+	sse0 = steps_sse(d);	/* the model as fitted: no cache */
+	err = cache_reference(d, &g, &prefer_hits);
+	if (err == -ENODATA)
+		err = 0;	/* nothing to judge the candidates by */
+	if (err || !prefer_hits)
+		goto out;
+	for (uint32_t i = 0; i < g.n; i++) {
+		g.hit[i] = true;
+		cache_set(d, &g, i, true);
+	}
+	for (int round = 0; round < CACHE_ROUNDS; round++) {
+		if ((err = fit_model(d)))
+			goto out;
+		if (!cache_choose(d, &g, CACHE_MARGIN * steps_noise(d, &g)))
+			break;
+	}
+	if ((err = fit_model(d)))
+		goto out;
+	sse1 = steps_sse(d);
+	for (uint32_t i = 0; i < g.n; i++)
+		hits += g.hit[i];
+	if (!hits || sse1 <= 0 ||
+	    steps * log(sse0 / sse1) <= log((double)steps)) {
+		/* no better than no cache, for its price: as it was */
+		for (uint32_t i = 0; i < g.n; i++)
+			cache_set(d, &g, i, false);
+		err = fit_model(d);
+		goto out;
+	}
+	d->cache_hits = hits;
+	d->cache_candidates = g.n;
+	for (uint32_t i = 0; i < s->nentries; i++) {
+		const struct attr_entry *e = &s->entries[i];
+		struct tt_request *q = &r->reqs[e->request].req;
+
+		if (e->phase != ATTR_PREFILL)
+			continue;
+		q->cached_tokens = e->context;
+		q->cached_source = TT_CACHED_ESTIMATE;
+	}
+out:
+	cache_guess_free(&g);
+	return err;
+}
+
 static int attribute_device(const struct report_input *in, struct report *r,
 			    struct report_device *d, struct attr_request *a)
 {
@@ -346,6 +711,8 @@ static int attribute_device(const struct report_input *in, struct report *r,
 
 	if (!err)
 		err = fit_model(d);
+	if (!err)
+		err = infer_cached(r, d);
 	if (err)
 		return err;
 	d->basis = attribution_run(d->steps.attr, d->steps.nsteps,
@@ -438,6 +805,15 @@ static void group_add(struct report_group *g, const struct report_request *q)
 	g->cost_loaded_usd += q->cost_loaded_usd;
 	g->prompt_cost_usd += q->prompt_cost_usd;
 	g->completion_cost_usd += q->completion_cost_usd;
+	if (q->req.cached_source != TT_CACHED_NONE && q->req.prompt_tokens > 0) {
+		g->cache_known = true;
+		g->cache_estimated |= q->req.cached_source == TT_CACHED_ESTIMATE;
+		g->cached_prompt_tokens += q->req.cached_tokens;
+		g->cache_known_prompt_tokens += q->req.prompt_tokens;
+		g->cached_cost_usd += q->cached_cost_usd;
+		g->cache_saved_ns += q->cache_saved_ns;
+		g->cache_saved_usd += q->cache_saved_usd;
+	}
 }
 
 /* v / tokens, or -1 where there were no such tokens. */
@@ -468,6 +844,11 @@ static void group_finish(struct report_group *g, size_t n)
 			g[i].completion_tokens);
 		g[i].ms_per_prompt_token = per_token(g[i].prefill_ns / 1e6,
 						     g[i].prompt_tokens);
+		g[i].usd_per_1m_cached_prompt = per_token(
+			g[i].cached_cost_usd * 1e6, g[i].cached_prompt_tokens);
+		g[i].usd_per_1m_uncached_prompt = per_token(
+			(g[i].prompt_cost_usd - g[i].cached_cost_usd) * 1e6,
+			g[i].prompt_tokens - g[i].cached_prompt_tokens);
 		g[i].ms_per_completion_token = per_token(
 			g[i].decode_ns / 1e6, g[i].completion_tokens);
 	}
@@ -503,6 +884,31 @@ static int build_groups(struct report *r)
 	return 0;
 }
 
+/* The prompts' repeated and cached tokens, for the findings. */
+static void prefix_reuse(const struct report *r, struct findings_input *fi)
+{
+	for (size_t i = 0; i < r->nreqs; i++) {
+		const struct tt_request *q = &r->reqs[i].req;
+		double reach;
+
+		if (q->prompt_tokens <= 0)
+			continue;
+		fi->prompt_tokens += q->prompt_tokens;
+		if (q->prefix_bytes && q->prompt_bytes) {
+			reach = (double)q->prompt_tokens * q->prefix_bytes /
+				q->prompt_bytes;
+			fi->repeated_tokens += reach < q->prompt_tokens - 1 ?
+				(uint64_t)reach : (uint64_t)q->prompt_tokens - 1;
+		}
+		if (q->cached_source != TT_CACHED_NONE) {
+			fi->cache_known = true;
+			fi->cache_estimated |=
+				q->cached_source == TT_CACHED_ESTIMATE;
+			fi->cached_tokens += q->cached_tokens;
+		}
+	}
+}
+
 static int run_findings(const struct report_input *in, struct report *r)
 {
 	struct findings_device *fd = calloc(r->ndevs + 1, sizeof(*fd));
@@ -536,6 +942,7 @@ static int run_findings(const struct report_input *in, struct report *r)
 		.tenants = ft, .ntenants = r->ntenants,
 		.max_batch = in->max_batch,
 	};
+	prefix_reuse(r, &fi);
 	err = findings_compute(&fi, &r->findings);
 out:
 	free(fd);
@@ -656,6 +1063,14 @@ static cJSON *device_json(const struct report_device *d)
 				steps_source_name(d->steps.source));
 	num(o, "token_bursts", d->steps.bursts);
 	num(o, "requests_placed_by_estimate", d->steps.estimated);
+	if (d->cache_candidates) {
+		cJSON *c = cJSON_AddObjectToObject(o, "prefix_cache");
+
+		cJSON_AddStringToObject(c, "source", "estimate");
+		num(c, "prefills_that_began_as_an_earlier_prompt",
+		    d->cache_candidates);
+		num(c, "inferred_hits", d->cache_hits);
+	}
 	return o;
 }
 
@@ -663,6 +1078,9 @@ static cJSON *device_json(const struct report_device *d)
 int report_request_write_json(const struct report_request *q, FILE *f)
 {
 	tt_request_write_json_open(&q->req, f);
+	if (q->req.cached_source != TT_CACHED_NONE)
+		fprintf(f, ",\"cache_saved_gpu_ns\":%" PRIu64,
+			q->cache_saved_ns);
 	fprintf(f, ",\"gpu_ns\":%" PRIu64 ",\"prefill_gpu_ns\":%" PRIu64
 		",\"decode_gpu_ns\":%" PRIu64 ",\"cost_usd\":%.9g,"
 		"\"cost_loaded_usd\":%.9g}", q->gpu_ns, q->prefill_ns,
@@ -712,6 +1130,25 @@ static cJSON *group_json(const struct report_group *g)
 	num_or_null(o, "gpu_ms_per_prompt_token", g->ms_per_prompt_token);
 	num_or_null(o, "gpu_ms_per_completion_token",
 		    g->ms_per_completion_token);
+	if (g->cache_known) {
+		cJSON *c = cJSON_AddObjectToObject(o, "prefix_cache");
+
+		cJSON_AddStringToObject(c, "cached_tokens_source",
+					g->cache_estimated ? "estimate"
+							   : "wire");
+		num(c, "cached_prompt_tokens", (double)g->cached_prompt_tokens);
+		num(c, "computed_prompt_tokens",
+		    (double)(g->prompt_tokens - g->cached_prompt_tokens));
+		num(c, "hit_rate", g->cache_known_prompt_tokens ?
+		    (double)g->cached_prompt_tokens /
+		    g->cache_known_prompt_tokens : 0);
+		num(c, "saved_gpu_ns", (double)g->cache_saved_ns);
+		num(c, "saved_usd", g->cache_saved_usd);
+		num_or_null(c, "usd_per_1m_cached_prompt",
+			    g->usd_per_1m_cached_prompt);
+		num_or_null(c, "usd_per_1m_uncached_prompt",
+			    g->usd_per_1m_uncached_prompt);
+	}
 	return o;
 }
 
@@ -1005,6 +1442,35 @@ static void text_groups(const char *title, const struct report_group *g,
 	}
 }
 
+/* The prefix cache's part, where any group's cached tokens are known. */
+static void text_cache(const char *title, const struct report_group *g,
+		       size_t n, FILE *f)
+{
+	bool any = false;
+
+	for (size_t i = 0; i < n; i++)
+		any |= g[i].cache_known;
+	if (!any)
+		return;
+	fprintf(f, "\n%s\n  %-16s %9s %9s %6s %11s %12s %12s %s\n", title,
+		"name", "prompt", "cached", "hit%", "saved_ms",
+		"$/1M cached", "$/1M uncach", "source");
+	for (size_t i = 0; i < n; i++) {
+		if (!g[i].cache_known)
+			continue;
+		fprintf(f, "  %-16.16s %9llu %9llu %6.1f %11.3f", g[i].name,
+			(unsigned long long)g[i].prompt_tokens,
+			(unsigned long long)g[i].cached_prompt_tokens,
+			g[i].cache_known_prompt_tokens ?
+			100.0 * g[i].cached_prompt_tokens /
+			g[i].cache_known_prompt_tokens : 0,
+			g[i].cache_saved_ns / 1e6);
+		text_per_tok(g[i].usd_per_1m_cached_prompt, 12, 4, f);
+		text_per_tok(g[i].usd_per_1m_uncached_prompt, 12, 4, f);
+		fprintf(f, " %s\n", g[i].cache_estimated ? "estimate" : "wire");
+	}
+}
+
 static void text_evidence(const cJSON *ev, FILE *f)
 {
 	const cJSON *c;
@@ -1051,6 +1517,9 @@ int report_write_text(const struct report *r, FILE *f)
 	text_groups("tenants (busy = device time used; loaded = busy + share "
 		    "of idle)", r->tenants, r->ntenants, f);
 	text_groups("models", r->models, r->nmodels, f);
+	text_cache("prefix cache, by tenant (cached prompt tokens: the "
+		   "server's count, or an estimate from prefill cost)",
+		   r->tenants, r->ntenants, f);
 	text_findings(r, f);
 	fprintf(f, "\nlosses: %llu events, %llu bytes\n",
 		(unsigned long long)(r->losses.cpu_events +

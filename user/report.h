@@ -61,12 +61,22 @@ struct report_request {
 	double cost_loaded_usd;		/* busy cost + share of idle */
 	double prompt_cost_usd;		/* busy cost split by prefill ns */
 	double completion_cost_usd;	/* ... and by decode ns */
+	/* with cached prompt tokens: the part of the prompt's cost that is
+	 * attending over them, and what prefilling them would have cost */
+	double cached_cost_usd;
+	uint64_t cache_saved_ns;
+	double cache_saved_usd;
 };
 
 struct report_device {
 	struct tt_device dev;
 	uint64_t busy_ns, idle_ns;
 	bool attributed;		/* its time went to requests */
+	uint32_t cache_candidates;	/* prefills that began as an earlier
+					   prompt did, and of them those
+					   inferred to have hit a prefix cache
+					   (0, 0: none inferred) */
+	uint32_t cache_hits;
 	double usd_per_hour;
 	uint64_t attributed_ns, unattributed_ns;
 	struct steps_result steps;	/* attributed devices only */
@@ -87,6 +97,15 @@ struct report_group {
 	 * token); -1: no tokens */
 	double loaded_usd_per_1m_prompt, loaded_usd_per_1m_completion;
 	double ms_per_prompt_token, ms_per_completion_token;
+	/* prefix caching: prompt tokens served from a cache (of requests
+	 * whose cached count is known), the GPU time and money that saved,
+	 * the prompt's cost split into cached and computed tokens (-1: no
+	 * such tokens), and whether any count was estimated */
+	uint64_t cached_prompt_tokens, cache_known_prompt_tokens;
+	uint64_t cache_saved_ns;
+	double cache_saved_usd, cached_cost_usd;
+	double usd_per_1m_cached_prompt, usd_per_1m_uncached_prompt;
+	bool cache_known, cache_estimated;
 };
 
 struct report {

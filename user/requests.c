@@ -74,11 +74,18 @@ struct conn {
 	bool is_http, non_http;
 };
 
+/* Prompt blocks seen, per process and model: a direct-mapped set of their
+ * chained hashes (api.h), bounded: an entry overwrites whichever it maps
+ * onto, so old prefixes are forgotten as a server's cache forgets them. */
+#define SEEN_SLOTS	(1u << 20)
+
 struct reqtrack {
 	struct reqtrack_opts opts;
 	struct conn **buckets;
 	size_t nbuckets, nconns;
 	struct reqtrack_stats st;
+	uint64_t *seen;		/* [SEEN_SLOTS], 0 empty; made on first use */
+	uint64_t *hashes;	/* [API_PREFIX_BLOCKS]: the request being read */
 };
 
 enum finish_why {
@@ -287,12 +294,55 @@ static void resolve_tenant(struct conn *c, struct rq *q)
 		tenant_resolve(&c->rt->opts, &in, q->r.tenant);
 }
 
+static uint64_t seen_key(uint64_t salt, uint64_t h)
+{
+	uint64_t k = (h ^ salt) * 0x9e3779b97f4a7c15ull;
+
+	return (k ^ (k >> 31)) | 1;	/* never 0, the empty slot */
+}
+
+/*
+ * How many bytes at the start of q's prompt an earlier prompt to the same
+ * model in the same process began with (whole blocks), and remembers this
+ * one's blocks. No text is kept: only 64-bit hashes, in memory.
+ */
+static uint32_t shared_prefix(struct reqtrack *rt, const struct conn *c,
+			      const struct rq *q)
+{
+	const struct api_req *a = &q->areq;
+	uint64_t salt = 0xcbf29ce484222325ull ^ (uint64_t)c->meta.pid << 32;
+	uint32_t n = 0;
+
+	if (!a->prefix_blocks)
+		return 0;
+	if (!rt->seen && !(rt->seen = calloc(SEEN_SLOTS, sizeof(uint64_t))))
+		return 0;
+	for (const char *m = a->model; *m; m++)
+		salt = (salt ^ (unsigned char)*m) * 0x100000001b3ull;
+	while (n < a->prefix_blocks) {
+		uint64_t k = seen_key(salt, a->prefix_hash[n]);
+
+		if (rt->seen[k & (SEEN_SLOTS - 1)] != k)
+			break;
+		n++;
+	}
+	for (uint32_t i = n; i < a->prefix_blocks; i++) {
+		uint64_t k = seen_key(salt, a->prefix_hash[i]);
+
+		rt->seen[k & (SEEN_SLOTS - 1)] = k;
+	}
+	return n * API_PREFIX_BLOCK;
+}
+
 /* The request's bytes are all seen (or never will be): read its body. */
 static void request_done(struct conn *c, struct rq *q, bool cut)
 {
 	if (q->req_done)
 		return;
 	q->req_done = true;
+	if (!c->rt->hashes)	/* without it, no prompt is hashed */
+		c->rt->hashes = malloc(API_PREFIX_BLOCKS * sizeof(uint64_t));
+	q->areq.prefix_hash = c->rt->hashes;
 	if (q->blen || cut)
 		api_parse_request(q->body, q->blen,
 				  cut || q->body_cut || q->holed, &q->areq);
@@ -302,6 +352,11 @@ static void request_done(struct conn *c, struct rq *q, bool cut)
 	copy_cstr(q->r.model, sizeof(q->r.model), q->areq.model);
 	q->r.stream = q->areq.stream || api_path_streams(q->r.path);
 	q->r.max_tokens = q->areq.max_tokens;
+	q->r.prompt_bytes = q->areq.prompt_bytes > UINT32_MAX ? UINT32_MAX :
+			    (uint32_t)q->areq.prompt_bytes;
+	q->r.prefix_bytes = shared_prefix(c->rt, c, q);
+	q->areq.prefix_hash = NULL;	/* the buffer is the next request's */
+	q->areq.prefix_blocks = 0;
 	if (c->in_cur == q)
 		q->r.bytes_in = c->in.msg_bytes;
 	resolve_tenant(c, q);
@@ -316,6 +371,12 @@ static void fill_tokens(struct rq *q)
 		r->tokens_source = TT_TOKENS_USAGE;
 		r->prompt_tokens = q->aresp.prompt_tokens;
 		r->completion_tokens = q->aresp.completion_tokens;
+		if (q->aresp.cached_tokens >= 0 &&
+		    (r->prompt_tokens < 0 ||
+		     q->aresp.cached_tokens <= r->prompt_tokens)) {
+			r->cached_tokens = q->aresp.cached_tokens;
+			r->cached_source = TT_CACHED_WIRE;
+		}
 		return;
 	}
 	if (q->sse && (r->token_events || q->resp_done)) {
@@ -729,6 +790,8 @@ void reqtrack_free(struct reqtrack *rt)
 		while (rt->buckets[i])
 			conn_free(rt, rt->buckets[i]);
 	free(rt->buckets);
+	free(rt->seen);
+	free(rt->hashes);
 	free(rt);
 }
 
@@ -809,6 +872,18 @@ void reqtrack_get_stats(const struct reqtrack *rt, struct reqtrack_stats *st)
 }
 
 /* ---- names and the JSON line ---------------------------------------------- */
+
+const char *tt_cached_source_name(enum tt_cached_source s)
+{
+	switch (s) {
+	case TT_CACHED_WIRE:
+		return "wire";
+	case TT_CACHED_ESTIMATE:
+		return "estimate";
+	default:
+		return "none";
+	}
+}
 
 const char *tt_tokens_source_name(enum tt_tokens_source s)
 {
@@ -915,6 +990,13 @@ int tt_request_write_json_open(const struct tt_request *r, FILE *out)
 	put_i64(out, "completion_tokens", r->completion_tokens);
 	put_str(out, "tokens_source", r->tokens_source == TT_TOKENS_NONE
 		? NULL : tt_tokens_source_name(r->tokens_source));
+	if (r->prefix_bytes)
+		put_u64(out, "shared_prefix_bytes", r->prefix_bytes, true);
+	if (r->cached_source != TT_CACHED_NONE) {
+		put_i64(out, "cached_tokens", r->cached_tokens);
+		put_str(out, "cached_tokens_source",
+			tt_cached_source_name(r->cached_source));
+	}
 	put_i64(out, "max_tokens", r->max_tokens);
 	put_u64(out, "bytes_in", r->bytes_in, true);
 	put_u64(out, "bytes_out", r->bytes_out, true);

@@ -37,6 +37,13 @@ enum tt_tokens_source {
 	TT_TOKENS_ESTIMATE,	/* estimated from bytes */
 };
 
+/* Where a request's cached prompt tokens come from. */
+enum tt_cached_source {
+	TT_CACHED_NONE = 0,	/* nothing known: cached_tokens means nothing */
+	TT_CACHED_WIRE,		/* the server said (usage details, llama.cpp) */
+	TT_CACHED_ESTIMATE,	/* inferred from what the prefill cost */
+};
+
 /* How a request ended. */
 enum tt_req_end {
 	TT_END_COMPLETE = 0,	/* whole response seen */
@@ -89,6 +96,13 @@ struct tt_request {
 	int64_t prompt_tokens;		/* -1 if unknown */
 	int64_t completion_tokens;	/* -1 if unknown */
 	enum tt_tokens_source tokens_source;
+	int64_t cached_tokens;		/* of prompt_tokens, served from a
+					   prefix cache; see cached_source */
+	uint32_t prompt_bytes;		/* of prompt text (never kept) */
+	uint32_t prefix_bytes;		/* how many of them an earlier prompt
+					   to the model began with (blocks
+					   of 16 bytes; the first 64 KiB) */
+	enum tt_cached_source cached_source;
 	enum tt_req_end end;
 	uint32_t flags;
 	double ttft_ms;			/* -1 if no token */
@@ -155,6 +169,7 @@ int tt_request_write_json(const struct tt_request *req, FILE *out);
 int tt_request_write_json_open(const struct tt_request *req, FILE *out);
 
 const char *tt_tokens_source_name(enum tt_tokens_source s);
+const char *tt_cached_source_name(enum tt_cached_source s);
 const char *tt_req_end_name(enum tt_req_end e);
 
 #endif

@@ -421,17 +421,24 @@ static size_t unseen_room(const struct steps_input *in, uint32_t nb)
 	return room;
 }
 
-/* What a request's token event says it did. */
+/*
+ * What a request's token event says it did. A prompt served in part from
+ * a prefix cache prefills only the rest, attending over the cached part.
+ */
 static struct attr_entry entry_of(const struct tt_request *r,
 				  const struct tok *t)
 {
 	uint32_t prompt = r->prompt_tokens > 0 ? (uint32_t)r->prompt_tokens : 0;
+	uint32_t cached = r->cached_source != TT_CACHED_NONE &&
+			  r->cached_tokens > 0 &&
+			  (uint64_t)r->cached_tokens < prompt ?
+			  (uint32_t)r->cached_tokens : 0;
 	struct attr_entry e = { .request = t->req };
 
 	if (t->index == 0) {
 		e.phase = ATTR_PREFILL;
-		e.tokens = prompt ? prompt : 1;
-		e.context = 0;
+		e.tokens = prompt ? prompt - cached : 1;
+		e.context = cached;
 	} else {
 		e.phase = ATTR_DECODE;
 		e.tokens = 1;

@@ -31,7 +31,7 @@
 
 #include "tracefile.h"
 
-#define TF_REQ_VERSION	1
+#define TF_REQ_VERSION	2	/* 2: requests carry their cached tokens */
 #define TF_STR_MAX	65535u
 #define TF_FLAG_ZSTD	1u
 
@@ -350,6 +350,10 @@ int tracefile_put_request(struct tracefile_writer *w,
 		put_varint(b, ((uint64_t)d << 1) ^ (uint64_t)(d >> 63));
 		prev = q->token_ns[i];
 	}
+	put64(b, (uint64_t)q->cached_tokens);	/* appended in version 2 */
+	put32(b, q->cached_source);
+	put32(b, q->prompt_bytes);
+	put32(b, q->prefix_bytes);
 	return rec_end(w, at);
 }
 
@@ -737,6 +741,17 @@ static void rec_request(struct rd *r, struct cur *c)
 
 		prev += (uint64_t)d;
 		r->tok[i] = prev;
+	}
+	if (!c->bad && c->n >= 20) {	/* version 2 on: the cached tokens */
+		q.cached_tokens = (int64_t)get64(c);
+		q.cached_source = get32(c);
+		q.prompt_bytes = get32(c);
+		q.prefix_bytes = get32(c);
+		if (q.cached_source > TT_CACHED_ESTIMATE ||
+		    (q.cached_source && (q.cached_tokens < 0 ||
+					 (q.prompt_tokens >= 0 &&
+					  q.cached_tokens > q.prompt_tokens))))
+			c->bad = true;
 	}
 	q.token_ns = q.token_ns_len ? r->tok : NULL;
 	if (!c->bad && r->h->request)

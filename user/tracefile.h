@@ -33,7 +33,10 @@
  *                 u32 tokens_source end flags, f64 ttft_ms itl_p50_ms
  *                 itl_p99_ms itl_max_ms, u64 bytes_in bytes_out, then
  *                 token_ns_len times as zigzag varint deltas, the first
- *                 from arrival_ns. Never any prompt or completion text.
+ *                 from arrival_ns; from record version 2, i64
+ *                 cached_tokens, u32 cached_source prompt_bytes
+ *                 prefix_bytes after them. Never any prompt or
+ *                 completion text.
  *     2 device    u32 id kind pid ordinal, strings name uuid, u32
  *                 sm_count, u64 memory_bytes
  *     3 interval  u64 start_ns end_ns, u32 device pid tid stream name_id

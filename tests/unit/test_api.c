@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <stdio.h>
+
 #include "../../user/api.h"
 
 static bool ev(const char *data, struct api_resp *r)
@@ -205,4 +207,61 @@ Test(api, event_parsing_cost_is_reasonable)
 	cr_log_info("api_parse_event: %.2f us per chat chunk", us);
 	cr_assert_eq(r.text_bytes, 6 * 20000);
 	cr_assert_lt(us, 200.0, "%.2f us per event", us);	/* loose: shared CPUs, sanitizers */
+}
+
+/* ---- cached prompt tokens ------------------------------------------------ */
+
+Test(api, cached_tokens_from_usage_details_and_llamacpp)
+{
+	struct api_resp r;
+
+	api_resp_init(&r);
+	ev("{\"id\":\"c-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":500,"
+	   "\"completion_tokens\":9,\"prompt_tokens_details\":"
+	   "{\"cached_tokens\":384}}}", &r);
+	cr_expect_eq(r.prompt_tokens, 500);
+	cr_expect_eq(r.cached_tokens, 384);
+
+	api_resp_init(&r);
+	ev("{\"id\":\"c-2\",\"choices\":[],\"usage\":{\"prompt_tokens\":50,"
+	   "\"completion_tokens\":9}}", &r);
+	cr_expect_eq(r.cached_tokens, -1, "nothing sent is not zero cached");
+
+	/* llama.cpp: timings.prompt_n is what it computed of the prompt */
+	api_resp_init(&r);
+	ev("{\"content\":\"\",\"stop\":true,\"tokens_predicted\":7,"
+	   "\"tokens_evaluated\":300,\"timings\":{\"prompt_n\":44,"
+	   "\"predicted_n\":7}}", &r);
+	cr_expect_eq(r.prompt_tokens, 300);
+	cr_expect_eq(r.cached_tokens, 256);
+	api_resp_init(&r);
+	ev("{\"content\":\"\",\"stop\":true,\"tokens_predicted\":7,"
+	   "\"tokens_evaluated\":300,\"tokens_cached\":290}", &r);
+	cr_expect_eq(r.cached_tokens, 290);
+}
+
+Test(api, prompts_are_hashed_by_blocks_only_when_asked)
+{
+	uint64_t h1[API_PREFIX_BLOCKS], h2[API_PREFIX_BLOCKS];
+	struct api_req a, b;
+	char body[512], other[512];
+	const char *p = "You are a careful assistant. Answer briefly.";
+
+	snprintf(body, sizeof(body), "{\"prompt\":\"%s Q1?\"}", p);
+	snprintf(other, sizeof(other), "{\"prompt\":\"%s Q2, longer?\"}", p);
+	req(body, &a);
+	cr_expect_eq(a.prefix_blocks, 0, "no buffer given: nothing hashed");
+	api_req_init(&a);
+	a.prefix_hash = h1;
+	api_parse_request(body, strlen(body), false, &a);
+	api_req_init(&b);
+	b.prefix_hash = h2;
+	api_parse_request(other, strlen(other), false, &b);
+	/* 44 shared bytes: the first two 16-byte blocks are the same */
+	cr_assert_geq(a.prefix_blocks, 2);
+	cr_assert_geq(b.prefix_blocks, 3);
+	cr_expect_eq(h1[0], h2[0]);
+	cr_expect_eq(h1[1], h2[1]);
+	cr_expect_neq(h1[2], h2[2], "block 3 holds the questions, which "
+		      "differ");
 }

@@ -344,3 +344,54 @@ Test(findings, nothing_to_say_about_an_empty_trace)
 	cr_expect_eq(l.n, 0);
 	findings_free(&l);
 }
+
+/* ---- prefix reuse --------------------------------------------------------- */
+
+static struct findings_list reuse_findings(uint64_t prompt, uint64_t repeated,
+					   bool known, uint64_t cached)
+{
+	struct findings_input in = {
+		.start_ns = 0, .end_ns = 1000000000,
+		.prompt_tokens = prompt, .repeated_tokens = repeated,
+		.cache_known = known, .cached_tokens = cached,
+	};
+	struct findings_list l;
+
+	cr_assert_eq(findings_compute(&in, &l), 0);
+	return l;
+}
+
+Test(findings, repeated_prefixes_with_no_cache_seen_are_named)
+{
+	struct findings_list l = reuse_findings(100000, 60000, false, 0);
+	const struct finding *f = findings_get(&l, "prefix_reuse_low");
+
+	cr_assert_not_null(f);
+	cr_expect_eq(f->severity, FINDINGS_WARNING);
+	cr_expect(strstr(f->summary, "60.0%"), "%s", f->summary);
+	cr_expect_null(cJSON_GetObjectItem(f->evidence, "cached_prompt_tokens"));
+	findings_free(&l);
+}
+
+Test(findings, a_cache_that_misses_what_repeats_is_named)
+{
+	struct findings_list l = reuse_findings(100000, 30000, true, 9000);
+	const struct finding *f = findings_get(&l, "prefix_reuse_low");
+
+	cr_assert_not_null(f);
+	cr_expect_eq(f->severity, FINDINGS_INFO);
+	cr_expect_float_eq(cJSON_GetObjectItem(f->evidence,
+			   "reuse_of_repeated")->valuedouble, 0.3, 1e-9);
+	findings_free(&l);
+}
+
+Test(findings, no_reuse_finding_when_the_cache_serves_or_little_repeats)
+{
+	struct findings_list a = reuse_findings(100000, 60000, true, 50000);
+	struct findings_list b = reuse_findings(100000, 10000, false, 0);
+
+	cr_expect_null(findings_get(&a, "prefix_reuse_low"));
+	cr_expect_null(findings_get(&b, "prefix_reuse_low"));
+	findings_free(&a);
+	findings_free(&b);
+}

@@ -875,3 +875,57 @@ Test(requests, response_without_request_is_counted_orphan)
 	cr_assert_eq(st.http_connections, 1);
 	traffic_free(&t);
 }
+
+/* ---- prompts that begin as earlier ones ----------------------------------- */
+
+static void completion(struct traffic *t, uint64_t ts, const char *prompt,
+		       const char *usage)
+{
+	char body[1024], resp[512];
+
+	snprintf(body, sizeof(body), "{\"model\":\"m\",\"prompt\":\"%s\","
+		 "\"max_tokens\":2}", prompt);
+	add(t, TT_DIR_IN, ts, "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+	    "Content-Length: %zu\r\n\r\n%s", strlen(body), body);
+	snprintf(resp, sizeof(resp), "{\"id\":\"c\",\"choices\":[{\"text\":"
+		 "\"ab\"}],\"usage\":{\"prompt_tokens\":%zu,"
+		 "\"completion_tokens\":2%s}}", strlen(prompt), usage);
+	add(t, TT_DIR_OUT, ts + 500, "HTTP/1.1 200 OK\r\nContent-Type: "
+	    "application/json\r\nContent-Length: %zu\r\n\r\n%s",
+	    strlen(resp), resp);
+}
+
+Test(requests, a_prompt_that_begins_as_an_earlier_one_says_how_far)
+{
+	static const char sys[] = "You are a terse assistant for billing "
+				  "questions. Keep it short.";
+	char p1[256], p2[256];
+	struct traffic t = { 0 };
+	struct reqtrack_opts o = { 0 };
+	struct got g;
+
+	snprintf(p1, sizeof(p1), "%s What is my balance?", sys);
+	snprintf(p2, sizeof(p2), "%s Why was I charged twice?", sys);
+	completion(&t, 1000, p1, "");
+	completion(&t, 3000, p2, ",\"prompt_tokens_details\":"
+		   "{\"cached_tokens\":48}");
+	completion(&t, 5000, "Something else entirely, no shared start.", "");
+	run(&t, &o, &g, -1, 0, 0);
+	cr_assert_eq(g.n, 3);
+	cr_expect_eq(g.r[0].prefix_bytes, 0, "the first is new");
+	cr_expect_eq(g.r[0].prompt_bytes, strlen(p1));
+	/* sys, a space and "Wh": 66 bytes in common, four whole 16-byte
+	 * blocks */
+	cr_expect_eq(strlen(sys), 63);
+	cr_expect_eq(g.r[1].prefix_bytes, 64, "got %u", g.r[1].prefix_bytes);
+	cr_expect_eq(g.r[2].prefix_bytes, 0);
+	cr_expect_eq(g.r[0].cached_source, TT_CACHED_NONE);
+	cr_expect_eq(g.r[1].cached_source, TT_CACHED_WIRE);
+	cr_expect_eq(g.r[1].cached_tokens, 48);
+	cr_expect(strstr(g.json[1], "\"cached_tokens\":48,"
+			 "\"cached_tokens_source\":\"wire\""), "%s", g.json[1]);
+	cr_expect(strstr(g.json[1], "\"shared_prefix_bytes\":64"), "%s",
+		  g.json[1]);
+	cr_expect_null(strstr(g.json[0], "cached_tokens"), "%s", g.json[0]);
+	traffic_free(&t);
+}

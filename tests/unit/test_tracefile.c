@@ -170,7 +170,9 @@ static struct tt_request sample_req(void)
 		.tokens_source = TT_TOKENS_EVENTS, .end = TT_END_CLIENT_GONE,
 		.flags = TT_REQF_NO_USAGE | TT_REQF_ABORTED, .ttft_ms = 0.001,
 		.itl_p50_ms = 1.5, .itl_p99_ms = -1, .itl_max_ms = 2.25,
-		.bytes_in = 1234, .bytes_out = 98765 };
+		.bytes_in = 1234, .bytes_out = 98765, .cached_tokens = 16,
+		.cached_source = TT_CACHED_ESTIMATE, .prompt_bytes = 120,
+		.prefix_bytes = 64 };
 
 	snprintf(q.id, sizeof(q.id), "cmpl-abc");
 	snprintf(q.model, sizeof(q.model), "tiny-model");
@@ -255,6 +257,10 @@ static void expect_every_record(const struct got *g)
 		cr_expect_eq(g->tok[0][i], toks[i], "token %d", i);
 	cr_expect_eq(q->prompt_tokens, w.prompt_tokens);
 	cr_expect_eq(q->completion_tokens, w.completion_tokens);
+	cr_expect_eq(q->cached_tokens, w.cached_tokens);
+	cr_expect_eq(q->cached_source, w.cached_source);
+	cr_expect_eq(q->prompt_bytes, w.prompt_bytes);
+	cr_expect_eq(q->prefix_bytes, w.prefix_bytes);
 	cr_expect_eq(q->tokens_source, w.tokens_source);
 	cr_expect_eq(q->end, w.end);
 	cr_expect_eq(q->flags, w.flags);
