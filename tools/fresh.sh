@@ -67,6 +67,7 @@ mirror() {
 
 MIRROR=$(mirror)
 ROOT=$(mktemp -d /var/tmp/tt-fresh.XXXXXX)
+chmod 0755 "$ROOT"	# it becomes /, which everyone may enter
 cleanup() {
 	for m in dev/shm dev/pts dev sys/fs/cgroup sys proc tmp; do
 		umount -l "$ROOT/$m" 2>/dev/null || true
