@@ -386,20 +386,28 @@ static int find_steps(const struct report_input *in, struct report_device *d)
  * far, c = P * prefix_bytes / prompt_bytes of their P prompt tokens; the
  * second whether each did. A hit computes P - c tokens attending over the
  * c cached, a miss all P: the two differ by c tokens of prefill, far more
- * than a step's noise once c is a block or more. So each candidate's step
- * is compared, under a cost model fitted on the steps without candidates,
- * with hit and with miss (a step's candidates together), the closer kept,
- * and the model refitted with the choices. The hits stand only when they
- * explain the steps better than no cache at all by more than a parameter
- * is worth (the Bayesian information criterion), so a server without a
- * cache, or whose prompts share nothing, is left alone; and nothing is
- * inferred when too few prefills lie outside the candidates' steps to
- * tell what a prefill costs (every prompt begins with the same system
- * prompt, say: then a cache and none read alike from the cost alone).
+ * than a step's noise once c is a block or more. So:
+ *   1. a cost model fitted on the steps without candidates (it has seen
+ *      what a prefill of known length costs, and neither reading) says
+ *      whether the candidates' steps read better as all hits or as all
+ *      misses; misses: nothing is inferred;
+ *   2. from all hits, each step's candidates are chosen together under
+ *      the model refitted with the choices, a choice changing only when
+ *      it brings its step closer to the model by several times the
+ *      steps' noise (an eviction, or a request that came before its
+ *      prefix was computed), for a few rounds;
+ *   3. the hits stand only when they explain the steps better than no
+ *      cache at all by more than a parameter is worth (the Bayesian
+ *      information criterion).
+ * So a server without a cache, or whose prompts share nothing, is left
+ * alone; and nothing is inferred when too few prefills lie outside the
+ * candidates' steps to tell what a prefill costs (every prompt begins
+ * with the same system prompt, say: then a cache and none read alike
+ * from the cost alone).
  */
-#define CACHE_MIN_CANDIDATES	8
+#define CACHE_MIN_CANDIDATES	8	/* fewer: nothing to infer from */
 #define CACHE_ROUNDS		4
-#define CACHE_MARGIN		4.0	/* times the steps' noise */	/* fewer: nothing to infer from */
+#define CACHE_MARGIN		4.0	/* times the steps' noise */
 
 struct cache_guess {
 	uint32_t *entry;	/* prefill entries that could have hit */
