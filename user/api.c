@@ -301,6 +301,28 @@ void api_parse_request(const char *body, size_t len, bool cut,
 	cJSON_Delete(root);
 }
 
+/*
+ * llama.cpp's prompt cache: "tokens_cached" where it sends it, else its
+ * timings: prompt_n is the prompt tokens it computed, so the rest of the
+ * prompt came from the cache.
+ */
+static void read_llamacpp_cache(const cJSON *root, struct api_resp *r)
+{
+	const cJSON *t;
+	int64_t n = -1;
+
+	if (r->cached_tokens >= 0)
+		return;
+	if (get_num(root, "tokens_cached", &n) && n >= 0) {
+		r->cached_tokens = n;
+		return;
+	}
+	t = cJSON_GetObjectItemCaseSensitive(root, "timings");
+	if (cJSON_IsObject(t) && get_num(t, "prompt_n", &n) &&
+	    r->prompt_tokens >= n && n >= 0)
+		r->cached_tokens = r->prompt_tokens - n;
+}
+
 static void read_usage(const cJSON *root, struct api_resp *r)
 {
 	const cJSON *u = cJSON_GetObjectItemCaseSensitive(root, "usage");
@@ -317,27 +339,7 @@ static void read_usage(const cJSON *root, struct api_resp *r)
 	r->completion_tokens = c;
 	get_num(cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details"),
 		"cached_tokens", &r->cached_tokens);
-}
-
-/*
- * llama.cpp's prompt cache: "tokens_cached" where it sends it, else its
- * timings: prompt_n is the prompt tokens it computed, so the rest of the
- * prompt came from the cache.
- */
-static void read_llamacpp_cache(const cJSON *root, struct api_resp *r)
-{
-	const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "timings");
-	int64_t n = -1;
-
-	if (r->cached_tokens >= 0)
-		return;
-	if (get_num(root, "tokens_cached", &n) && n >= 0) {
-		r->cached_tokens = n;
-		return;
-	}
-	if (cJSON_IsObject(t) && get_num(t, "prompt_n", &n) &&
-	    r->prompt_tokens >= n && n >= 0)
-		r->cached_tokens = r->prompt_tokens - n;
+	read_llamacpp_cache(root, r);	/* its /v1 endpoints' last chunk */
 }
 
 static void read_common(const cJSON *root, struct api_resp *r)
@@ -374,8 +376,8 @@ static void read_native_counts(const cJSON *root, struct api_resp *r)
 		}
 		if (get_num(root, "tokens_evaluated", &x))
 			r->prompt_tokens = x;
+		read_llamacpp_cache(root, r);
 	}
-	read_llamacpp_cache(root, r);
 }
 
 static bool delta_has_token(const cJSON *d, struct api_resp *r)

@@ -169,6 +169,22 @@ static void pick_attributed(const struct report_input *in, struct report *r)
  */
 #define FIT_STEPS_PER_OBS	2
 
+/* What step k's entries did, added to o (its fixed cost and time not). */
+static void step_obs_add(const struct steps_result *s, uint32_t k,
+			 struct costmodel_obs *o)
+{
+	const struct steps_step *st = &s->steps[k];
+
+	for (uint32_t i = st->first; i < st->first + st->n; i++) {
+		const struct attr_entry *e = &s->entries[i];
+
+		if (e->phase == ATTR_PREFILL)
+			costmodel_obs_prefill(o, e->tokens, e->context);
+		else
+			costmodel_obs_decode(o, e->context);
+	}
+}
+
 /* The model on the steps k with !skip[k] (every step: skip NULL) into *m. */
 static int fit_model_on(struct report_device *d, const bool *skip,
 			struct costmodel *m)
@@ -190,14 +206,7 @@ static int fit_model_on(struct report_device *d, const bool *skip,
 		else
 			obs[n].x[CM_FIXED] += 1;	/* one fixed cost a step */
 		obs[n].ns += (double)st->busy_ns;
-		for (uint32_t i = st->first; i < st->first + st->n; i++) {
-			const struct attr_entry *e = &s->entries[i];
-			if (e->phase == ATTR_PREFILL)
-				costmodel_obs_prefill(&obs[n], e->tokens,
-						      e->context);
-			else
-				costmodel_obs_decode(&obs[n], e->context);
-		}
+		step_obs_add(s, k, &obs[n]);
 		if (++in == FIT_STEPS_PER_OBS) {
 			in = 0;
 			n++;
@@ -229,7 +238,7 @@ static void credit_cache(const struct report_device *d,
 {
 	const struct tt_request *t = &q->req;
 	uint32_t p, c;
-	double all, over;
+	double all, over, saved;
 
 	if (t->cached_source == TT_CACHED_NONE || t->cached_tokens <= 0 ||
 	    t->prompt_tokens <= t->cached_tokens || prompt_usd <= 0)
@@ -240,8 +249,9 @@ static void credit_cache(const struct report_device *d,
 	over = d->model.coef[CM_PREFILL_SQ] * (double)(p - c) * c;
 	if (all > 0)
 		q->cached_cost_usd += prompt_usd * over / all;
-	q->cache_saved_ns += (uint64_t)costmodel_prefill_ns(&d->model, c, 0);
-	q->cache_saved_usd += costmodel_prefill_ns(&d->model, c, 0) * per_ns;
+	saved = costmodel_prefill_ns(&d->model, c, 0);
+	q->cache_saved_ns += (uint64_t)saved;
+	q->cache_saved_usd += saved * per_ns;
 }
 
 /* Give each request its time and cost on device d. */
@@ -430,17 +440,11 @@ static void cache_set(struct report_device *d, const struct cache_guess *g,
 /* The step's measured busy time less what the model predicts for it. */
 static double step_residual(const struct report_device *d, uint32_t k)
 {
-	const struct steps_step *st = &d->steps.steps[k];
-	double p = d->model.coef[CM_FIXED];
+	struct costmodel_obs o;
 
-	for (uint32_t i = st->first; i < st->first + st->n; i++) {
-		const struct attr_entry *e = &d->steps.entries[i];
-
-		p += e->phase == ATTR_PREFILL ?
-			costmodel_prefill_ns(&d->model, e->tokens, e->context) :
-			costmodel_decode_ns(&d->model, e->context);
-	}
-	return (double)st->busy_ns - p;
+	costmodel_obs_init(&o, (double)d->steps.steps[k].busy_ns);
+	step_obs_add(&d->steps, k, &o);
+	return o.ns - costmodel_predict(&d->model, &o);
 }
 
 static double steps_sse(const struct report_device *d)
