@@ -76,6 +76,7 @@ void collect_free(struct collect *c)
 	free(c->pid_losses);
 	free(c->price_store);
 	free(c->price_default);
+	free(c->name_store);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -451,6 +452,23 @@ static double price_for(const struct collect_prices *p,
 	       COLLECT_GPU_USD_PER_HOUR;
 }
 
+/* The kernel names as the report reads them, in c->name_store. */
+static int report_names(struct collect *c)
+{
+	free(c->name_store);
+	c->name_store = malloc((c->nnames ? c->nnames : 1) *
+			       sizeof(*c->name_store));
+	if (!c->name_store)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->nnames; i++)
+		c->name_store[i] = (struct report_name){
+			.pid = c->names[i].pid,
+			.name_id = c->names[i].name_id,
+			.name = c->names[i].name,
+		};
+	return 0;
+}
+
 int collect_report_input(struct collect *c, const struct collect_prices *p,
 			 struct report_input *in)
 {
@@ -461,7 +479,7 @@ int collect_report_input(struct collect *c, const struct collect_prices *p,
 	c->price_store = calloc(n, sizeof(*c->price_store));
 	c->price_default = calloc(n, sizeof(*c->price_default));
 	c->nprice_store = 0;
-	if (!c->price_store || !c->price_default)
+	if (!c->price_store || !c->price_default || report_names(c))
 		return -ENOMEM;
 	for (size_t i = 0; i < c->ndevs; i++) {
 		struct report_price *rp = &c->price_store[c->nprice_store];
@@ -480,6 +498,8 @@ int collect_report_input(struct collect *c, const struct collect_prices *p,
 	in->ndevs = c->ndevs;
 	in->ivs = c->ivs;
 	in->nivs = c->nivs;
+	in->names = c->name_store;
+	in->nnames = c->nnames;
 	in->prices = c->price_store;
 	in->nprices = c->nprice_store;
 	in->default_usd_per_hour = p && p->gpu_default >= 0 ? p->gpu_default :

@@ -86,6 +86,8 @@ struct collect {
 	struct report_price *price_store;	/* collect_report_input's */
 	bool *price_default;		/* per price_store entry */
 	size_t nprice_store;
+	struct report_name *name_store;	/* collect_report_input's, pointing
+					   at names */
 };
 
 /* Limits record and run apply without a trace file (flags change them). */
@@ -171,8 +173,9 @@ int collect_tick(struct collect *c, uint64_t now_ns);
 int collect_close(struct collect *c, uint64_t end_ns);
 
 /*
- * The report's input over what c holds, with prices (NULL: the defaults).
- * Pointers refer into c (valid until it changes). 0 or -ENOMEM.
+ * The report's input over what c holds, kernel names included, with
+ * prices (NULL: the defaults). Pointers refer into c (valid until it
+ * changes). 0 or -ENOMEM.
  */
 int collect_report_input(struct collect *c, const struct collect_prices *p,
 			 struct report_input *in);

@@ -13,7 +13,10 @@
  * kernel wait, longer gaps between steps (and on the CPU source every
  * idle gap) are the device waiting for the host, and long gaps in the
  * middle of a step are other. Device findings are per attributed device
- * and name it in their evidence.
+ * and name it in their evidence. Server findings look at the GPUs of one
+ * process together: the ranks of a tensor-parallel engine wait for each
+ * other in every collective, so their communication time and the spread
+ * of their busy times say what the split costs.
  */
 #include <errno.h>
 #include <math.h>
@@ -58,6 +61,12 @@
 /* Copy overhead: copy time over busy time from this share. */
 #define COPY_MIN_SHARE		0.10
 #define COPY_WARNING_SHARE	0.30
+/* Communication: collective kernels over a server's GPU busy time. */
+#define COMM_MIN_SHARE		0.10
+#define COMM_WARNING_SHARE	0.25
+/* Imbalance: (busiest - least busy) / busiest of a server's GPUs. */
+#define IMBALANCE_MIN_SPREAD	0.10
+#define IMBALANCE_WARNING_SPREAD	0.25
 
 const char *findings_severity_name(enum findings_severity s)
 {
@@ -605,6 +614,145 @@ static int find_device(const struct findings_input *in,
 	return err;
 }
 
+/* Whether d is a GPU of server pid. */
+static bool on_server(const struct findings_device *d, uint32_t pid)
+{
+	return d->kind == TT_DEV_GPU && d->pid == pid;
+}
+
+/* Whether devs[i] is the first GPU of a server (one process, pid not 0). */
+static bool first_of_server(const struct findings_input *in, size_t i)
+{
+	if (!in->devs[i].pid || !on_server(&in->devs[i], in->devs[i].pid))
+		return false;
+	for (size_t j = 0; j < i; j++)
+		if (on_server(&in->devs[j], in->devs[i].pid))
+			return false;
+	return true;
+}
+
+/* A {name, id, ...} object for each GPU of server pid, in a new array key
+ * of ev; with comm, its communication time too. */
+static void server_devices(const struct findings_input *in, uint32_t pid,
+			   bool comm, cJSON *ev)
+{
+	cJSON *a = cJSON_AddArrayToObject(ev, "devices");
+
+	for (size_t i = 0; a && i < in->ndevs; i++) {
+		const struct findings_device *d = &in->devs[i];
+		cJSON *o;
+
+		if (!on_server(d, pid) || !(o = cJSON_CreateObject()))
+			continue;
+		cJSON_AddItemToArray(a, o);
+		cJSON_AddStringToObject(o, "name", d->name);
+		num(o, "id", d->id);
+		if (comm)
+			num(o, "comm_ns", (double)d->comm_ns);
+		num(o, "busy_ns", (double)d->steps->busy_ns);
+	}
+}
+
+static int find_comm_share(const struct findings_input *in, uint32_t pid,
+			   struct findings_list *out)
+{
+	uint64_t comm = 0, busy = 0;
+	size_t n = 0;
+
+	for (size_t i = 0; i < in->ndevs; i++)
+		if (on_server(&in->devs[i], pid)) {
+			comm += in->devs[i].comm_ns;
+			busy += in->devs[i].steps->busy_ns;
+			n++;
+		}
+	double share = busy ? (double)comm / busy : 0;
+	if (share < COMM_MIN_SHARE)
+		return 0;
+	struct finding *f = add(out, "communication_share",
+				share >= COMM_WARNING_SHARE ? FINDINGS_WARNING
+							    : FINDINGS_INFO);
+	if (!f)
+		return -ENOMEM;
+	say(f->summary, sizeof(f->summary),
+	    "Collective communication (all-reduce, all-gather and the like) "
+	    "took %.1f%% of the busy time of the %zu GPU%s of server pid %u "
+	    "(%.1f of %.1f ms).", 100 * share, n, n == 1 ? "" : "s", pid,
+	    comm / 1e6, busy / 1e6);
+	num(f->evidence, "pid", pid);
+	num(f->evidence, "comm_ns", (double)comm);
+	num(f->evidence, "busy_ns", (double)busy);
+	num(f->evidence, "share", share);
+	server_devices(in, pid, true, f->evidence);
+	snprintf(f->action, sizeof(f->action),
+		 "The GPUs spend much of their time exchanging activations: "
+		 "use fewer tensor-parallel ranks (and more replicas) if the "
+		 "model fits, a faster interconnect (NVLink rather than "
+		 "PCIe), or an engine that overlaps communication with "
+		 "compute.");
+	return 0;
+}
+
+static int find_imbalance(const struct findings_input *in, uint32_t pid,
+			  struct findings_list *out)
+{
+	const struct findings_device *hi = NULL, *lo = NULL;
+	size_t n = 0;
+
+	for (size_t i = 0; i < in->ndevs; i++) {
+		const struct findings_device *d = &in->devs[i];
+
+		if (!on_server(d, pid))
+			continue;
+		n++;
+		if (!hi || d->steps->busy_ns > hi->steps->busy_ns)
+			hi = d;
+		if (!lo || d->steps->busy_ns < lo->steps->busy_ns)
+			lo = d;
+	}
+	if (n < 2 || !hi->steps->busy_ns)
+		return 0;
+	uint64_t most = hi->steps->busy_ns, least = lo->steps->busy_ns;
+	double spread = (double)(most - least) / most;
+	if (spread < IMBALANCE_MIN_SPREAD)
+		return 0;
+	struct finding *f = add(out, "device_imbalance",
+				spread >= IMBALANCE_WARNING_SPREAD ?
+				FINDINGS_WARNING : FINDINGS_INFO);
+	if (!f)
+		return -ENOMEM;
+	say(f->summary, sizeof(f->summary),
+	    "The GPUs of server pid %u are unevenly loaded: %s was busy "
+	    "%.1f ms, %s %.1f ms, %.1f%% less.", pid, hi->name, most / 1e6,
+	    lo->name, least / 1e6, 100 * spread);
+	num(f->evidence, "pid", pid);
+	num(f->evidence, "spread", spread);
+	num(f->evidence, "busiest_id", hi->id);
+	num(f->evidence, "busiest_ns", (double)most);
+	num(f->evidence, "least_busy_id", lo->id);
+	num(f->evidence, "least_busy_ns", (double)least);
+	server_devices(in, pid, false, f->evidence);
+	snprintf(f->action, sizeof(f->action),
+		 "The others wait for the busiest GPU at every collective: "
+		 "rebalance the shards (pipeline stages of equal cost, "
+		 "experts spread by load) and check what else runs on it.");
+	return 0;
+}
+
+static int find_servers(const struct findings_input *in,
+			struct findings_list *out)
+{
+	int err = 0;
+
+	for (size_t i = 0; !err && i < in->ndevs; i++) {
+		if (!first_of_server(in, i))
+			continue;
+		err = find_comm_share(in, in->devs[i].pid, out);
+		if (!err)
+			err = find_imbalance(in, in->devs[i].pid, out);
+	}
+	return err;
+}
+
 /*
  * Prompts that begin as earlier ones did, for a good part of their
  * tokens, but whose server shows little reuse of them: no cache seen at
@@ -681,6 +829,8 @@ int findings_compute(const struct findings_input *in,
 	for (size_t i = 0; !err && i < in->ndevs; i++)
 		err = find_device(in, &in->devs[i], dem, nd, out);
 	free(dem);
+	if (!err)
+		err = find_servers(in, out);
 	if (!err)
 		err = find_tenant_skew(in, out);
 	if (!err)

@@ -3,11 +3,12 @@
  * numbers behind it and a suggested action: idle capacity with and without
  * demand, batch occupancy against the fitted step model, launch overhead,
  * prefill interference, tenant skew, copy overhead, prompt prefixes that
- * repeat but are not reused from a cache.
+ * repeat but are not reused from a cache; per server with several GPUs,
+ * collective communication's share and uneven load.
  *
- * In:  per attributed device its busy union, raw intervals and steps; the
- *      requests; the fitted step cost model; per tenant GPU time and
- *      tokens; the window and prices.
+ * In:  per attributed device its busy union, raw intervals, steps, process
+ *      and communication time; the requests; the fitted step cost model;
+ *      per tenant GPU time and tokens; the window and prices.
  * Out: a list of findings, evidence as cJSON objects.
  * Assumes: everything on one clock; steps from steps.h.
  */
@@ -46,7 +47,7 @@ struct findings_list {
 
 /* One device whose time was attributed. */
 struct findings_device {
-	const char *name;
+	const char *name;		/* with its id where names repeat */
 	enum tt_device_kind kind;
 	const struct tt_interval *ivs;	/* all intervals; others skipped */
 	size_t nivs;
@@ -54,6 +55,9 @@ struct findings_device {
 	const struct steps_result *steps;	/* its steps and busy union */
 	const struct costmodel *model;		/* fitted on those steps */
 	double usd_per_hour;
+	uint32_t pid;			/* its one server process; 0: several
+					   or none */
+	uint64_t comm_ns;		/* collective communication kernels */
 };
 
 struct findings_tenant {

@@ -22,6 +22,17 @@
  * disagree. Cost: busy cost = ns used x price; loaded cost spreads the
  * whole window's price of a device over its requests in proportion to
  * their busy time there, so loaded costs add up to what the hardware cost.
+ *
+ * Several GPUs are attributed each on its own, so a request's GPU time is
+ * the sum of what every GPU gave it. A GPU that one process ran takes
+ * that process's requests only, where it answered any: the replicas of a
+ * data-parallel deployment (one server per replica) are kept apart, and
+ * summed per server. Under tensor parallelism only rank 0 copies the
+ * sampled tokens back; a GPU of the same process with no such copy is cut
+ * at rank 0's copies, and its own busy time in each step goes to that
+ * step's batch. Collective communication on a GPU is the union of its
+ * kernels whose names say so (NCCL's all-reduce and the like), when the
+ * input has kernel names.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -74,7 +85,8 @@ static int copy_requests(const struct report_input *in, struct report *r)
 	return 0;
 }
 
-static struct report_device *find_dev(struct report *r, uint32_t id)
+static const struct report_device *find_dev(const struct report *r,
+					    uint32_t id)
 {
 	for (size_t i = 0; i < r->ndevs; i++)
 		if (r->devs[i].dev.id == id)
@@ -117,6 +129,37 @@ static int collect_devices(const struct report_input *in, struct report *r)
 	return 0;
 }
 
+/* The part of iv inside the window as [*a, *b); false if none. */
+static bool clip(const struct report_input *in, const struct tt_interval *iv,
+		 uint64_t *a, uint64_t *b)
+{
+	*a = iv->start_ns > in->start_ns ? iv->start_ns : in->start_ns;
+	*b = iv->end_ns < in->end_ns ? iv->end_ns : in->end_ns;
+	return *b > *a;
+}
+
+/* The one process whose intervals ran on device id in the window; 0 when
+ * several did (a shared GPU, the CPU of several servers), or none. */
+static uint32_t device_pid(const struct report_input *in, uint32_t id)
+{
+	uint32_t pid = 0;
+	bool seen = false;
+	uint64_t a, b;
+
+	for (size_t i = 0; i < in->nivs; i++) {
+		const struct tt_interval *iv = &in->ivs[i];
+
+		if (iv->device != id || !clip(in, iv, &a, &b))
+			continue;
+		if (seen && iv->pid != pid)
+			return 0;
+		pid = iv->pid;
+		seen = true;
+	}
+	return pid;
+}
+
+/* Busy time, price and process of each device. */
 static int device_busy(const struct report_input *in, struct report *r)
 {
 	for (size_t i = 0; i < r->ndevs; i++) {
@@ -131,8 +174,111 @@ static int device_busy(const struct report_input *in, struct report *r)
 			return err;
 		d->idle_ns = r->window_ns - d->busy_ns;
 		d->usd_per_hour = price_of(in, d->dev.name);
+		d->pid = device_pid(in, d->dev.id);
 	}
 	return 0;
+}
+
+/* ---- collective communication ------------------------------------------ */
+
+/*
+ * The kernels of collectives between GPUs (NCCL's, and the custom
+ * all-reduce of vLLM or TensorRT-LLM) are known by their names alone:
+ * CUPTI sees them as kernels like any other. A name is matched, without
+ * case, against these words; a kernel is found by its (pid, name id) in
+ * the sorted list of the names that match.
+ */
+static const char *const comm_words[] = {
+	"allreduce", "all_reduce", "reducescatter", "reduce_scatter",
+	"allgather", "all_gather", "nccl", "alltoall",
+};
+
+struct name_key {
+	uint32_t pid, name_id;
+};
+
+static int cmp_key(const void *a, const void *b)
+{
+	const struct name_key *x = a, *y = b;
+
+	if (x->pid != y->pid)
+		return x->pid < y->pid ? -1 : 1;
+	return x->name_id < y->name_id ? -1 : x->name_id > y->name_id;
+}
+
+static bool is_comm_name(const char *name)
+{
+	for (size_t i = 0; name && i < sizeof(comm_words) /
+					   sizeof(comm_words[0]); i++)
+		if (strcasestr(name, comm_words[i]))
+			return true;
+	return false;
+}
+
+/* The names of communication kernels, sorted; *out allocated here. */
+static int comm_keys(const struct report_input *in, struct name_key **out,
+		     size_t *nout)
+{
+	struct name_key *k = malloc((in->nnames ? in->nnames : 1) *
+				    sizeof(*k));
+	size_t n = 0;
+
+	if (!k)
+		return -ENOMEM;
+	for (size_t i = 0; i < in->nnames; i++)
+		if (in->names[i].name_id && is_comm_name(in->names[i].name))
+			k[n++] = (struct name_key){ in->names[i].pid,
+						    in->names[i].name_id };
+	qsort(k, n, sizeof(*k), cmp_key);
+	*out = k;
+	*nout = n;
+	return 0;
+}
+
+static bool is_comm_kernel(const struct tt_interval *iv,
+			   const struct name_key *k, size_t nk)
+{
+	struct name_key key = { iv->pid, iv->name_id };
+
+	return iv->kind == TT_IV_KERNEL && iv->name_id &&
+	       bsearch(&key, k, nk, sizeof(*k), cmp_key);
+}
+
+/* d->comm_ns: the measure of the union of its communication kernels. */
+static int comm_of(const struct report_input *in, const struct name_key *k,
+		   size_t nk, struct report_device *d)
+{
+	struct steps_span *s = malloc((in->nivs ? in->nivs : 1) * sizeof(*s));
+	size_t n = 0;
+	uint64_t a, b;
+
+	if (!s)
+		return -ENOMEM;
+	for (size_t i = 0; i < in->nivs; i++) {
+		const struct tt_interval *iv = &in->ivs[i];
+
+		if (iv->device == d->dev.id && is_comm_kernel(iv, k, nk) &&
+		    clip(in, iv, &a, &b))
+			s[n++] = (struct steps_span){ a, b };
+	}
+	n = steps_merge_spans(s, n);
+	for (size_t i = 0; i < n; i++)
+		d->comm_ns += s[i].end_ns - s[i].start_ns;
+	free(s);
+	return 0;
+}
+
+static int device_comm(const struct report_input *in, struct report *r)
+{
+	struct name_key *k = NULL;
+	size_t nk = 0;
+	int err = comm_keys(in, &k, &nk);
+
+	for (size_t i = 0; !err && nk && i < r->ndevs; i++)
+		if (r->devs[i].dev.kind == TT_DEV_GPU)
+			err = comm_of(in, k, nk, &r->devs[i]);
+	free(k);
+	return err;
 }
 
 /* Which devices' time goes to requests: the compute source's. */
@@ -355,16 +501,19 @@ static int compute_thread_ivs(const struct report_input *in, uint32_t dev,
 	return 0;
 }
 
-/* Steps of device d: on the CPU from its compute threads' time, with the
- * busy spans (for the findings) of all its threads. */
+/* Steps of device d, over the requests of d->req_pid (0: all), cut at
+ * the copies of d->steps_dev (0: its own): on the CPU from its compute
+ * threads' time, with the busy spans (for the findings) of all its
+ * threads. */
 static int find_steps(const struct report_input *in, struct report_device *d)
 {
 	struct steps_input si = {
 		.reqs = in->reqs, .nreqs = (uint32_t)in->nreqs,
 		.ivs = in->ivs, .nivs = in->nivs, .device = d->dev.id,
 		.start_ns = in->start_ns, .end_ns = in->end_ns,
-		.source = d->dev.kind == TT_DEV_CPU ? STEPS_FROM_TOKENS
-						    : STEPS_AUTO,
+		.source = d->dev.kind == TT_DEV_CPU ? STEPS_FROM_TOKENS :
+			  d->steps_dev ? STEPS_FROM_COPIES : STEPS_AUTO,
+		.pid = d->req_pid, .copy_device = d->steps_dev,
 	};
 	struct tt_interval *v = NULL;
 	int err;
@@ -716,13 +865,12 @@ out:
 	return err;
 }
 
-static int attribute_device(const struct report_input *in, struct report *r,
-			    struct report_device *d, struct attr_request *a)
+/* Fit d's model on its steps, then split their time among requests. */
+static int attribute_device(struct report *r, struct report_device *d,
+			    struct attr_request *a)
 {
-	int err = find_steps(in, d);
+	int err = fit_model(d);
 
-	if (!err)
-		err = fit_model(d);
 	if (!err)
 		err = infer_cached(r, d);
 	if (err)
@@ -753,19 +901,141 @@ static int attribute_device(const struct report_input *in, struct report *r,
 	return 0;
 }
 
+/* Whether d is an attributed GPU of server pid. */
+static bool gpu_of(const struct report_device *d, uint32_t pid)
+{
+	return d->attributed && d->dev.kind == TT_DEV_GPU && d->pid == pid;
+}
+
+/*
+ * The requests device d takes: those of the one process that ran it, if
+ * that process answered any, so that the replicas of a data-parallel
+ * deployment stay apart (0 where several processes ran it). Otherwise
+ * all of them: an engine that runs in another process than the one that
+ * answers HTTP (vLLM's engine core, the workers of its other ranks), or
+ * requests without pids. A replica that answered none in the window
+ * takes every request too, and so gives its time to other replicas'.
+ */
+static uint32_t requests_of(const struct report *r,
+			    const struct report_device *d)
+{
+	for (size_t i = 0; d->pid && i < r->nreqs; i++)
+		if (r->reqs[i].req.pid == d->pid)
+			return d->pid;
+	return 0;
+}
+
+/* Rank 0 of server pid: its lowest-id attributed GPU whose steps its own
+ * copies cut; NULL if none. */
+static const struct report_device *rank0_of(const struct report *r,
+					    uint32_t pid)
+{
+	const struct report_device *best = NULL;
+
+	for (size_t i = 0; i < r->ndevs; i++) {
+		const struct report_device *d = &r->devs[i];
+
+		if (gpu_of(d, pid) && !d->steps_dev &&
+		    d->steps.source == STEPS_FROM_COPIES &&
+		    (!best || d->dev.id < best->dev.id))
+			best = d;
+	}
+	return best;
+}
+
+/*
+ * Under tensor parallelism only rank 0 copies the sampled tokens back: a
+ * GPU of a server with no step-ending copy of its own is cut again at its
+ * rank 0's, so each of its steps is the same forward pass, and what it
+ * did in that window is shared by the same batch.
+ */
+static int align_ranks(const struct report_input *in, struct report *r)
+{
+	for (size_t i = 0; i < r->ndevs; i++) {
+		struct report_device *d = &r->devs[i];
+		const struct report_device *l;
+
+		if (!d->pid || !gpu_of(d, d->pid) || d->steps.copies)
+			continue;
+		l = rank0_of(r, d->pid);
+		if (!l)
+			continue;
+		d->steps_dev = l->dev.id;
+		steps_free(&d->steps);
+		int err = find_steps(in, d);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 static int attribute(const struct report_input *in, struct report *r)
 {
 	struct attr_request *a;
 	int err = 0;
 
+	for (size_t i = 0; !err && i < r->ndevs; i++) {
+		struct report_device *d = &r->devs[i];
+
+		if (!d->attributed)
+			continue;
+		d->req_pid = requests_of(r, d);
+		err = find_steps(in, d);
+	}
+	if (!err)
+		err = align_ranks(in, r);
+	if (err)
+		return err;
 	a = calloc(r->nreqs ? r->nreqs : 1, sizeof(*a));
 	if (!a)
 		return -ENOMEM;
 	for (size_t i = 0; !err && i < r->ndevs; i++)
 		if (r->devs[i].attributed)
-			err = attribute_device(in, r, &r->devs[i], a);
+			err = attribute_device(r, &r->devs[i], a);
 	free(a);
 	return err;
+}
+
+/* The server of pid, or NULL. */
+static struct report_server *find_server(struct report *r, uint32_t pid)
+{
+	for (size_t i = 0; i < r->nservers; i++)
+		if (r->servers[i].pid == pid)
+			return &r->servers[i];
+	return NULL;
+}
+
+/* A server per process that ran attributed GPUs, with their sums and
+ * the requests it answered. */
+static int build_servers(struct report *r)
+{
+	for (size_t i = 0; i < r->ndevs; i++) {
+		const struct report_device *d = &r->devs[i];
+		struct report_server *s;
+
+		if (!d->pid || !gpu_of(d, d->pid))
+			continue;
+		s = find_server(r, d->pid);
+		if (!s) {
+			s = realloc(r->servers, (r->nservers + 1) * sizeof(*s));
+			if (!s)
+				return -ENOMEM;
+			r->servers = s;
+			s = &s[r->nservers++];
+			*s = (struct report_server){ .pid = d->pid };
+		}
+		s->gpu_ns += d->attributed_ns;
+		s->busy_ns += d->busy_ns;
+		s->unattributed_ns += d->unattributed_ns;
+		s->comm_ns += d->comm_ns;
+	}
+	for (size_t i = 0; i < r->nreqs; i++) {
+		struct report_server *s = find_server(r, r->reqs[i].req.pid);
+
+		if (s)
+			s->requests++;
+	}
+	return 0;
 }
 
 /* sum(requests gpu_ns) + unattributed_ns == busy_ns, over all devices. */
@@ -921,25 +1191,45 @@ static void prefix_reuse(const struct report *r, struct findings_input *fi)
 	}
 }
 
+/* A device's name in the findings, with its id where another device has
+ * the same name (the GPUs of a host are mostly of one model). */
+static void device_label(const struct report *r,
+			 const struct report_device *d, char *buf, size_t len)
+{
+	for (size_t i = 0; i < r->ndevs; i++)
+		if (&r->devs[i] != d &&
+		    !strcmp(r->devs[i].dev.name, d->dev.name)) {
+			snprintf(buf, len, "%s (device %u)", d->dev.name,
+				 d->dev.id);
+			return;
+		}
+	snprintf(buf, len, "%s", d->dev.name);
+}
+
 static int run_findings(const struct report_input *in, struct report *r)
 {
 	struct findings_device *fd = calloc(r->ndevs + 1, sizeof(*fd));
 	struct findings_tenant *ft = calloc(r->ntenants + 1, sizeof(*ft));
+	char (*label)[sizeof(r->devs->dev.name) + 24] =
+		calloc(r->ndevs + 1, sizeof(*label));
 	size_t n = 0;
 	int err = -ENOMEM;
 
-	if (!fd || !ft)
+	if (!fd || !ft || !label)
 		goto out;
 	for (size_t i = 0; i < r->ndevs; i++) {
 		struct report_device *d = &r->devs[i];
 		if (!d->attributed)
 			continue;
-		fd[n++] = (struct findings_device){
-			.name = d->dev.name, .kind = d->dev.kind,
+		device_label(r, d, label[n], sizeof(label[n]));
+		fd[n] = (struct findings_device){
+			.name = label[n], .kind = d->dev.kind,
 			.ivs = in->ivs, .nivs = in->nivs, .id = d->dev.id,
 			.steps = &d->steps, .model = &d->model,
 			.usd_per_hour = d->usd_per_hour,
+			.pid = d->pid, .comm_ns = d->comm_ns,
 		};
+		n++;
 	}
 	for (size_t i = 0; i < r->ntenants; i++)
 		ft[i] = (struct findings_tenant){
@@ -959,6 +1249,7 @@ static int run_findings(const struct report_input *in, struct report *r)
 out:
 	free(fd);
 	free(ft);
+	free(label);
 	return err;
 }
 
@@ -976,7 +1267,7 @@ static bool bad_input(const struct report_input *in)
 {
 	return in->end_ns < in->start_ns || (in->nreqs && !in->reqs) ||
 	       (in->ndevs && !in->devs) || (in->nivs && !in->ivs) ||
-	       (in->nprices && !in->prices);
+	       (in->nprices && !in->prices) || (in->nnames && !in->names);
 }
 
 int report_build(const struct report_input *in, struct report *r)
@@ -1001,6 +1292,8 @@ int report_build(const struct report_input *in, struct report *r)
 		err = collect_devices(in, r);
 	if (!err)
 		err = device_busy(in, r);
+	if (!err)
+		err = device_comm(in, r);
 	if (err)
 		return err;
 	pick_attributed(in, r);
@@ -1009,6 +1302,8 @@ int report_build(const struct report_input *in, struct report *r)
 		err = check_conservation(r);
 	if (!err)
 		err = build_groups(r);
+	if (!err)
+		err = build_servers(r);
 	if (!err)
 		err = run_findings(in, r);
 	pick_model_dev(r);
@@ -1024,6 +1319,7 @@ void report_free(struct report *r)
 	free(r->token_store);
 	free(r->tenants);
 	free(r->models);
+	free(r->servers);
 	findings_free(&r->findings);
 	memset(r, 0, sizeof(*r));
 }
@@ -1049,9 +1345,11 @@ static const char *basis_name(int basis)
 	return basis == ATTR_BY_MODEL ? "model" : "tokens";
 }
 
-static cJSON *device_json(const struct report_device *d)
+static cJSON *device_json(const struct report *r,
+			  const struct report_device *d)
 {
 	cJSON *o = cJSON_CreateObject();
+	char uuid[sizeof(d->dev.uuid) + 1];
 
 	if (!o)
 		return NULL;
@@ -1059,11 +1357,21 @@ static cJSON *device_json(const struct report_device *d)
 	cJSON_AddStringToObject(o, "kind",
 				d->dev.kind == TT_DEV_CPU ? "cpu" : "gpu");
 	num(o, "id", d->dev.id);
+	snprintf(uuid, sizeof(uuid), "%.*s", (int)sizeof(d->dev.uuid),
+		 d->dev.uuid);
+	if (uuid[0])
+		cJSON_AddStringToObject(o, "uuid", uuid);
+	num(o, "pid", d->pid);
 	num(o, "busy_ns", (double)d->busy_ns);
 	num(o, "idle_ns", (double)d->idle_ns);
 	if (d->dev.kind == TT_DEV_CPU)
 		cJSON_AddStringToObject(o, "busy_source",
 			"on-CPU union of the traced process's threads");
+	if (d->dev.kind == TT_DEV_GPU) {
+		num(o, "comm_ns", (double)d->comm_ns);
+		num(o, "comm_share", d->busy_ns ?
+		    (double)d->comm_ns / d->busy_ns : 0);
+	}
 	num(o, "usd_per_hour", d->usd_per_hour);
 	cJSON_AddBoolToObject(o, "attributed", d->attributed);
 	if (!d->attributed)
@@ -1073,6 +1381,15 @@ static cJSON *device_json(const struct report_device *d)
 	num(o, "steps", d->steps.nsteps);
 	cJSON_AddStringToObject(o, "steps_from",
 				steps_source_name(d->steps.source));
+	cJSON_AddStringToObject(o, "steps_source",
+				steps_source_name(d->steps.source));
+	if (d->steps_dev) {
+		const struct report_device *l = find_dev(r, d->steps_dev);
+
+		cJSON_AddStringToObject(o, "steps_from_device",
+					l ? l->dev.name : "");
+		num(o, "steps_from_device_id", d->steps_dev);
+	}
 	num(o, "token_bursts", d->steps.bursts);
 	num(o, "requests_placed_by_estimate", d->steps.estimated);
 	if (d->cache_candidates) {
@@ -1251,9 +1568,40 @@ static void add_array(cJSON *root, const char *key, size_t n,
 		cJSON_AddItemToArray(a, mk(base, i));
 }
 
+/* b: the report (a device names its rank 0 by the report's devices). */
 static cJSON *mk_dev(const void *b, size_t i)
 {
-	return device_json(&((const struct report_device *)b)[i]);
+	const struct report *r = b;
+
+	return device_json(r, &r->devs[i]);
+}
+
+/* A server's object; b: the report. */
+static cJSON *mk_server(const void *b, size_t i)
+{
+	const struct report *r = b;
+	const struct report_server *s = &r->servers[i];
+	cJSON *o = cJSON_CreateObject(), *names, *ids;
+
+	if (!o)
+		return NULL;
+	num(o, "pid", s->pid);
+	names = cJSON_AddArrayToObject(o, "devices");
+	ids = cJSON_AddArrayToObject(o, "device_ids");
+	for (size_t k = 0; names && ids && k < r->ndevs; k++) {
+		const struct report_device *d = &r->devs[k];
+
+		if (!gpu_of(d, s->pid))
+			continue;
+		cJSON_AddItemToArray(names, cJSON_CreateString(d->dev.name));
+		cJSON_AddItemToArray(ids, cJSON_CreateNumber(d->dev.id));
+	}
+	num(o, "requests", (double)s->requests);
+	num(o, "gpu_ns", (double)s->gpu_ns);
+	num(o, "busy_ns", (double)s->busy_ns);
+	num(o, "unattributed_ns", (double)s->unattributed_ns);
+	num(o, "comm_ns", (double)s->comm_ns);
+	return o;
 }
 
 static cJSON *mk_req(const void *b, size_t i)
@@ -1285,7 +1633,8 @@ static cJSON *report_json_ex(const struct report *r, bool with_requests)
 	cJSON_AddStringToObject(root, "compute", r->compute);
 	if (r->hooks[0])
 		cJSON_AddStringToObject(root, "hooks", r->hooks);
-	add_array(root, "devices", r->ndevs, mk_dev, r->devs);
+	add_array(root, "devices", r->ndevs, mk_dev, r);
+	add_array(root, "servers", r->nservers, mk_server, r);
 	num(root, "busy_ns", (double)r->busy_ns);
 	num(root, "unattributed_ns", (double)r->unattributed_ns);
 	add_array(root, "requests", with_requests ? r->nreqs : 0, mk_req,
@@ -1359,8 +1708,26 @@ int report_write_json(const struct report *r, FILE *f)
 
 /* ---- text ---------------------------------------------------------------- */
 
+/* A device's id and process columns ("-": several processes, or none). */
+static void text_id_pid(uint32_t id, uint32_t pid, FILE *f)
+{
+	fprintf(f, " %4u", id);
+	if (pid)
+		fprintf(f, " %8u", pid);
+	else
+		fprintf(f, " %8s", "-");
+}
+
+/* With several GPUs, each device's id, process and share of collective
+ * communication are shown too. */
 static void text_devices(const struct report *r, FILE *f)
 {
+	size_t gpus = 0;
+
+	for (size_t i = 0; i < r->ndevs; i++)
+		gpus += r->devs[i].dev.kind == TT_DEV_GPU;
+	bool multi = gpus > 1;
+
 	fprintf(f, "devices (window %.3f s, compute source %s%s)\n",
 		r->window_ns / 1e9, r->compute,
 		!strcmp(r->compute, "cpu") ?
@@ -1373,23 +1740,66 @@ static void text_devices(const struct report *r, FILE *f)
 			"nothing" : strstr(r->hooks, "syscalls") ? "syscall "
 			"tracepoints: every process on the host enters them" :
 			"as recorded");
-	fprintf(f, "  %-28s %-4s %12s %12s %6s %8s  %s\n", "name", "kind",
-		"busy_ms", "idle_ms", "busy%", "$/hour", "steps");
+	fprintf(f, "  %-28s %-4s", "name", "kind");
+	if (multi)
+		fprintf(f, " %4s %8s", "id", "pid");
+	fprintf(f, " %12s %12s %6s", "busy_ms", "idle_ms", "busy%");
+	if (multi)
+		fprintf(f, " %6s", "comm%");
+	fprintf(f, " %8s  %s\n", "$/hour", "steps");
 	for (size_t i = 0; i < r->ndevs; i++) {
 		const struct report_device *d = &r->devs[i];
-		fprintf(f, "  %-28.28s %-4s %12.3f %12.3f %5.1f%% %8.2f  ",
-			d->dev.name, d->dev.kind == TT_DEV_CPU ? "cpu" : "gpu",
-			d->busy_ns / 1e6, d->idle_ns / 1e6,
-			r->window_ns ? 100.0 * d->busy_ns / r->window_ns : 0,
-			d->usd_per_hour);
-		if (d->attributed)
-			fprintf(f, "%u from %s (%u token bursts, %u "
-				"unstreamed requests placed by estimate)\n",
-				d->steps.nsteps,
-				steps_source_name(d->steps.source),
-				d->steps.bursts, d->steps.estimated);
-		else
+		bool gpu = d->dev.kind == TT_DEV_GPU;
+
+		fprintf(f, "  %-28.28s %-4s", d->dev.name, gpu ? "gpu" : "cpu");
+		if (multi)
+			text_id_pid(d->dev.id, d->pid, f);
+		fprintf(f, " %12.3f %12.3f %5.1f%%", d->busy_ns / 1e6,
+			d->idle_ns / 1e6,
+			r->window_ns ? 100.0 * d->busy_ns / r->window_ns : 0);
+		if (multi && gpu)
+			fprintf(f, " %5.1f%%", d->busy_ns ?
+				100.0 * d->comm_ns / d->busy_ns : 0);
+		else if (multi)
+			fprintf(f, " %6s", "-");
+		fprintf(f, " %8.2f  ", d->usd_per_hour);
+		if (!d->attributed) {
 			fprintf(f, "not attributed\n");
+			continue;
+		}
+		fprintf(f, "%u from %s", d->steps.nsteps,
+			steps_source_name(d->steps.source));
+		if (d->steps_dev)
+			fprintf(f, " of device %u", d->steps_dev);
+		fprintf(f, " (%u token bursts, %u unstreamed requests placed "
+			"by estimate)\n", d->steps.bursts, d->steps.estimated);
+	}
+}
+
+/* The servers apart, when there are several (data parallel). */
+static void text_servers(const struct report *r, FILE *f)
+{
+	if (r->nservers < 2)
+		return;
+	fprintf(f, "\nservers (each one's GPUs split among its own "
+		"requests)\n  %8s %-16s %6s %12s %12s %12s %6s\n", "pid",
+		"devices", "reqs", "gpu_ms", "unattr_ms", "busy_ms", "comm%");
+	for (size_t i = 0; i < r->nservers; i++) {
+		const struct report_server *s = &r->servers[i];
+		char ids[64] = "";
+		size_t n = 0;
+
+		for (size_t k = 0; k < r->ndevs && n < sizeof(ids); k++)
+			if (gpu_of(&r->devs[k], s->pid))
+				n += (size_t)snprintf(ids + n, sizeof(ids) - n,
+						      "%s%u", n ? "," : "",
+						      r->devs[k].dev.id);
+		fprintf(f, "  %8u %-16.16s %6llu %12.3f %12.3f %12.3f "
+			"%5.1f%%\n", s->pid, ids,
+			(unsigned long long)s->requests,
+			s->gpu_ns / 1e6, s->unattributed_ns / 1e6,
+			s->busy_ns / 1e6,
+			s->busy_ns ? 100.0 * s->comm_ns / s->busy_ns : 0);
 	}
 }
 
@@ -1519,6 +1929,7 @@ int report_write_text(const struct report *r, FILE *f)
 	for (size_t i = 0; i < r->nreqs; i++)
 		sum += r->reqs[i].gpu_ns;
 	text_devices(r, f);
+	text_servers(r, f);
 	text_model(r, f);
 	fprintf(f, "\nattribution: requests %.3f ms + unattributed %.3f ms "
 		"= busy %.3f ms (exact: %llu + %llu = %llu ns)\n", sum / 1e6,

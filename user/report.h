@@ -3,7 +3,8 @@
  * used of the devices, what it cost, and what the trace says (findings).
  *
  * In:  struct report_input: requests (with token times), devices, compute
- *      intervals, a window, prices per device-hour, the compute source.
+ *      intervals and their kernel names, a window, prices per device-hour,
+ *      the compute source.
  * Out: struct report (owning copies of everything it needs), written as
  *      DESIGN.md's `tokentrace report --format json` object or as a table.
  * Assumes: one clock (CLOCK_MONOTONIC ns) for requests and intervals.
@@ -28,6 +29,12 @@ struct report_price {
 	double usd_per_hour;
 };
 
+/* A kernel's name, as a CUPTI library reported it for its process. */
+struct report_name {
+	uint32_t pid, name_id;		/* struct tt_interval's */
+	const char *name;
+};
+
 /* What was lost, by source. */
 struct report_losses {
 	uint64_t cpu_events;		/* CPU source records dropped */
@@ -44,6 +51,8 @@ struct report_input {
 	size_t ndevs;
 	const struct tt_interval *ivs;
 	size_t nivs;
+	const struct report_name *names;	/* may be NULL: no names */
+	size_t nnames;
 	const struct report_price *prices;
 	size_t nprices;
 	double default_usd_per_hour;		/* devices with no price */
@@ -79,9 +88,28 @@ struct report_device {
 	uint32_t cache_hits;
 	double usd_per_hour;
 	uint64_t attributed_ns, unattributed_ns;
+	uint32_t pid;			/* the one process whose work it ran
+					   in the window; 0: several, none */
+	uint32_t req_pid;		/* requests that took part: this
+					   server's; 0: all */
+	uint32_t steps_dev;		/* the device whose copies cut its
+					   steps, its server's rank 0, when
+					   it has none of its own; 0: itself */
+	uint64_t comm_ns;		/* union of its collective
+					   communication kernels (GPUs) */
 	struct steps_result steps;	/* attributed devices only */
 	struct costmodel model;
 	int basis;			/* enum attr_basis */
+};
+
+/* One server process and its attributed GPUs; several servers: data
+ * parallel. */
+struct report_server {
+	uint32_t pid;
+	uint64_t requests;		/* requests it answered */
+	uint64_t gpu_ns;		/* attributed on its GPUs: its requests'
+					   time there */
+	uint64_t busy_ns, unattributed_ns, comm_ns;	/* of its GPUs */
 };
 
 /* Sums per tenant or per model. */
@@ -118,6 +146,8 @@ struct report {
 	size_t nreqs;
 	struct report_group *tenants, *models;
 	size_t ntenants, nmodels;
+	struct report_server *servers;	/* by pid, in device order */
+	size_t nservers;
 	uint64_t busy_ns;		/* of the attributed devices */
 	uint64_t unattributed_ns;
 	size_t model_dev;		/* device whose cost model is shown,

@@ -606,13 +606,18 @@ static void wait_loop(struct run_state *rs)
 	uint64_t kill_at = 0;
 
 	while (!rs->child_done) {
-		struct pollfd p[2] = { { rs->sigfd, POLLIN, 0 },
-				       { -1, POLLIN, 0 } };
+		/* device records wake the loop as they come: the library's
+		 * socket buffer holds a few thousand of them, a tick's worth
+		 * at the rates of a multi-GPU server is a hundred times that */
+		struct pollfd p[3] = { { rs->sigfd, POLLIN, 0 },
+				       { -1, POLLIN, 0 }, { -1, POLLIN, 0 } };
 		uint64_t now;
 
 		if (rs->cs)
 			p[1].fd = cpusource_fd(rs->cs);
-		poll(p, 2, RUN_TICK_MS);
+		if (rs->cr)
+			p[2].fd = cuptirecv_fd(rs->cr);
+		poll(p, 3, RUN_TICK_MS);
 		read_signals(rs, &kill_at);
 		poll_sources(rs, 0);
 		reap(rs);

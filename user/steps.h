@@ -3,8 +3,8 @@
  * continuous-batching engine, from the work itself, and says what each
  * request did in each step.
  *
- * In:  requests with their token event times, one device's compute
- *      intervals, a window [start, end].
+ * In:  requests with their token event times (all, or one server's), one
+ *      device's compute intervals, a window [start, end].
  * Out: steps (window, busy ns inside it, batch), and per step the entries
  *      in attribution.h's format (prefill of the prompt, or one decode at
  *      context c), ready for costmodel_fit and attribution_run.
@@ -53,6 +53,11 @@ struct steps_input {
 	uint64_t start_ns, end_ns;	/* window */
 	enum steps_source source;
 	uint64_t max_copy_bytes;	/* step-ending copy size; 0: default */
+	uint32_t pid;			/* only requests of this server take
+					   part; 0: all */
+	uint32_t copy_device;		/* whose step-ending copies cut the
+					   steps (a tensor-parallel server's
+					   rank 0); 0: the device itself */
 };
 
 struct steps_result {
@@ -70,6 +75,9 @@ struct steps_result {
 					   before their response */
 	uint32_t bursts;		/* token bursts seen (a cross-check of
 					   copy-cut steps) */
+	uint32_t copies;		/* step-ending copies seen (runs of
+					   them counted once); 0 also when
+					   STEPS_FROM_TOKENS was asked for */
 	uint64_t burst_gap_ns;		/* the gap that separates bursts */
 	struct steps_span *busy;	/* union of the device's intervals in
 					   the window, sorted */

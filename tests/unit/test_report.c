@@ -283,8 +283,9 @@ Test(report, two_gpus_are_attributed_each)
 	struct tt_device devs[3] = { g->devs[0], g->devs[1], g->devs[1] };
 	devs[2].id = 2;
 
-	/* A second GPU doing the same work at half the length, no copies
-	 * of its own (its steps come from the token bursts). */
+	/* A second GPU of the same process doing the same work at half the
+	 * length, no copies of its own: a tensor-parallel rank, whose steps
+	 * are cut at the first GPU's copies. */
 	for (size_t i = 0; i < n; i++) {
 		struct tt_interval iv = g->ivs[i];
 		if (iv.kind != TT_IV_KERNEL)
@@ -299,7 +300,9 @@ Test(report, two_gpus_are_attributed_each)
 	struct report rep;
 	cr_assert_eq(report_build(&in, &rep), 0);
 	cr_expect(rep.devs[1].attributed && rep.devs[2].attributed);
-	cr_expect_eq(rep.devs[2].steps.source, STEPS_FROM_TOKENS);
+	cr_expect_eq(rep.devs[2].steps.source, STEPS_FROM_COPIES);
+	cr_expect_eq(rep.devs[2].steps_dev, SY_GPU);
+	cr_expect_eq(rep.devs[2].steps.nsteps, rep.devs[1].steps.nsteps);
 	cr_expect_eq(rep.busy_ns, g->busy_ns);
 	uint64_t sum = 0;
 	for (size_t i = 0; i < rep.nreqs; i++)
