@@ -66,6 +66,15 @@ CUPTI_CFLAGS := -I$(CUDA_HOME)/include -fPIC -fvisibility=hidden
 CUPTI_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcupti -ldl
 CTEST_SRCS := $(wildcard tests/cupti/*.c)
 
+# With the CUPTI headers the reference server gains simulated CUDA devices
+# (--device sim), whose records go through the library's own conversion
+# and transport code.
+ifeq ($(HAVE_CUPTI),1)
+REF_SIM_OBJS := $(addprefix $(BUILD)/cupti/,convert.pic.o names.pic.o \
+		  transport.pic.o corr.pic.o)
+$(REF_OBJS): CFLAGS += -DREFSERVER_SIM=1 -I$(CUDA_HOME)/include
+endif
+
 # The reference server's optional CUDA backend (make CUDA=1).
 ifeq ($(CUDA),1)
 REF_CU_SRCS := $(wildcard tools/refserver/*.cu)
@@ -119,7 +128,7 @@ $(BUILD)/%.o: %.c | deps $(BPF_SKELS)
 
 $(USER_LIB): $(filter-out $(BUILD)/user/main.o,$(USER_OBJS))
 	@rm -f $@; ar rcs $@ $^
-$(REF_LIB): $(filter-out $(BUILD)/tools/refserver/main.o,$(REF_OBJS)) $(REF_CU_OBJS)
+$(REF_LIB): $(filter-out $(BUILD)/tools/refserver/main.o,$(REF_OBJS)) $(REF_CU_OBJS) $(REF_SIM_OBJS)
 	@rm -f $@; ar rcs $@ $^
 $(LG_LIB): $(filter-out $(BUILD)/tools/loadgen/main.o,$(LG_OBJS))
 	@rm -f $@; ar rcs $@ $^

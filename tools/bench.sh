@@ -563,10 +563,88 @@ bench_trace_size() {
 	"$B/bench/tracesize" "$TMP/size.tt" "$TMP" | sed 's/^tracesize: //'
 }
 
+# ---- the GPU path at the seed's scale: 8 simulated GPUs ----------------------
+#
+# The reference server on 8 simulated devices shaped like Llama-70B in
+# tensor parallel (--sim-profile llama70b: 80 layers, about 800 kernel and
+# copy records per device and step) under `tokentrace run --compute cupti`,
+# loaded for BENCH_GPU_S (10) seconds at BENCH_GPU_CONC (256) streams. It
+# prints what was served (completion tokens/s), the device records the
+# server sent and what the collector lost, records/s, and the collector's
+# CPU time (user + system, from /proc while the load ran) per second and
+# per 1,000 tokens/s served. Needs root.
+bench_gpu_sim() {
+	section "GPU path: 8 simulated GPUs shaped like Llama-70B"
+	need_root || return 0
+	need "$B/tokentrace" "$B/refserver" "$B/loadgen"
+	secs=${BENCH_GPU_S:-10}
+	conc=${BENCH_GPU_CONC:-256}
+	if "$B/refserver" --device sim --gpus 0 2>&1 | grep -q "built without"; then
+		echo "skipped: refserver built without the CUPTI headers"
+		return 0
+	fi
+	flags="--device sim --sim-profile llama70b --gpus 8 --graphs --max-batch $conc --ctx 2048"
+	lg="--stream --quiet --prompt-len 32-256 --max-tokens 64-512"
+	echo "server: $B/tokentrace run --compute cupti -- $B/refserver $flags"
+	echo "client: $B/loadgen $lg --concurrency $conc --duration $secs"
+	# shellcheck disable=SC2086
+	"$B/tokentrace" run --compute cupti --summary "$TMP/gpu.json" -- \
+		"$B/refserver" $flags --port 0 --port-file "$TMP/gpu.port" \
+		--truth "$TMP/gpu.truth" >"$TMP/gpu.log" 2>&1 &
+	REC_PID=$!
+	i=0
+	while [ ! -s "$TMP/gpu.port" ] && [ $i -lt 300 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	port=$(cat "$TMP/gpu.port")
+	c0=$(awk '{ print $14 + $15 }' "/proc/$REC_PID/stat")
+	t0=$(date +%s%N)
+	# shellcheck disable=SC2086
+	"$B/loadgen" --url "http://127.0.0.1:$port/v1/completions" $lg \
+		--concurrency "$conc" --duration "$secs" --out "$TMP/gpu.jsonl" \
+		--allow-errors >/dev/null 2>&1 || true
+	t1=$(date +%s%N)
+	c1=$(awk '{ print $14 + $15 }' "/proc/$REC_PID/stat")
+	kill -TERM "$REC_PID"
+	wait "$REC_PID" || true
+	REC_PID=""
+	hz=$(getconf CLK_TCK)
+	toks=$(awk -F'"completion_tokens":' 'NF > 1 { split($2, a, /[,}]/);
+		s += a[1] } END { print s + 0 }' "$TMP/gpu.jsonl")
+	sent=$(sed -n 's/.*sim: \([0-9]*\) device records sent, \([0-9]*\) dropped.*/\1 \2/p' \
+		"$TMP/gpu.log")
+	lost=$(tr -d ' \n' <"$TMP/gpu.json" | sed -n \
+		's/.*"cupti":{"events":\([0-9]*\).*/\1/p')
+	# steady state: tokens of the steps that began from 2 s after the
+	# first to the end of the sending (the server's own log)
+	steady=$(awk -v secs="$secs" -F'"start_ns":' '/"type":"step"/ {
+		split($2, a, ","); t = a[1] / 1e9
+		if (!t0) t0 = t
+		if (t >= t0 + 2 && t <= t0 + secs) {
+			n += gsub(/"phase":/, "&"); if (!f) f = t; l = t } }
+		END { printf "%.0f", (l > f) ? n / (l - f) : 0 }' "$TMP/gpu.truth")
+	awk -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v hz="$hz" \
+	    -v toks="$toks" -v sent="$sent" -v lost="${lost:-?}" \
+	    -v steady="$steady" 'BEGIN {
+		split(sent, s, " "); w = (t1 - t0) / 1e9
+		cpu = (c1 - c0) / hz
+		printf "served: %.0f tokens/s in steady state (goal: about " \
+		       "25000); %.0f completion tokens/s over the whole %.1f s " \
+		       "with the drain\n", steady, toks / w, w
+		printf "device records: %d sent (%.0f /s), %d dropped by the " \
+		       "server, %s lost by the collector\n", s[1], s[1] / w,
+		       s[2], lost
+		printf "collector CPU: %.2f s per s (%.1f%% of a core), " \
+		       "%.3f CPU s per 1,000 tokens/s served\n", cpu / w,
+		       100 * cpu / w, cpu / w / (toks / w / 1000) }'
+}
+
 # ---- main ---------------------------------------------------------------------
 
 SECTIONS=${BENCH_SECTIONS:-"bench_refserver_throughput bench_overhead \
-bench_probe_cost bench_collector bench_collector_memory bench_trace_size"}
+bench_probe_cost bench_collector bench_collector_memory bench_trace_size \
+bench_gpu_sim"}
 
 echo "tokentrace benchmarks: $0 $*"
 machine

@@ -310,6 +310,8 @@ static int ensure_kv(struct rs_engine *e, struct rs_req *r)
 {
 	int cap = r->prompt_len + r->max_tokens;
 
+	if (e->cfg.sim)
+		return 0;	/* nothing is computed */
 	if (e->cfg.cuda) {
 #ifdef REFSERVER_CUDA
 		if (!r->cuda_kv)
@@ -381,6 +383,36 @@ static uint64_t run_entries_cuda(struct rs_engine *e)
 }
 #endif
 
+/*
+ * The step on simulated devices: each entry's true device time is the
+ * simulator's, summed over its devices; the sampled token is drawn from
+ * the request's own generator (nothing is computed, so no logits).
+ */
+static uint64_t run_entries_sim(struct rs_engine *e)
+{
+	for (int i = 0; i < e->plan.n; i++) {
+		const struct rs_plan_entry *pe = &e->plan.entry[i];
+
+		e->sim_work[i] = (struct rs_sim_work){
+			.prefill = pe->phase == RS_PHASE_PREFILL,
+			.pos = pe->pos, .tokens = pe->tokens,
+			.samples = pe->samples,
+		};
+	}
+	uint64_t ns[e->plan.n ? e->plan.n : 1];
+
+	rs_sim_run(e->sim, e->sim_work, e->plan.n, ns, &e->sim_step);
+	for (int i = 0; i < e->plan.n; i++) {
+		struct rs_req *r = e->plan.entry[i].item->owner;
+
+		e->entries[i].ns = ns[i];
+		r->compute_ns += ns[i];
+		if (e->plan.entry[i].samples)
+			r->last_token = 'a' + (int)(rs_rand_unit(&r->rng) * 26);
+	}
+	return e->sim_step.total_ns;
+}
+
 static void fill_entry(struct rs_truth_entry *te, const struct rs_plan_entry *pe)
 {
 	struct rs_req *r = pe->item->owner;
@@ -400,6 +432,8 @@ static uint64_t run_entries(struct rs_engine *e)
 {
 	for (int i = 0; i < e->plan.n; i++)
 		fill_entry(&e->entries[i], &e->plan.entry[i]);
+	if (e->sim)
+		return run_entries_sim(e);
 #ifdef REFSERVER_CUDA
 	if (e->cfg.cuda)
 		return run_entries_cuda(e);
@@ -452,6 +486,9 @@ static void write_step(struct rs_engine *e, uint64_t t0, uint64_t t1,
 		.step = e->step_no, .start_ns = t0, .end_ns = t1,
 		.cpu_ns = cpu_ns, .gpu_ns = gpu_ns,
 		.entry = e->entries, .n = e->plan.n,
+		.dev_busy_ns = e->sim ? e->sim_step.busy_ns : NULL,
+		.dev_comm_ns = e->sim ? e->sim_step.comm_ns : NULL,
+		.ndev = e->sim ? e->sim_step.ndev : 0,
 	};
 
 	if (!e->cfg.truth)
@@ -553,7 +590,7 @@ int rs_engine_init(struct rs_engine *e, const struct rs_engine_cfg *cfg,
 			 "memory", cfg->max_batch, cfg->prefill_chunk);
 		return -EINVAL;
 	}
-	if (cfg->prefix_blocks > 0 && cfg->cuda) {
+	if (cfg->prefix_blocks > 0 && (cfg->cuda || cfg->sim)) {
 		snprintf(err, errlen, "--prefix-cache works with --device cpu "
 			 "only");
 		return -EINVAL;
@@ -570,6 +607,19 @@ int rs_engine_init(struct rs_engine *e, const struct rs_engine_cfg *cfg,
 		snprintf(err, errlen, "engine: eventfd or memory: %s",
 			 strerror(errno));
 		return -ENOMEM;
+	}
+	if (cfg->sim) {
+		struct rs_sim_cfg sc = cfg->simcfg;
+
+		sc.max_batch = cfg->max_batch;
+		e->sim_work = calloc(cfg->max_batch, sizeof(*e->sim_work));
+		if (!e->sim_work) {
+			snprintf(err, errlen, "engine: out of memory");
+			return -ENOMEM;
+		}
+		e->sim = rs_sim_new(&sc, cfg->truth, err, errlen);
+		if (!e->sim)
+			return -ENODEV;
 	}
 #ifdef REFSERVER_CUDA
 	if (cfg->cuda && rs_cuda_init(e->model, err, errlen))
@@ -629,6 +679,8 @@ void rs_engine_fini(struct rs_engine *e)
 		rs_cuda_fini();
 #endif
 	rs_prefix_free(e->prefix);
+	rs_sim_free(e->sim);
+	free(e->sim_work);
 	rs_model_free(e->model);
 	rs_buf_free(&e->line);
 	if (e->efd >= 0)

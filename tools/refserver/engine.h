@@ -24,6 +24,7 @@
 #include "model.h"
 #include "prefix.h"
 #include "sched.h"
+#include "sim.h"
 #include "truth.h"
 
 #define RS_ID_MAX 64
@@ -84,6 +85,8 @@ struct rs_engine_cfg {
 	int step_delay_ms;
 	int prefix_blocks;	/* prefix cache pool in blocks; 0: off */
 	bool cuda;
+	bool sim;		/* --device sim: simulated CUDA devices */
+	struct rs_sim_cfg simcfg;
 	FILE *truth;		/* may be NULL */
 };
 
@@ -98,6 +101,9 @@ struct rs_engine {
 	struct rs_buf line;
 	float logits[RS_VOCAB];
 	struct rs_prefix *prefix;	/* NULL: no prefix cache */
+	struct rs_sim *sim;		/* NULL unless --device sim */
+	struct rs_sim_work *sim_work;	/* [max_batch] */
+	struct rs_sim_step sim_step;	/* the last step's devices */
 
 	pthread_mutex_t in_mu;
 	pthread_cond_t in_cv;

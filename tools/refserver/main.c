@@ -65,8 +65,22 @@ static void usage(FILE *f)
 "  --prefix-cache-blocks N  the pool's size in blocks (default 1024)\n"
 "  --report-cached-tokens  add usage.prompt_tokens_details.cached_tokens to\n"
 "                        responses (as vLLM does when asked)\n"
-"  --device cpu|cuda     where the model runs (default cpu; cuda needs a\n"
-"                        build with 'make CUDA=1')\n"
+"  --device cpu|cuda|sim where the model runs (default cpu; cuda needs a\n"
+"                        build with 'make CUDA=1'; sim: simulated CUDA\n"
+"                        devices whose records go to the collector that\n"
+"                        `tokentrace run --compute cupti` announces)\n"
+"\n"
+"Simulated devices (--device sim; nothing is computed, each step's kernels\n"
+"and copies are laid out on the devices by a hidden cost model with noise,\n"
+"and the engine waits for them in real time):\n"
+"  --gpus N              tensor parallel over N devices, 1..8 (default 1)\n"
+"  --gpu-index K         host index of the first device (default 0): two\n"
+"                        servers on one host take devices apart\n"
+"  --graphs              launch decode-only steps as CUDA graphs\n"
+"  --kernel-noise F      relative sd of each kernel's time (default 0.05)\n"
+"  --sim-profile NAME    small (default: 8 layers, steps of a few ms) or\n"
+"                        llama70b (80 layers, shaped like Llama-70B on 8\n"
+"                        GPUs); --layers overrides the profile's layers\n"
 "  --truth F             ground-truth log, JSON lines: step, request and\n"
 "                        (at clean exit) process records, CLOCK_MONOTONIC ns\n"
 "\n"
@@ -93,12 +107,14 @@ struct opts {
 	const char *device;
 	bool prefix_cache;
 	int prefix_blocks;
+	bool layers_given;
 };
 
 enum { O_HOST = 256, O_PORT, O_PORT_FILE, O_CHUNKED, O_MAX_BODY,
        O_TLS_CERT, O_TLS_KEY, O_MAX_BATCH, O_PREFILL_CHUNK, O_STEP_DELAY,
        O_DEVICE, O_TRUTH, O_MODEL_NAME, O_SEED, O_DIM, O_LAYERS, O_HEADS,
        O_FFN, O_CTX, O_PREFIX_CACHE, O_PREFIX_BLOCKS, O_REPORT_CACHED,
+       O_GPUS, O_GPU_INDEX, O_GRAPHS, O_KERNEL_NOISE, O_SIM_PROFILE,
        O_HELP };
 
 static const struct option long_opts[] = {
@@ -124,6 +140,11 @@ static const struct option long_opts[] = {
 	{ "prefix-cache", no_argument, NULL, O_PREFIX_CACHE },
 	{ "prefix-cache-blocks", required_argument, NULL, O_PREFIX_BLOCKS },
 	{ "report-cached-tokens", no_argument, NULL, O_REPORT_CACHED },
+	{ "gpus", required_argument, NULL, O_GPUS },
+	{ "gpu-index", required_argument, NULL, O_GPU_INDEX },
+	{ "graphs", no_argument, NULL, O_GRAPHS },
+	{ "kernel-noise", required_argument, NULL, O_KERNEL_NOISE },
+	{ "sim-profile", required_argument, NULL, O_SIM_PROFILE },
 	{ "help", no_argument, NULL, O_HELP },
 	{ 0 },
 };
@@ -144,6 +165,23 @@ static long long num(const char *name, const char *v, long long max)
 	return n;
 }
 
+/* A relative noise 0..0.3, or -1. */
+static int noise_arg(const char *v, double *out)
+{
+	char *end;
+	double x;
+
+	errno = 0;
+	x = strtod(v, &end);
+	if (errno || end == v || *end || !(x >= 0 && x <= 0.3)) {
+		fprintf(stderr, "refserver: --kernel-noise %s: expected a "
+			"relative sd 0..0.3 (0.05 is 5%%)\n", v);
+		return -1;
+	}
+	*out = x;
+	return 0;
+}
+
 static void defaults(struct opts *o)
 {
 	memset(o, 0, sizeof(*o));
@@ -156,6 +194,7 @@ static void defaults(struct opts *o)
 	rs_model_cfg_default(&o->eng.model);
 	o->device = "cpu";
 	o->prefix_blocks = 1024;
+	rs_sim_cfg_default(&o->eng.simcfg);
 }
 
 static int set_num(int id, const char *v, struct opts *o)
@@ -174,7 +213,12 @@ static int set_num(int id, const char *v, struct opts *o)
 	case O_STEP_DELAY: o->eng.step_delay_ms = (int)n; return 0;
 	case O_SEED: o->eng.model.seed = n; return 0;
 	case O_DIM: o->eng.model.dim = (int)n; return 0;
-	case O_LAYERS: o->eng.model.layers = (int)n; return 0;
+	case O_LAYERS:
+		o->eng.model.layers = o->eng.simcfg.layers = (int)n;
+		o->layers_given = true;
+		return 0;
+	case O_GPUS: o->eng.simcfg.gpus = (int)n; return 0;
+	case O_GPU_INDEX: o->eng.simcfg.gpu_index = (int)n; return 0;
 	case O_HEADS: o->eng.model.heads = (int)n; return 0;
 	case O_FFN: o->eng.model.ffn = (int)n; return 0;
 	case O_CTX: o->eng.model.ctx = (int)n; return 0;
@@ -200,6 +244,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_DEVICE: o->device = optarg; break;
 		case O_TRUTH: o->truth = optarg; break;
 		case O_MODEL_NAME: o->srv.model_name = optarg; break;
+		case O_GRAPHS: o->eng.simcfg.graphs = true; break;
+		case O_SIM_PROFILE: o->eng.simcfg.profile = optarg; break;
+		case O_KERNEL_NOISE:
+			if (noise_arg(optarg, &o->eng.simcfg.noise))
+				return -1;
+			break;
 		case O_HELP: usage(stdout); exit(0);
 		case '?': return -1;
 		default:
@@ -217,12 +267,17 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			"together\n");
 		return -1;
 	}
-	if (strcmp(o->device, "cpu") && strcmp(o->device, "cuda")) {
-		fprintf(stderr, "refserver: --device %s: expected cpu or "
-			"cuda\n", o->device);
+	if (strcmp(o->device, "cpu") && strcmp(o->device, "cuda") &&
+	    strcmp(o->device, "sim")) {
+		fprintf(stderr, "refserver: --device %s: expected cpu, cuda or "
+			"sim\n", o->device);
 		return -1;
 	}
 	o->eng.cuda = !strcmp(o->device, "cuda");
+	o->eng.sim = !strcmp(o->device, "sim");
+	if (!o->layers_given)
+		o->eng.simcfg.layers = 0;	/* the profile's */
+	o->eng.simcfg.seed = o->eng.model.seed;
 	o->eng.prefix_blocks = o->prefix_cache ? o->prefix_blocks : 0;
 	o->srv.ctx = o->eng.model.ctx;
 	return 0;

@@ -50,7 +50,18 @@ int rs_truth_fmt_step(struct rs_buf *b, const struct rs_truth_step *s)
 		if (!rc)
 			rc = fmt_entry(b, &s->entry[i]);
 	}
-	return rc ? rc : rs_buf_puts(b, "]}\n");
+	if (!rc)
+		rc = rs_buf_puts(b, "]");
+	if (!rc && s->dev_busy_ns && s->ndev > 0)
+		rc = rs_buf_puts(b, ",\"devices\":[");
+	for (int d = 0; !rc && s->dev_busy_ns && d < s->ndev; d++)
+		rc = rs_buf_printf(b, "%s{\"device\":%d,\"busy_ns\":%" PRIu64
+				   ",\"comm_ns\":%" PRIu64 "}", d ? "," : "",
+				   d, s->dev_busy_ns[d],
+				   s->dev_comm_ns ? s->dev_comm_ns[d] : 0);
+	if (!rc && s->dev_busy_ns && s->ndev > 0)
+		rc = rs_buf_puts(b, "]");
+	return rc ? rc : rs_buf_puts(b, "}\n");
 }
 
 int rs_truth_fmt_request(struct rs_buf *b, const struct rs_truth_request *r)

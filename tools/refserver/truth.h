@@ -33,6 +33,9 @@ struct rs_truth_step {
 	uint64_t cpu_ns, gpu_ns;
 	const struct rs_truth_entry *entry;
 	int n;
+	const uint64_t *dev_busy_ns;	/* per device, or NULL */
+	const uint64_t *dev_comm_ns;	/* of it, in all-reduces */
+	int ndev;
 };
 
 struct rs_truth_request {
