@@ -485,12 +485,41 @@ static int find_prefill_interference(const struct findings_device *d,
 	return 0;
 }
 
+/* The union of device d's kernels in the window, sorted (caller frees). */
+static int kernel_union(const struct findings_input *in,
+			const struct findings_device *d,
+			struct steps_span **out, size_t *nout)
+{
+	struct steps_span *s = malloc((d->nivs ? d->nivs : 1) * sizeof(*s));
+	size_t n = 0;
+
+	if (!s)
+		return -ENOMEM;
+	for (size_t i = 0; i < d->nivs; i++) {
+		const struct tt_interval *iv = &d->ivs[i];
+		uint64_t a = iv->start_ns > in->start_ns ? iv->start_ns
+							 : in->start_ns;
+		uint64_t b = iv->end_ns < in->end_ns ? iv->end_ns : in->end_ns;
+
+		if (iv->device == d->id && iv->kind == TT_IV_KERNEL && b > a)
+			s[n++] = (struct steps_span){ a, b };
+	}
+	*out = s;
+	*nout = steps_merge_spans(s, n);
+	return 0;
+}
+
+/* Copy time the device spent on copies alone (not under a kernel). */
 static int find_copy_overhead(const struct findings_input *in,
 			      const struct findings_device *d,
 			      struct findings_list *out)
 {
 	uint64_t by[3] = { 0 };	/* htod, dtoh, other */
+	struct steps_span *k;
+	size_t nk;
 
+	if (kernel_union(in, d, &k, &nk))
+		return -ENOMEM;
 	for (size_t i = 0; i < d->nivs; i++) {
 		const struct tt_interval *iv = &d->ivs[i];
 		if (iv->device != d->id || iv->kind != TT_IV_MEMCPY)
@@ -500,9 +529,13 @@ static int find_copy_overhead(const struct findings_input *in,
 		uint64_t b = iv->end_ns < in->end_ns ? iv->end_ns : in->end_ns;
 		if (b <= a)
 			continue;
+		/* a copy under a kernel costs no busy time */
+		uint64_t hidden = steps_busy_in(k, nk, a, b);
+
 		by[iv->copy_kind == TT_COPY_HTOD ? 0 :
-		   iv->copy_kind == TT_COPY_DTOH ? 1 : 2] += b - a;
+		   iv->copy_kind == TT_COPY_DTOH ? 1 : 2] += b - a - hidden;
 	}
+	free(k);
 	uint64_t copy = by[0] + by[1] + by[2], busy = d->steps->busy_ns;
 	double share = busy ? (double)copy / busy : 0;
 	if (share < COPY_MIN_SHARE)

@@ -335,6 +335,46 @@ Test(findings, no_copy_overhead_with_only_the_small_token_copies)
 	done(&x);
 }
 
+/* Copies on a second stream that run while kernels do cost no busy time:
+ * as long as the kernels take, nothing to say about them. */
+Test(findings, no_copy_overhead_for_copies_hidden_under_kernels)
+{
+	static const struct report_price p[] = { { "NVIDIA H100", PRICE } };
+	struct sy_cfg c = sy_default();
+	struct sy_req r[SY_MAXR];
+	struct sy_engine *g = calloc(1, sizeof(*g));
+	struct report rep;
+	uint64_t hidden = 0, busy;
+
+	cr_assert_not_null(g);
+	sy_run(g, &c, r, sy_three(r));
+	busy = g->busy_ns;
+	for (size_t i = 0, n = g->nivs; i < n; i++) {
+		struct tt_interval k = g->ivs[i];
+		uint64_t len = k.end_ns - k.start_ns;
+
+		if (k.kind != TT_IV_KERNEL || len < 10)
+			continue;
+		sy_iv(g, &c, k.start_ns + len / 10, k.end_ns - len / 10,
+		      TT_IV_MEMCPY, TT_COPY_DTOD, 8 << 20);
+		g->ivs[g->nivs - 1].stream = 13;
+		hidden += len - 2 * (len / 10);
+	}
+	cr_assert_gt(hidden, busy / 2, "the copies would be half the busy "
+		     "time if counted");
+	struct report_input in = {
+		.start_ns = g->start_ns, .end_ns = g->end_ns,
+		.reqs = g->reqs, .nreqs = g->nreqs, .devs = g->devs,
+		.ndevs = 2, .ivs = g->ivs, .nivs = g->nivs, .prices = p,
+		.nprices = 1, .default_usd_per_hour = PRICE,
+	};
+	cr_assert_eq(report_build(&in, &rep), 0);
+	cr_expect_null(findings_get(&rep.findings, "copy_overhead"));
+	report_free(&rep);
+	sy_free(g);
+	free(g);
+}
+
 Test(findings, nothing_to_say_about_an_empty_trace)
 {
 	struct findings_input in = { .start_ns = 0, .end_ns = 1000 };
