@@ -572,23 +572,19 @@ bench_trace_size() {
 # prints what was served (completion tokens/s), the device records the
 # server sent and what the collector lost, records/s, and the collector's
 # CPU time (user + system, from /proc while the load ran) per second and
-# per 1,000 tokens/s served. Needs root.
-bench_gpu_sim() {
-	section "GPU path: 8 simulated GPUs shaped like Llama-70B"
-	need_root || return 0
-	need "$B/tokentrace" "$B/refserver" "$B/loadgen"
-	secs=${BENCH_GPU_S:-10}
-	conc=${BENCH_GPU_CONC:-256}
-	if "$B/refserver" --device sim --gpus 0 2>&1 | grep -q "built without"; then
-		echo "skipped: refserver built without the CUPTI headers"
-		return 0
-	fi
+# per 1,000 tokens/s served, and its peak RSS; once with the report kept in
+# memory, once writing a trace file. Needs root.
+gpu_sim_run() {
+	mode=$1
 	flags="--device sim --sim-profile llama70b --gpus 8 --graphs --max-batch $conc --ctx 2048"
 	lg="--stream --quiet --prompt-len 32-256 --max-tokens 64-512"
-	echo "server: $B/tokentrace run --compute cupti -- $B/refserver $flags"
-	echo "client: $B/loadgen $lg --concurrency $conc --duration $secs"
+	out=""
+	[ "$mode" = trace ] && out="-o $TMP/gpu.tt"
+	rm -f "$TMP/gpu.port" "$TMP/gpu.truth" "$TMP/gpu.jsonl" "$TMP/gpu.json"
+	: >"$TMP/gpu.tt"
+	echo "-- $mode: $B/tokentrace run --compute cupti ${out:+-o FILE }-- $B/refserver $flags"
 	# shellcheck disable=SC2086
-	"$B/tokentrace" run --compute cupti --summary "$TMP/gpu.json" -- \
+	"$B/tokentrace" run --compute cupti --summary "$TMP/gpu.json" $out -- \
 		"$B/refserver" $flags --port 0 --port-file "$TMP/gpu.port" \
 		--truth "$TMP/gpu.truth" >"$TMP/gpu.log" 2>&1 &
 	REC_PID=$!
@@ -606,6 +602,7 @@ bench_gpu_sim() {
 		--allow-errors >/dev/null 2>&1 || true
 	t1=$(date +%s%N)
 	c1=$(awk '{ print $14 + $15 }' "/proc/$REC_PID/stat")
+	hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$REC_PID/status")
 	kill -TERM "$REC_PID"
 	wait "$REC_PID" || true
 	REC_PID=""
@@ -616,6 +613,8 @@ bench_gpu_sim() {
 		"$TMP/gpu.log")
 	lost=$(tr -d ' \n' <"$TMP/gpu.json" | sed -n \
 		's/.*"cupti":{"events":\([0-9]*\).*/\1/p')
+	notkept=$(tr -d ' \n' <"$TMP/gpu.json" | sed -n \
+		's/.*"intervals_not_kept":\([0-9]*\).*/\1/p')
 	# steady state: tokens of the steps that began from 2 s after the
 	# first to the end of the sending (the server's own log)
 	steady=$(awk -v secs="$secs" -F'"start_ns":' '/"type":"step"/ {
@@ -626,7 +625,8 @@ bench_gpu_sim() {
 		END { printf "%.0f", (l > f) ? n / (l - f) : 0 }' "$TMP/gpu.truth")
 	awk -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v hz="$hz" \
 	    -v toks="$toks" -v sent="$sent" -v lost="${lost:-?}" \
-	    -v steady="$steady" 'BEGIN {
+	    -v steady="$steady" -v hwm="$hwm" -v notkept="${notkept:-?}" \
+	    -v tsize="$(wc -c <"$TMP/gpu.tt")" 'BEGIN {
 		split(sent, s, " "); w = (t1 - t0) / 1e9
 		cpu = (c1 - c0) / hz
 		printf "served: %.0f tokens/s in steady state (goal: about " \
@@ -637,7 +637,34 @@ bench_gpu_sim() {
 		       s[2], lost
 		printf "collector CPU: %.2f s per s (%.1f%% of a core), " \
 		       "%.3f CPU s per 1,000 tokens/s served\n", cpu / w,
-		       100 * cpu / w, cpu / w / (toks / w / 1000) }'
+		       100 * cpu / w, cpu / w / (toks / w / 1000)
+		printf "collector peak RSS %d kB; intervals not kept %s", hwm,
+		       notkept
+		if (tsize > 0)
+			printf "; trace %.1f MB (%.1f B per record)", tsize / 1e6,
+			       tsize / s[1]
+		printf "\n" }'
+}
+
+bench_gpu_sim() {
+	section "GPU path: 8 simulated GPUs shaped like Llama-70B"
+	need_root || return 0
+	need "$B/tokentrace" "$B/refserver" "$B/loadgen"
+	secs=${BENCH_GPU_S:-10}
+	conc=${BENCH_GPU_CONC:-256}
+	if "$B/refserver" --device sim --gpus 0 2>&1 | grep -q "built without"; then
+		echo "skipped: refserver built without the CUPTI headers"
+		return 0
+	fi
+	echo "client: $B/loadgen --stream --prompt-len 32-256 --max-tokens" \
+		"64-512 --concurrency $conc --duration $secs"
+	# the report kept in memory (8 s: 10 M intervals are kept by default,
+	# what comes beyond is counted as not kept), then everything written
+	# to a trace file (zstd on the collector's core)
+	secs=${BENCH_GPU_MEM_S:-8}
+	gpu_sim_run memory
+	secs=${BENCH_GPU_S:-10}
+	gpu_sim_run trace
 }
 
 # ---- main ---------------------------------------------------------------------

@@ -47,6 +47,8 @@
 struct gs_server {
 	int gpus, gpu_index, max_batch, layers;
 	bool graphs;
+	const char *gpu_name;	/* NULL: the simulator's */
+	double usd_per_hour;	/* its price by that name, 0: none */
 	int requests;		/* per tenant shape */
 	int concurrency;	/* per tenant shape */
 };
@@ -120,6 +122,10 @@ static int server_args(char **argv, int n, int i, const struct gs_server *s)
 	}
 	if (s->graphs)
 		argv[n++] = "--graphs";
+	if (s->gpu_name) {
+		argv[n++] = "--gpu-name";
+		argv[n++] = (char *)s->gpu_name;
+	}
 	return n;
 }
 
@@ -136,9 +142,9 @@ static const char *two_server_script(const struct gs_server *s)
 	cr_assert_not_null(f, "cannot write %s", path);
 	fprintf(f, "#!/bin/sh\n");
 	for (int i = 0; i < n0; i++)
-		fprintf(f, "%s%s", a0[i], i + 1 < n0 ? " " : " & a=$!\n");
+		fprintf(f, "'%s'%s", a0[i], i + 1 < n0 ? " " : " & a=$!\n");
 	for (int i = 0; i < n1; i++)
-		fprintf(f, "%s%s", a1[i], i + 1 < n1 ? " " : " & b=$!\n");
+		fprintf(f, "'%s'%s", a1[i], i + 1 < n1 ? " " : " & b=$!\n");
 	fprintf(f, "trap 'kill -TERM $a $b; wait $a; wait $b; exit 0' TERM\n"
 		   "wait\n");
 	fclose(f);
@@ -409,6 +415,48 @@ static double check_shares(const cJSON *o, int i, const char *mix)
 	return sum_got;
 }
 
+/* Each server's GPUs priced by their own model name: the report read back
+ * with a price per name charges each device, and its requests, its own. */
+static void check_prices(const struct gs_server *s, int nsrv)
+{
+	static char trace[128], out[128], prices[256];
+	char *argv[] = { "build/tokentrace", "report", trace, "--format",
+			 "json", "--price", prices, "-o", out, NULL };
+	cJSON *o;
+
+	e2e_path(trace, sizeof(trace), "trace.tt");
+	e2e_path(out, sizeof(out), "priced.json");
+	snprintf(prices, sizeof(prices), "%s=%g,%s=%g", s[0].gpu_name,
+		 s[0].usd_per_hour, s[1].gpu_name, s[1].usd_per_hour);
+	cr_assert_eq(e2e_run(argv, "priced.log", NULL, 60000), 0,
+		     "tokentrace report --price failed: %s",
+		     e2e_tail("priced.log", 1000));
+	o = e2e_load_json("priced.json", "priced.log");
+	for (int i = 0; i < nsrv; i++) {
+		for (int k = 0; k < s[i].gpus; k++) {
+			const cJSON *d = report_dev(o, &s[i], k);
+
+			cr_assert_not_null(d);
+			cr_expect_str_eq(e2e_str(d, "name"), s[i].gpu_name);
+			cr_expect_eq(e2e_num(d, "usd_per_hour"),
+				     s[i].usd_per_hour, "server %d device %d",
+				     i, k);
+		}
+		/* a request of server i costs its GPU time at i's price */
+		const cJSON *r = find_id(cJSON_GetObjectItem(o, "requests"),
+					 "id", truth[i].req[0].id);
+
+		cr_assert_not_null(r);
+		double want = e2e_num(r, "gpu_ns") / 3.6e12 * s[i].usd_per_hour;
+
+		cr_expect(fabs(e2e_num(r, "cost_usd") - want) <= 1e-9 * want +
+			  1e-12, "server %d request %s: cost %.9g USD, its GPU "
+			  "time at %g USD/h is %.9g", i, e2e_str(r, "id"),
+			  e2e_num(r, "cost_usd"), s[i].usd_per_hour, want);
+	}
+	cJSON_Delete(o);
+}
+
 /* The report read back from the trace file gives the same numbers. */
 static void check_read_back(const cJSON *live)
 {
@@ -512,6 +560,8 @@ static void run_mix(const char *mix, const struct gs_server *s, int nsrv)
 		cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(o,
 			     "servers")), nsrv, "%s: servers apart", mix);
 	check_read_back(o);
+	if (nsrv > 1 && s[0].usd_per_hour > 0)
+		check_prices(s, nsrv);
 	cJSON_Delete(o);
 }
 
@@ -542,13 +592,17 @@ Test(gpusim, eight_devices_cuda_graphs_batch_32)
 	run_mix("tp8-graphs", &s, 1);
 }
 
-Test(gpusim, two_servers_on_devices_of_their_own)
+Test(gpusim, two_servers_on_devices_of_their_own_models_and_prices)
 {
 	const struct gs_server s[2] = {
 		{ .gpus = 2, .gpu_index = 0, .max_batch = 8, .graphs = true,
-		  .requests = 40, .concurrency = 4 },
+		  .requests = 40, .concurrency = 4,
+		  .gpu_name = "Simulated A100 (refserver --device sim)",
+		  .usd_per_hour = 1.75 },
 		{ .gpus = 2, .gpu_index = 2, .max_batch = 12,
-		  .requests = 40, .concurrency = 5 },
+		  .requests = 40, .concurrency = 5,
+		  .gpu_name = "Simulated H100 (refserver --device sim)",
+		  .usd_per_hour = 4.25 },
 	};
 
 	run_mix("dp2x2", s, 2);

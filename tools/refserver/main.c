@@ -81,6 +81,8 @@ static void usage(FILE *f)
 "  --sim-profile NAME    small (default: 8 layers, steps of a few ms) or\n"
 "                        llama70b (80 layers, shaped like Llama-70B on 8\n"
 "                        GPUs); --layers overrides the profile's layers\n"
+"  --gpu-name NAME       the devices' model name (default: the profile's,\n"
+"                        which says it is simulated), as prices match it\n"
 "  --truth F             ground-truth log, JSON lines: step, request and\n"
 "                        (at clean exit) process records, CLOCK_MONOTONIC ns\n"
 "\n"
@@ -115,7 +117,7 @@ enum { O_HOST = 256, O_PORT, O_PORT_FILE, O_CHUNKED, O_MAX_BODY,
        O_DEVICE, O_TRUTH, O_MODEL_NAME, O_SEED, O_DIM, O_LAYERS, O_HEADS,
        O_FFN, O_CTX, O_PREFIX_CACHE, O_PREFIX_BLOCKS, O_REPORT_CACHED,
        O_GPUS, O_GPU_INDEX, O_GRAPHS, O_KERNEL_NOISE, O_SIM_PROFILE,
-       O_HELP };
+       O_GPU_NAME, O_HELP };
 
 static const struct option long_opts[] = {
 	{ "host", required_argument, NULL, O_HOST },
@@ -145,6 +147,7 @@ static const struct option long_opts[] = {
 	{ "graphs", no_argument, NULL, O_GRAPHS },
 	{ "kernel-noise", required_argument, NULL, O_KERNEL_NOISE },
 	{ "sim-profile", required_argument, NULL, O_SIM_PROFILE },
+	{ "gpu-name", required_argument, NULL, O_GPU_NAME },
 	{ "help", no_argument, NULL, O_HELP },
 	{ 0 },
 };
@@ -246,6 +249,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_MODEL_NAME: o->srv.model_name = optarg; break;
 		case O_GRAPHS: o->eng.simcfg.graphs = true; break;
 		case O_SIM_PROFILE: o->eng.simcfg.profile = optarg; break;
+		case O_GPU_NAME: o->eng.simcfg.gpu_name = optarg; break;
 		case O_KERNEL_NOISE:
 			if (noise_arg(optarg, &o->eng.simcfg.noise))
 				return -1;

@@ -30,6 +30,7 @@ struct rs_sim_cfg {
 	double noise;		/* relative sd of each kernel's time */
 	bool graphs;		/* decode-only steps launched as CUDA graphs */
 	const char *profile;	/* "small" (default) or "llama70b" */
+	const char *gpu_name;	/* the devices' name; NULL: the profile's */
 	int max_batch;		/* graphs are captured for batches up to it */
 	uint64_t seed;
 };
