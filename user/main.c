@@ -20,6 +20,7 @@ static const struct command commands[] = {
 	{ "report", cmd_report, "the report of a trace file (text or JSON), offline" },
 	{ "diff", cmd_diff, "two trace files side by side, with what changed" },
 	{ "export", cmd_export, "a trace file as Perfetto, OTLP/JSON or JSON lines" },
+	{ "plan", cmd_plan, "what another load would give, and the GPUs a forecast needs" },
 };
 
 static void usage(FILE *f)
