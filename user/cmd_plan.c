@@ -245,22 +245,6 @@ static int parse_args(int argc, char **argv, struct plan_args *a)
 
 /* ---- what the trace says -------------------------------------------------- */
 
-static void step_obs(const struct steps_result *s, uint32_t k,
-		     struct costmodel_obs *o)
-{
-	const struct steps_step *st = &s->steps[k];
-
-	costmodel_obs_init(o, (double)st->busy_ns);
-	for (uint32_t i = 0; i < st->n; i++) {
-		const struct attr_entry *e = &s->entries[st->first + i];
-
-		if (e->phase == ATTR_PREFILL)
-			costmodel_obs_prefill(o, e->tokens, e->context);
-		else
-			costmodel_obs_decode(o, e->context);
-	}
-}
-
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -403,7 +387,8 @@ static int step_facts(const struct report_device *d, struct replica *rp)
 
 		if (!st->n || !st->busy_ns)
 			continue;
-		step_obs(s, k, &o);
+		costmodel_obs_init(&o, (double)st->busy_ns);
+		steps_obs_add(s, k, &o);
 		pred = costmodel_predict(&d->model, &o);
 		if (pred <= 0)
 			continue;

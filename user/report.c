@@ -315,22 +315,6 @@ static void pick_attributed(const struct report_input *in, struct report *r)
  */
 #define FIT_STEPS_PER_OBS	2
 
-/* What step k's entries did, added to o (its fixed cost and time not). */
-static void step_obs_add(const struct steps_result *s, uint32_t k,
-			 struct costmodel_obs *o)
-{
-	const struct steps_step *st = &s->steps[k];
-
-	for (uint32_t i = st->first; i < st->first + st->n; i++) {
-		const struct attr_entry *e = &s->entries[i];
-
-		if (e->phase == ATTR_PREFILL)
-			costmodel_obs_prefill(o, e->tokens, e->context);
-		else
-			costmodel_obs_decode(o, e->context);
-	}
-}
-
 /* The model on the steps k with !skip[k] (every step: skip NULL) into *m. */
 static int fit_model_on(struct report_device *d, const bool *skip,
 			struct costmodel *m)
@@ -352,7 +336,7 @@ static int fit_model_on(struct report_device *d, const bool *skip,
 		else
 			obs[n].x[CM_FIXED] += 1;	/* one fixed cost a step */
 		obs[n].ns += (double)st->busy_ns;
-		step_obs_add(s, k, &obs[n]);
+		steps_obs_add(s, k, &obs[n]);
 		if (++in == FIT_STEPS_PER_OBS) {
 			in = 0;
 			n++;
@@ -592,7 +576,7 @@ static double step_residual(const struct report_device *d, uint32_t k)
 	struct costmodel_obs o;
 
 	costmodel_obs_init(&o, (double)d->steps.steps[k].busy_ns);
-	step_obs_add(&d->steps, k, &o);
+	steps_obs_add(&d->steps, k, &o);
 	return o.ns - costmodel_predict(&d->model, &o);
 }
 

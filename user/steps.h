@@ -115,4 +115,8 @@ void steps_free(struct steps_result *r);
 
 const char *steps_source_name(enum steps_source s);
 
+/* What step k's entries did, added to o (its fixed cost and time not). */
+void steps_obs_add(const struct steps_result *s, uint32_t k,
+		   struct costmodel_obs *o);
+
 #endif

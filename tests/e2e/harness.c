@@ -529,3 +529,18 @@ const char *e2e_str_or(const cJSON *o, const char *k)
 
 	return cJSON_IsString(v) ? v->valuestring : "";
 }
+
+void e2e_need_sim(void)
+{
+	/* --gpus 0 is refused; how says whether the simulator is built */
+	char *argv[] = { "build/refserver", "--device", "sim", "--gpus", "0",
+			 "--port", "0", NULL };
+
+	e2e_need_tools();
+	e2e_run(argv, "probe.log", NULL, 10000);
+	if (e2e_file_has("probe.log", "built without"))
+		e2e_skip("refserver was built without the CUDA toolkit's "
+			 "CUPTI headers: no simulated devices");
+	cr_assert(e2e_file_has("probe.log", "--gpus 0"), "refserver --device "
+		  "sim --gpus 0: %s", e2e_tail("probe.log", 500));
+}

@@ -109,6 +109,9 @@ int e2e_count_lines(const char *name);
 void e2e_need_root(void);
 /* Skips the test unless root and build/tokentrace, refserver and loadgen. */
 void e2e_need_tools(void);
+/* e2e_need_tools, and skips unless refserver has simulated CUDA devices
+ * (built with the CUDA toolkit's CUPTI headers). */
+void e2e_need_sim(void);
 
 /* ---- servers and load ---------------------------------------------------- */
 

@@ -83,21 +83,6 @@ TestSuite(gpusim, .init = setup, .fini = teardown, .timeout = 180);
 
 /* ---- the servers under tracing ---------------------------------------- */
 
-static void need_sim(void)
-{
-	/* --gpus 0 is refused; how says whether the simulator is built */
-	char *argv[] = { "build/refserver", "--device", "sim", "--gpus", "0",
-			 "--port", "0", NULL };
-
-	e2e_need_tools();
-	e2e_run(argv, "probe.log", NULL, 10000);
-	if (e2e_file_has("probe.log", "built without"))
-		e2e_skip("refserver was built without the CUDA toolkit's "
-			 "CUPTI headers: no simulated devices");
-	cr_assert(e2e_file_has("probe.log", "--gpus 0"), "refserver --device "
-		  "sim --gpus 0: %s", e2e_tail("probe.log", 500));
-}
-
 /* The refserver arguments of server i, appended at argv[n]. */
 static int server_args(char **argv, int n, int i, const struct gs_server *s)
 {
@@ -521,7 +506,7 @@ static void run_mix(const char *mix, const struct gs_server *s, int nsrv)
 	int port[GS_MAX_SERVERS];
 	cJSON *o;
 
-	need_sim();
+	e2e_need_sim();
 	tt = start_run(s, nsrv, port);
 	for (int i = 0; i < nsrv; i++)
 		start_load(lg, i, port[i], &s[i]);

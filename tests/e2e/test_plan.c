@@ -52,18 +52,6 @@ struct seen {
 	double rate;		/* requests/s it sent */
 };
 
-static void need_sim(void)
-{
-	char *argv[] = { "build/refserver", "--device", "sim", "--gpus", "0",
-			 "--port", "0", NULL };
-
-	e2e_need_tools();
-	e2e_run(argv, "probe.log", NULL, 10000);
-	if (e2e_file_has("probe.log", "built without"))
-		e2e_skip("refserver was built without the CUDA toolkit's "
-			 "CUPTI headers: no simulated devices");
-}
-
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -272,7 +260,7 @@ Test(plan, a_light_load_predicts_heavier_closed_and_open_loops)
 					   "--concurrency", "16", NULL };
 	cJSON *o;
 
-	need_sim();
+	e2e_need_sim();
 	record(flags);
 	o = plan(c12);
 	compare("closed loop, 12 clients (3x)", o, real_run(flags, 12, 0, 600));
@@ -322,7 +310,7 @@ Test(plan, what_if_a_smaller_batch_and_chunked_prefill)
 					     "--concurrency", "12", NULL };
 	cJSON *o;
 
-	need_sim();
+	e2e_need_sim();
 	record(rec);
 	o = plan(args);
 	compare("max batch 8, chunks of 128, 12 clients", o,
@@ -338,7 +326,7 @@ Test(plan, a_trace_too_short_says_so)
 	int port;
 	pid_t p;
 
-	need_sim();
+	e2e_need_sim();
 	p = server(flags, true, &port);
 	load(port, 1, 0, 3, "rec.jsonl", "rec-load.log");
 	stop(p, "rec.log");
