@@ -451,39 +451,85 @@ static void bursts_late(struct burst *u, uint32_t nu, const uint64_t *b,
 	}
 }
 
-/*
- * Least squares of the steps' busy time on their work (fixed + per prompt
- * token prefilled + per decode) when every burst is as late as it can be,
- * by the cost model's own fit; false with too few steps to tell.
- */
-static bool work_model(const struct burst *u, uint32_t nu, const double *busy,
-		       uint32_t nb, struct costmodel *w)
-{
-	struct costmodel_obs *o = calloc(nb ? nb : 1, sizeof(*o));
-	uint32_t n = 0;
-	bool ok;
-
-	if (!o)
-		return false;
-	for (uint32_t k = 0; k < nb; k++)
-		costmodel_obs_init(&o[k], busy[k]);
-	for (uint32_t j = 0; j < nu; j++) {
-		if (u[j].late < 0)
-			continue;
-		o[u[j].late].x[CM_PREFILL] += (double)u[j].prefill;
-		o[u[j].late].x[CM_DECODE] += u[j].decodes;
-	}
-	for (uint32_t k = 0; k < nb; k++)
-		if (o[k].x[CM_PREFILL] || o[k].x[CM_DECODE])
-			o[n++] = o[k];
-	ok = n >= ALIGN_MIN_STEPS && !costmodel_fit(o, n, w) && w->fitted;
-	free(o);
-	return ok;
-}
+/* A step's busy time from the work of its bursts: fixed + per prompt
+ * token prefilled + per decode. */
+struct work_line {
+	double fixed, per_prefill, per_decode;
+};
 
 static double sq(double x)
 {
 	return x * x;
+}
+
+/* Solves the 3x3 system m x = v in place (Gauss-Jordan with pivoting);
+ * false when it is singular. */
+static bool solve3(double m[3][3], double v[3])
+{
+	for (int c = 0; c < 3; c++) {
+		int p = c;
+
+		for (int r = c + 1; r < 3; r++)
+			if (fabs(m[r][c]) > fabs(m[p][c]))
+				p = r;
+		if (fabs(m[p][c]) < 1e-12 * (fabs(m[0][0]) + 1))
+			return false;
+		for (int k = 0; k < 3; k++) {
+			double x = m[c][k];
+
+			m[c][k] = m[p][k];
+			m[p][k] = x;
+		}
+		double x = v[c];
+
+		v[c] = v[p];
+		v[p] = x;
+		for (int r = 0; r < 3; r++) {
+			if (r == c)
+				continue;
+			double f = m[r][c] / m[c][c];
+
+			for (int k = 0; k < 3; k++)
+				m[r][k] -= f * m[c][k];
+			v[r] -= f * v[c];
+		}
+	}
+	for (int c = 0; c < 3; c++)
+		v[c] /= m[c][c];
+	return true;
+}
+
+/* Least squares of the steps' busy time on their work when every burst is
+ * as late as it can be; false with too few steps to tell. */
+static bool work_model(const struct burst *u, uint32_t nu, const double *busy,
+		       uint32_t nb, double *pd, struct work_line *w)
+{
+	double m[3][3] = { { 0 } }, v[3] = { 0 };
+	uint32_t used = 0;
+
+	memset(pd, 0, 2 * (size_t)nb * sizeof(*pd));
+	for (uint32_t j = 0; j < nu; j++) {
+		if (u[j].late < 0)
+			continue;
+		pd[2 * u[j].late] += (double)u[j].prefill;
+		pd[2 * u[j].late + 1] += u[j].decodes;
+	}
+	for (uint32_t k = 0; k < nb; k++) {
+		double x[3] = { 1, pd[2 * k], pd[2 * k + 1] };
+
+		if (x[1] == 0 && x[2] == 0)
+			continue;
+		used++;
+		for (int r = 0; r < 3; r++) {
+			for (int c = 0; c < 3; c++)
+				m[r][c] += x[r] * x[c];
+			v[r] += x[r] * busy[k];
+		}
+	}
+	if (used < ALIGN_MIN_STEPS || !solve3(m, v))
+		return false;
+	*w = (struct work_line){ v[0], v[1], v[2] };
+	return true;
 }
 
 /* One way to place a burst: at step k, with the cost of the steps before
@@ -494,17 +540,17 @@ struct place {
 	int32_t from;		/* the place of the burst before, -1: none */
 };
 
-static double step_err(const struct costmodel *w, const double *busy,
+static double step_err(const struct work_line *w, const double *busy,
 		       int64_t k, double prefill, double decodes)
 {
-	return sq(busy[k] - (w->coef[CM_FIXED] + w->coef[CM_PREFILL] * prefill +
-			     w->coef[CM_DECODE] * decodes));
+	return sq(busy[k] - (w->fixed + w->per_prefill * prefill +
+			     w->per_decode * decodes));
 }
 
 /* The best way to reach place q of burst uj from the places of the burst
  * before it (from[0..nfrom), numbered from base). */
 static void align_from(const struct place *from, int nfrom, int32_t base,
-		       const struct burst *uj, const struct costmodel *w,
+		       const struct burst *uj, const struct work_line *w,
 		       const double *busy, const double *empty,
 		       struct place *q)
 {
@@ -540,7 +586,7 @@ static void align_from(const struct place *from, int nfrom, int32_t base,
  * Each burst at its latest step or up to ALIGN_LAG_MAX - 1 steps before
  * it (not before an arrival it prefilled), in order, two sharing a step
  * only across a pause: the placement under which the steps' busy times
- * are best told by their work (least squares under a line fitted on the
+ * are best told by their work (least squares under a line fitted to the
  * latest placement; a step without writes is told by the fixed cost).
  * Sets u[].late to it; leaves the latest placement when nothing fits.
  */
@@ -548,23 +594,24 @@ static int bursts_align(struct burst *u, uint32_t nu, const uint64_t *b,
 			uint32_t nb, const double *busy)
 {
 	struct place *pl = calloc((size_t)nu * ALIGN_LAG_MAX + 1, sizeof(*pl));
-	double *empty = malloc(((size_t)nb + 1) * sizeof(*empty));
+	double *pd = malloc((3 * (size_t)nb + 1) * sizeof(*pd));
 	int32_t *np = calloc(nu ? nu : 1, sizeof(*np));
-	struct costmodel w;
+	double *empty = pd ? pd + 2 * (size_t)nb : NULL;
+	struct work_line w;
 	int32_t prev = -1, best = -1;
 	double best_cost = INFINITY;
 
-	if (!pl || !empty || !np) {
+	if (!pl || !pd || !np) {
 		free(pl);
-		free(empty);
+		free(pd);
 		free(np);
 		return -ENOMEM;
 	}
-	if (!work_model(u, nu, busy, nb, &w))
+	if (!work_model(u, nu, busy, nb, pd, &w))
 		goto out;
 	empty[0] = 0;
 	for (uint32_t k = 0; k < nb; k++)
-		empty[k + 1] = empty[k] + sq(busy[k] - w.coef[CM_FIXED]);
+		empty[k + 1] = empty[k] + sq(busy[k] - w.fixed);
 	for (uint32_t j = 0; j < nu; j++) {
 		int64_t hi = (int64_t)count_le(b, nb, u[j].first_ns) - 1;
 		int64_t lo = (int64_t)count_le(b, nb, u[j].arrival_ns);
@@ -612,7 +659,7 @@ static int bursts_align(struct burst *u, uint32_t nu, const uint64_t *b,
 		u[i / ALIGN_LAG_MAX].late = pl[i].k;
 out:
 	free(pl);
-	free(empty);
+	free(pd);
 	free(np);
 	return 0;
 }
