@@ -14,7 +14,10 @@
  *        only into its address space: other processes run untouched;
  *      fork/exit to follow them (a child inherits its parent's kind and
  *      is announced with a TT_SOCK_EV_PROC record so that the loader
- *      attaches its uprobes), and uprobes on libssl (SSL_read,
+ *      attaches its uprobes; a libc-hooked child that execs before the
+ *      loader has done so stops at the exec, TT_SOCK_F_HELD, until the
+ *      loader sends SIGCONT, so a server started by a script loses no
+ *      request), and uprobes on libssl (SSL_read,
  *      SSL_write, SSL_read_ex, SSL_write_ex), pid-scoped as well.
  * Out: records of include/tokentrace/sock.h in the `events` ring buffer:
  *      connection open (addresses), data (payload in chunks of at most
@@ -62,6 +65,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define MAX_IOV		16
 #define HOOK_SYSCALLS	TT_SOCK_HOOK_SYSCALLS
 #define HOOK_LIBC	TT_SOCK_HOOK_LIBC
+#define TARGET_PENDING	TT_SOCK_TARGET_PENDING
+#define SIG_STOP	19
 
 /* set by the loader before load */
 const volatile __u32 capture_cap = TT_SOCK_CAP_DEFAULT;
@@ -203,7 +208,7 @@ static __always_inline __u8 target_mode(__u32 tgid)
 {
 	__u8 *m = bpf_map_lookup_elem(&targets, &tgid);
 
-	return m ? *m : 0;
+	return m ? *m & ~TARGET_PENDING : 0;
 }
 
 static __always_inline bool is_target(__u32 tgid)
@@ -800,6 +805,8 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 
 	if (ctgid == ptgid || !(mode = target_mode(ptgid)))
 		return 0;
+	if (mode == HOOK_LIBC)
+		mode |= TARGET_PENDING;
 	bpf_map_update_elem(&targets, &ctgid, &mode, BPF_ANY);
 	/* its uprobes (libc, libssl) are the loader's to attach */
 	h.version = TT_SOCK_VERSION;
@@ -820,9 +827,10 @@ SEC("tracepoint/sched/sched_process_exec")
 int on_exec(void *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u8 *m = bpf_map_lookup_elem(&targets, &tgid);
 	struct tt_sock_hdr h = {};
 
-	if (target_mode(tgid) != HOOK_LIBC)
+	if (!m || (*m & ~TARGET_PENDING) != HOOK_LIBC)
 		return 0;
 	h.version = TT_SOCK_VERSION;
 	h.type = TT_SOCK_EV_PROC;
@@ -832,8 +840,17 @@ int on_exec(void *ctx)
 	h.tid = tgid;
 	h.fd = -1;
 	h.flags = TT_SOCK_F_EXEC;
-	if (bpf_ringbuf_output(&events, &h, sizeof(h), BPF_RB_FORCE_WAKEUP))
+	/* a child not hooked yet runs its new program only once it is: it
+	 * stops here, and the loader lets it go on when it has its uprobes
+	 * (TT_SOCK_F_HELD); never when the loader would not hear of it */
+	if (*m & TARGET_PENDING)
+		h.flags |= TT_SOCK_F_HELD;
+	if (bpf_ringbuf_output(&events, &h, sizeof(h), BPF_RB_FORCE_WAKEUP)) {
 		count_loss(0);
+		return 0;
+	}
+	if (h.flags & TT_SOCK_F_HELD)
+		bpf_send_signal(SIG_STOP);
 	return 0;
 }
 

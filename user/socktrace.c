@@ -622,11 +622,15 @@ static void on_proc(struct socktrace *st, const struct tt_sock_hdr *h)
 
 	if (h->flags & TT_SOCK_F_EXEC) {
 		on_exec(st, (pid_t)tgid);
+		/* its fork record came first: its hooks are in place */
+		if (h->flags & TT_SOCK_F_HELD)
+			kill((pid_t)tgid, SIGCONT);
 		return;
 	}
 	if (bpf_map__lookup_elem(st->skel->maps.targets, &tgid, sizeof(tgid),
 				 &hook, sizeof(hook), 0) || !hook)
 		return;		/* gone already */
+	hook &= ~TT_SOCK_TARGET_PENDING;
 	if (trace_with(st, (pid_t)tgid, hook))
 		return;
 	st->s.children++;
@@ -727,10 +731,30 @@ const char *socktrace_hooks_name(const struct socktrace_stats *s)
 	return "none";
 }
 
+/* A child stopped at its exec whose record was not read yet goes on: no
+ * process is left stopped by a loader that is gone. */
+static void release_held(struct socktrace *st)
+{
+	uint32_t key, next, *prev = NULL;
+	uint8_t hook;
+
+	while (!bpf_map__get_next_key(st->skel->maps.targets, prev, &next,
+				      sizeof(next))) {
+		if (!bpf_map__lookup_elem(st->skel->maps.targets, &next,
+					  sizeof(next), &hook, sizeof(hook), 0) &&
+		    (hook & TT_SOCK_TARGET_PENDING))
+			kill((pid_t)next, SIGCONT);
+		key = next;
+		prev = &key;
+	}
+}
+
 void socktrace_close(struct socktrace *st)
 {
 	if (!st)
 		return;
+	if (st->skel)
+		release_held(st);
 	ring_buffer__free(st->rb);
 	uprobe_set_free(st->probes);
 	for (int i = 0; i < st->nsys; i++)

@@ -65,6 +65,11 @@ enum tt_sock_hook {
 #define TT_SOCK_F_TLS	(1u << 1) /* connection carries TLS; data records
 				     are cleartext from the libssl probes */
 #define TT_SOCK_F_EXEC	(1u << 2) /* TT_SOCK_EV_PROC: an exec, not a fork */
+/* In the targets map: a forked child not hooked yet (the loader writes the
+ * plain kind once it is). */
+#define TT_SOCK_TARGET_PENDING	0x80
+#define TT_SOCK_F_HELD	(1u << 3) /* with TT_SOCK_F_EXEC: the process is
+				     stopped until the loader sends SIGCONT */
 
 /* tt_sock_open.role */
 enum tt_sock_role {
