@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "findings.h"
+#include "sort.h"
 
 /* An idle gap shorter than this between two kernels is launch overhead
  * (kernel wait), as in HTA. */
@@ -124,12 +125,6 @@ static enum findings_severity by_fraction(double f)
 	if (f >= IDLE_CRITICAL_FRACTION)
 		return FINDINGS_CRITICAL;
 	return f >= IDLE_WARNING_FRACTION ? FINDINGS_WARNING : FINDINGS_INFO;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
 }
 
 /* Union of the requests' [arrival, end] in the window: the demand. */
@@ -378,8 +373,7 @@ static int kernel_median(const struct findings_input *in,
 			continue;
 		k[n++] = iv->end_ns - iv->start_ns;
 	}
-	qsort(k, n, sizeof(*k), cmp_u64);
-	*median = n ? k[n / 2] : 0;
+	*median = n ? select_u64(k, n, n / 2) : 0;
 	*count = n;
 	free(k);
 	return 0;
