@@ -23,6 +23,7 @@ enum attr_phase {
 struct attr_entry {
 	uint32_t request;	/* index into the caller's request table */
 	uint8_t phase;		/* enum attr_phase */
+	uint8_t chunk;		/* a prefill in chunks: this is one of them */
 	uint32_t tokens;	/* prefill: prompt tokens; decode: 1 */
 	uint32_t context;	/* tokens already in the request's context */
 };

@@ -489,6 +489,68 @@ static int compute_thread_ivs(const struct report_input *in, uint32_t dev,
  * the copies of d->steps_dev (0: its own): on the CPU from its compute
  * threads' time, with the busy spans (for the findings) of all its
  * threads. */
+/* d's steps as si says, into *out. */
+static int cut_steps(const struct report_input *in,
+		     const struct report_device *d, struct steps_input *si,
+		     struct steps_result *out)
+{
+	struct tt_interval *v = NULL;
+	int err;
+
+	if (d->dev.kind != TT_DEV_CPU)
+		return steps_find(si, out);
+	err = compute_thread_ivs(in, d->dev.id, &v, &si->nivs);
+	if (err)
+		return err;
+	si->ivs = v;
+	err = steps_find(si, out);
+	free(v);
+	si->ivs = in->ivs;
+	si->nivs = in->nivs;
+	if (err)
+		return err;
+	free(out->busy);
+	return steps_union(in->ivs, in->nivs, d->dev.id, in->start_ns,
+			   in->end_ns, &out->busy, &out->nbusy,
+			   &out->busy_ns);
+}
+
+/* Squared error of the model fitted on d's steps, over every busy step
+ * (one that no request took part in is unexplained). */
+static int fit_sse(struct report_device *d, double *sse)
+{
+	struct costmodel m;
+	int err = fit_model_on(d, NULL, &m);
+
+	*sse = 0;
+	if (err)
+		return err;
+	for (uint32_t k = 0; k < d->steps.nsteps; k++) {
+		const struct steps_step *st = &d->steps.steps[k];
+		double e = (double)st->busy_ns;
+
+		if (st->n && m.fitted) {
+			struct costmodel_obs o;
+
+			costmodel_obs_init(&o, e);
+			steps_obs_add(&d->steps, k, &o);
+			e = o.ns - costmodel_predict(&m, &o);
+		}
+		*sse += e * e;
+	}
+	return 0;
+}
+
+/*
+ * Chunked prefill is kept only where it explains the steps' time: the
+ * steps cut both ways, the cost model fitted on each, and the chunks
+ * placed only when their fit leaves less than CHUNK_SSE_GAIN of the
+ * squared error of the steps as the wire shows them (a mix whose long
+ * prompts wait longer for another reason fits worse with chunks that
+ * were never there).
+ */
+#define CHUNK_SSE_GAIN	0.8
+
 static int find_steps(const struct report_input *in, struct report_device *d)
 {
 	struct steps_input si = {
@@ -499,23 +561,38 @@ static int find_steps(const struct report_input *in, struct report_device *d)
 			  d->steps_dev ? STEPS_FROM_COPIES : STEPS_AUTO,
 		.pid = d->req_pid, .copy_device = d->steps_dev,
 	};
-	struct tt_interval *v = NULL;
+	struct steps_result plain;
+	double sse_chunked, sse_plain;
 	int err;
 
-	if (d->dev.kind != TT_DEV_CPU)
-		return steps_find(&si, &d->steps);
-	err = compute_thread_ivs(in, d->dev.id, &v, &si.nivs);
-	if (err)
+	if (in->nhosts > 1) {	/* a device serves its own host alone */
+		si.pid_lo = d->dev.host * REPORT_HOST_PID_STRIDE;
+		si.pid_hi = si.pid_lo + REPORT_HOST_PID_STRIDE;
+	}
+	err = cut_steps(in, d, &si, &d->steps);
+	if (err || !d->steps.chunk_tokens)
 		return err;
-	si.ivs = v;
-	err = steps_find(&si, &d->steps);
-	free(v);
-	if (err)
+	si.no_chunks = true;
+	err = cut_steps(in, d, &si, &plain);
+	if (err) {
+		steps_free(&plain);
 		return err;
-	free(d->steps.busy);
-	return steps_union(in->ivs, in->nivs, d->dev.id, in->start_ns,
-			   in->end_ns, &d->steps.busy, &d->steps.nbusy,
-			   &d->steps.busy_ns);
+	}
+	struct steps_result chunked = d->steps;
+
+	err = fit_sse(d, &sse_chunked);
+	if (!err) {
+		d->steps = plain;
+		err = fit_sse(d, &sse_plain);
+		d->steps = chunked;
+	}
+	if (!err && sse_chunked < CHUNK_SSE_GAIN * sse_plain) {
+		steps_free(&plain);	/* the chunks explain the steps */
+		return 0;
+	}
+	d->steps = plain;
+	steps_free(&chunked);
+	return err;
 }
 
 /* ---- cached prompt tokens the server did not send --------------------- */
@@ -769,8 +846,8 @@ static void cache_candidates(const struct report *r,
 			uint32_t p = e->tokens + e->context;
 			double c;
 
-			if (e->phase != ATTR_PREFILL || !q->prefix_bytes ||
-			    !q->prompt_bytes || p < 2)
+			if (e->phase != ATTR_PREFILL || e->chunk ||
+			    !q->prefix_bytes || !q->prompt_bytes || p < 2)
 				continue;
 			c = (double)p * q->prefix_bytes / q->prompt_bytes;
 			if (c < 1)
@@ -839,7 +916,7 @@ static int infer_cached(struct report *r, struct report_device *d)
 		const struct attr_entry *e = &s->entries[i];
 		struct tt_request *q = &r->reqs[e->request].req;
 
-		if (e->phase != ATTR_PREFILL)
+		if (e->phase != ATTR_PREFILL || e->chunk)
 			continue;
 		q->cached_tokens = e->context;
 		q->cached_source = TT_CACHED_ESTIMATE;
@@ -1130,8 +1207,13 @@ const char *report_model_of(const struct tt_request *q)
 	return q->model[0] ? q->model : "-";
 }
 
-static int build_groups(struct report *r)
+static int build_groups(const struct report_input *in, struct report *r)
 {
+	/* several hosts: one group each, in their order, even with none of
+	   their requests */
+	for (size_t k = 0; in->nhosts > 1 && k < in->nhosts; k++)
+		if (!group_of(&r->hosts, &r->nhosts, in->hosts[k]))
+			return -ENOMEM;
 	for (size_t i = 0; i < r->nreqs; i++) {
 		const struct report_request *q = &r->reqs[i];
 		const char *t = report_tenant_of(&q->req);
@@ -1144,9 +1226,14 @@ static int build_groups(struct report *r)
 		if (!g)
 			return -ENOMEM;
 		group_add(g, q);
+		size_t h = REPORT_HOST_OF_PID(q->req.pid);
+
+		if (h < r->nhosts)
+			group_add(&r->hosts[h], q);
 	}
 	group_finish(r->tenants, r->ntenants);
 	group_finish(r->models, r->nmodels);
+	group_finish(r->hosts, r->nhosts);
 	return 0;
 }
 
@@ -1285,7 +1372,7 @@ int report_build(const struct report_input *in, struct report *r)
 	if (!err)
 		err = check_conservation(r);
 	if (!err)
-		err = build_groups(r);
+		err = build_groups(in, r);
 	if (!err)
 		err = build_servers(r);
 	if (!err)
@@ -1303,6 +1390,7 @@ void report_free(struct report *r)
 	free(r->token_store);
 	free(r->tenants);
 	free(r->models);
+	free(r->hosts);
 	free(r->servers);
 	findings_free(&r->findings);
 	memset(r, 0, sizeof(*r));
@@ -1367,6 +1455,8 @@ static cJSON *device_json(const struct report *r,
 				steps_source_name(d->steps.source));
 	cJSON_AddStringToObject(o, "steps_source",
 				steps_source_name(d->steps.source));
+	/* prompts inferred prefilled in chunks of this many tokens; 0: not */
+	num(o, "prefill_chunk_tokens", d->steps.chunk_tokens);
 	if (d->steps_dev) {
 		const struct report_device *l = find_dev(r, d->steps_dev);
 
@@ -1553,11 +1643,21 @@ static void add_array(cJSON *root, const char *key, size_t n,
 }
 
 /* b: the report (a device names its rank 0 by the report's devices). */
+/* The name of device d's host, NULL with one host. */
+static const char *host_name(const struct report *r,
+			     const struct report_device *d)
+{
+	return d->dev.host < r->nhosts ? r->hosts[d->dev.host].name : NULL;
+}
+
 static cJSON *mk_dev(const void *b, size_t i)
 {
 	const struct report *r = b;
+	cJSON *o = device_json(r, &r->devs[i]);
 
-	return device_json(r, &r->devs[i]);
+	if (o && host_name(r, &r->devs[i]))
+		cJSON_AddStringToObject(o, "host", host_name(r, &r->devs[i]));
+	return o;
 }
 
 /* A server's object; b: the report. */
@@ -1570,6 +1670,9 @@ static cJSON *mk_server(const void *b, size_t i)
 	if (!o)
 		return NULL;
 	num(o, "pid", s->pid);
+	if (r->nhosts && REPORT_HOST_OF_PID(s->pid) < r->nhosts)
+		cJSON_AddStringToObject(o, "host",
+			r->hosts[REPORT_HOST_OF_PID(s->pid)].name);
 	names = cJSON_AddArrayToObject(o, "devices");
 	ids = cJSON_AddArrayToObject(o, "device_ids");
 	for (size_t k = 0; names && ids && k < r->ndevs; k++) {
@@ -1625,6 +1728,8 @@ static cJSON *report_json_ex(const struct report *r, bool with_requests)
 		  r->reqs);
 	add_array(root, "tenants", r->ntenants, mk_group, r->tenants);
 	add_array(root, "models", r->nmodels, mk_group, r->models);
+	if (r->nhosts)
+		add_array(root, "hosts", r->nhosts, mk_group, r->hosts);
 	cJSON_AddItemToObject(root, "cost_model", cost_model_json(r));
 	add_array(root, "findings", r->findings.n, mk_finding,
 		  r->findings.items);
@@ -1735,7 +1840,12 @@ static void text_devices(const struct report *r, FILE *f)
 		const struct report_device *d = &r->devs[i];
 		bool gpu = d->dev.kind == TT_DEV_GPU;
 
-		fprintf(f, "  %-28.28s %-4s", d->dev.name, gpu ? "gpu" : "cpu");
+		char label[160];
+
+		snprintf(label, sizeof(label), "%s%s%s",
+			 host_name(r, d) ? host_name(r, d) : "",
+			 host_name(r, d) ? ":" : "", d->dev.name);
+		fprintf(f, "  %-28.28s %-4s", label, gpu ? "gpu" : "cpu");
 		if (multi)
 			text_id_pid(d->dev.id, d->pid, f);
 		fprintf(f, " %12.3f %12.3f %5.1f%%", d->busy_ns / 1e6,
@@ -1756,7 +1866,12 @@ static void text_devices(const struct report *r, FILE *f)
 		if (d->steps_dev)
 			fprintf(f, " of device %u", d->steps_dev);
 		fprintf(f, " (%u token bursts, %u unstreamed requests placed "
-			"by estimate)\n", d->steps.bursts, d->steps.estimated);
+			"by estimate", d->steps.bursts, d->steps.estimated);
+		if (d->steps.chunk_tokens)
+			fprintf(f, "; prompts prefilled in chunks of ~%u tokens, "
+				"placed in the steps before their first token",
+				d->steps.chunk_tokens);
+		fputs(")\n", f);
 	}
 }
 
@@ -1924,6 +2039,10 @@ int report_write_text(const struct report *r, FILE *f)
 	text_groups("tenants (busy = device time used; loaded = busy + share "
 		    "of idle)", r->tenants, r->ntenants, f);
 	text_groups("models", r->models, r->nmodels, f);
+	if (r->nhosts)
+		text_groups("hosts (pids of the second and later hosts are "
+			    "shown plus 4194304 times the host's place)",
+			    r->hosts, r->nhosts, f);
 	text_cache("prefix cache, by tenant (cached prompt tokens: the "
 		   "server's count, or an estimate from prefill cost)",
 		   r->tenants, r->ntenants, f);

@@ -61,7 +61,13 @@ struct report_input {
 	uint32_t max_batch;	/* engine's batch limit if known, else 0 */
 	const char *hooks;	/* socket hooks in use; NULL or "": unknown */
 	struct report_losses losses;
+	/* several hosts: their names; host k's pids are shown plus k times
+	   REPORT_HOST_PID_STRIDE, its devices have dev.host k */
+	const char (*hosts)[64];
+	size_t nhosts;
 };
+
+#define REPORT_HOST_PID_STRIDE	(1u << 22)
 
 struct report_request {
 	struct tt_request req;		/* token_ns points at an owned copy */
@@ -146,6 +152,8 @@ struct report {
 	size_t nreqs;
 	struct report_group *tenants, *models;
 	size_t ntenants, nmodels;
+	struct report_group *hosts;	/* by host, with several (else 0) */
+	size_t nhosts;
 	struct report_server *servers;	/* by pid, in device order */
 	size_t nservers;
 	uint64_t busy_ns;		/* of the attributed devices */
@@ -165,6 +173,9 @@ struct report {
 int report_build(const struct report_input *in, struct report *out);
 
 void report_free(struct report *r);
+
+/* The host index of a pid (0 with one host). */
+#define REPORT_HOST_OF_PID(pid)	((pid) / REPORT_HOST_PID_STRIDE)
 
 /* The tenant and model group a request counts in ("-" when unknown). */
 const char *report_tenant_of(const struct tt_request *q);

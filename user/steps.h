@@ -58,6 +58,10 @@ struct steps_input {
 	uint32_t copy_device;		/* whose step-ending copies cut the
 					   steps (a tensor-parallel server's
 					   rank 0); 0: the device itself */
+	bool no_chunks;			/* never infer chunked prefill */
+	uint32_t pid_lo, pid_hi;	/* with pid 0 and pid_hi set: only
+					   requests with pids in [lo, hi) (a
+					   host's, of several) */
 };
 
 struct steps_result {
@@ -79,6 +83,10 @@ struct steps_result {
 					   them counted once); 0 also when
 					   STEPS_FROM_TOKENS was asked for */
 	uint64_t burst_gap_ns;		/* the gap that separates bursts */
+	uint32_t chunk_tokens;		/* prompts seen prefilled in chunks
+					   of this many tokens, placed in the
+					   steps before their first token; 0:
+					   not chunked */
 	struct steps_span *busy;	/* union of the device's intervals in
 					   the window, sorted */
 	size_t nbusy;
