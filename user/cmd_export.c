@@ -2,7 +2,7 @@
  * cmd_export.c - `tokentrace export TRACE --perfetto OUT | --otlp OUT |
  * --jsonl OUT`: a trace file in the formats other tools open.
  *
- * In:  a trace file (user/tracefile.h) loaded with collect_load; prices
+ * In:  trace files (user/tracefile.h) read with chain_read; prices
  *      from --price / --price-file as `tokentrace report` takes them.
  * Out: each format asked for, in its own file (mode 0600), "-" for stdout:
  *      Chrome trace-event JSON for ui.perfetto.dev, OTLP/JSON traces, JSON
@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "chain.h"
 #include "collect.h"
 #include "commands.h"
 #include "export.h"
@@ -32,18 +33,24 @@ enum ex_fmt { EX_PERFETTO, EX_OTLP, EX_JSONL, EX_NFMT };
 
 struct ex_args {
 	const char *trace, *out[EX_NFMT];
+	char **traces;		/* files or folders: one trace */
+	int ntraces;
+	struct chain_time from, to;
 	struct prices prices;
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: tokentrace export TRACE [--perfetto OUT] [--otlp OUT] [--jsonl OUT]\n"
+"usage: tokentrace export TRACE... [--perfetto OUT] [--otlp OUT]\n"
+"                        [--jsonl OUT] [--from T] [--to T]\n"
 "                        [--price USD_PER_HOUR | --price NAME=USD,...]\n"
 "                        [--price-file F]\n"
 "\n"
 "Writes a trace file (from record -o or run -o) in other tools' formats;\n"
 "at least one format. OUT '-' is stdout. Files are created mode 0600.\n"
+"Several files or folders are read as one trace, as `report` reads them;\n"
+"--from and --to pick a range as there.\n"
 "\n"
 "  --perfetto OUT  Chrome trace-event JSON: open in ui.perfetto.dev or\n"
 "                  chrome://tracing (devices and streams with kernels and\n"
@@ -69,6 +76,8 @@ static int parse_args(int argc, char **argv, struct ex_args *a)
 		{ "jsonl", required_argument, 0, 'J' },
 		{ "price", required_argument, 0, 'p' },
 		{ "price-file", required_argument, 0, 'F' },
+		{ "from", required_argument, 0, 'f' },
+		{ "to", required_argument, 0, 't' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 }
 	};
@@ -89,16 +98,31 @@ static int parse_args(int argc, char **argv, struct ex_args *a)
 			if (prices_read_file(&a->prices, optarg))
 				return -1;
 			break;
+		case 'f':
+		case 't':
+			if (chain_parse_time(optarg, opt == 'f' ? &a->from :
+					     &a->to)) {
+				fprintf(stderr, "tokentrace export: --%s '%s': "
+					"give seconds into the trace (90, 15m, "
+					"2h) or a UTC time (2026-12-03T10:00:00)"
+					"\n", opt == 'f' ? "from" : "to",
+					optarg);
+				return -1;
+			}
+			break;
 		case 'h': usage(stdout); return 1;
 		default: usage(stderr); return -1;
 		}
 	}
-	if (optind + 1 != argc) {
-		fprintf(stderr, "tokentrace export: expected one trace file\n");
+	if (optind >= argc) {
+		fprintf(stderr, "tokentrace export: expected a trace file (or "
+			"several, or a folder)\n");
 		usage(stderr);
 		return -1;
 	}
 	a->trace = argv[optind];
+	a->traces = argv + optind;
+	a->ntraces = argc - optind;
 	if (!a->out[EX_PERFETTO] && !a->out[EX_OTLP] && !a->out[EX_JSONL]) {
 		fprintf(stderr, "tokentrace export: say which format: "
 			"--perfetto OUT, --otlp OUT or --jsonl OUT\n");
@@ -163,7 +187,8 @@ static int load(const struct ex_args *a, struct collect *c,
 {
 	struct collect_prices p = prices_for_report(&a->prices);
 	struct report_input in;
-	int err = collect_load(c, a->trace, stderr, h);
+	int err = chain_read(c, a->traces, a->ntraces, &a->from, &a->to, h,
+			     stderr, NULL);
 
 	if (err) {
 		fprintf(stderr, "tokentrace: %s: cannot export: %s\n",

@@ -2,7 +2,8 @@
  * cmd_report.c - `tokentrace report FILE` and `tokentrace diff A B`: the
  * offline side of a trace file.
  *
- * In:  trace files (user/tracefile.h), loaded with collect_load; prices
+ * In:  trace files (user/tracefile.h): one, several or a folder read as
+ *      one trace by chain_read (user/chain.h), --from/--to a part; prices
  *      from --price / --price-file (defaults: COLLECT_GPU_USD_PER_HOUR per
  *      GPU-hour, COLLECT_CPU_USD_PER_HOUR per hour of the CPU device).
  * Out: report: the report of report_build as text (default) or JSON, on
@@ -27,6 +28,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "chain.h"
 #include "collect.h"
 #include "commands.h"
 #include "hostinfo.h"
@@ -39,8 +41,10 @@ enum rc_format { RC_TEXT, RC_JSON, RC_HTML };
 
 struct rc_args {
 	enum rc_format format;
-	const char *out, *files[2];
+	const char *out;
+	char **files;		/* report: one trace of them all; diff: two */
 	int nfiles;
+	struct chain_time from, to;
 	struct prices prices;
 };
 
@@ -50,12 +54,14 @@ struct rc_trace {
 	struct tracefile_header hdr;
 	struct report r;
 	bool built;
+	size_t nfiles;		/* trace files read */
 };
 
 static void report_usage(FILE *f)
 {
 	fprintf(f,
-"usage: tokentrace report FILE [--format text|json|html] [-o OUT]\n"
+"usage: tokentrace report TRACE... [--format text|json|html] [-o OUT]\n"
+"                        [--from T] [--to T]\n"
 "                        [--price USD_PER_HOUR | --price NAME=USD,...]\n"
 "                        [--price-file F]\n"
 "\n"
@@ -64,6 +70,9 @@ static void report_usage(FILE *f)
 "request's, tenant's and model's device time and cost, the step cost\n"
 "model and the findings. Needs no root, BTF or GPU. A damaged trace is\n"
 "reported from its valid blocks; what was skipped is said on stderr.\n"
+"Several files, or folders of them (the chain `record --rotate` writes),\n"
+"are read as one trace in the order they began; traces of several hosts\n"
+"give one report with the host as a dimension.\n"
 "\n"
 "  --format F     text (default), json (DESIGN.md's report object, plus\n"
 "                 \"trace\", \"host\" and \"prices\"), or html (one\n"
@@ -74,6 +83,11 @@ static void report_usage(FILE *f)
 "                 cpu set the price of any GPU / the CPU device\n"
 "  --price-file F lines 'DEVICE NAME = USD' ('#' starts a comment)\n"
 "  -o OUT         write to OUT (mode 0600) instead of stdout\n"
+"  --from T       only what overlaps the range from T (default: the\n"
+"  --to T         start) to T (default: the end); T is a time into the\n"
+"                 trace (90, 90s, 15m, 2h) or a UTC date and time\n"
+"                 (2026-12-03T10:00:00); a request that spans an edge\n"
+"                 is counted with its device time inside the range\n"
 "\n"
 "Without a price a GPU costs %.2f USD/hour and the CPU device %.2f\n"
 "USD/hour; the text report marks such prices \"(default)\".\n",
@@ -84,7 +98,7 @@ static void diff_usage(FILE *f)
 {
 	fprintf(f,
 "usage: tokentrace diff A B [--format text|json] [--price ...]\n"
-"                           [--price-file F] [-o OUT]\n"
+"                           [--price-file F] [-o OUT] [--from T] [--to T]\n"
 "\n"
 "Two traces side by side, for the tuning session that changed one thing:\n"
 "first the host facts that differ between their headers (kernel, command\n"
@@ -99,6 +113,16 @@ static void free_args(struct rc_args *a)
 	prices_free(&a->prices);
 }
 
+static int parse_time(const char *opt, const char *s, struct chain_time *t)
+{
+	if (!chain_parse_time(s, t))
+		return 0;
+	fprintf(stderr, "tokentrace: --%s '%s': give seconds into the trace "
+		"(90, 90s, 15m, 2h) or a UTC time (2026-12-03T10:00:00)\n",
+		opt, s);
+	return -1;
+}
+
 /* ---- arguments ----------------------------------------------------------- */
 
 /* 0 ok, 1 help shown, -1 usage error. */
@@ -110,6 +134,8 @@ static int parse_args(int argc, char **argv, struct rc_args *a, int nfiles,
 		{ "price", required_argument, 0, 'p' },
 		{ "price-file", required_argument, 0, 'P' },
 		{ "output", required_argument, 0, 'o' },
+		{ "from", required_argument, 0, 'F' },
+		{ "to", required_argument, 0, 'T' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 }
 	};
@@ -142,15 +168,25 @@ static int parse_args(int argc, char **argv, struct rc_args *a, int nfiles,
 				return -1;
 			break;
 		case 'o': a->out = optarg; break;
+		case 'F':
+			if (parse_time("from", optarg, &a->from))
+				return -1;
+			break;
+		case 'T':
+			if (parse_time("to", optarg, &a->to))
+				return -1;
+			break;
 		case 'h': usage(stdout); return 1;
 		default: usage(stderr); return -1;
 		}
 	}
-	for (; optind < argc && a->nfiles < 2; optind++)
-		a->files[a->nfiles++] = argv[optind];
-	if (a->nfiles != nfiles || optind < argc) {
-		fprintf(stderr, "tokentrace: expected %d trace file%s\n",
-			nfiles, nfiles > 1 ? "s" : "");
+	a->files = argv + optind;
+	a->nfiles = argc - optind;
+	/* report: any number, one trace; diff: two, each a file or folder */
+	if (nfiles > 1 ? a->nfiles != nfiles : a->nfiles < 1) {
+		fprintf(stderr, "tokentrace: expected %s\n", nfiles > 1 ?
+			"two traces (files or folders)" :
+			"a trace file (or several, or a folder)");
 		usage(stderr);
 		return -1;
 	}
@@ -200,6 +236,7 @@ static int close_out(FILE *f, const char *path)
 
 struct rc_progress {
 	uint64_t start_ns, last_ns;
+	uint64_t file_start_ns;		/* the file being read began */
 	bool shown;
 };
 
@@ -212,51 +249,63 @@ static uint64_t rc_now_ns(void)
 }
 
 static void show_progress(void *ctx, const char *name, uint64_t done,
-			  uint64_t total)
+			  uint64_t total, uint64_t records)
 {
 	struct rc_progress *p = ctx;
 	uint64_t now = rc_now_ns();
+	double s;
 
 	if (done >= total) {
 		if (p->shown)
 			fputs("\r\033[K", stderr);
 		p->shown = false;
+		p->file_start_ns = 0;
 		return;
 	}
+	if (!p->file_start_ns)
+		p->file_start_ns = now;	/* a chain: each file's own rate */
 	if (now - p->start_ns < RC_PROGRESS_AFTER_NS ||
 	    now - p->last_ns < RC_PROGRESS_EVERY_NS)
 		return;
 	p->last_ns = now;
 	p->shown = true;
-	fprintf(stderr, "\rtokentrace: reading %s: %3.0f%% (%.1f of %.1f MiB)",
-		name, 100.0 * done / total, done / 1048576.0,
-		total / 1048576.0);
+	s = (now - p->file_start_ns) / 1e9;
+	fprintf(stderr, "\r\033[Ktokentrace: reading %s: %3.0f%% (%.1f of "
+		"%.1f MiB), %.2f M events/s", name, 100.0 * done / total,
+		done / 1048576.0, total / 1048576.0,
+		s > 0 ? records / s / 1e6 : 0);
+	if (s > 0 && done)
+		fprintf(stderr, ", %.0f s left",
+			s * (double)(total - done) / (double)done);
 }
 
-/* collect_load, with progress on a terminal. */
-static int load_with_progress(struct rc_trace *t, const char *path)
+/* chain_read, with progress on a terminal. */
+static int load_with_progress(struct rc_trace *t, char *const *paths, int n,
+			      const struct rc_args *a)
 {
-	struct rc_progress p = { rc_now_ns(), 0, false };
+	struct rc_progress p = { rc_now_ns(), 0, 0, false };
 	bool tty = isatty(STDERR_FILENO);
 	int err;
 
 	if (tty)
 		tracefile_set_progress(show_progress, &p);
-	err = collect_load(&t->c, path, stderr, &t->hdr);
+	err = chain_read(&t->c, paths, n, &a->from, &a->to, &t->hdr, stderr,
+			 &t->nfiles);
 	if (tty)
 		tracefile_set_progress(NULL, NULL);
 	return err;
 }
 
-static int load_trace(struct rc_trace *t, const char *path,
+static int load_trace(struct rc_trace *t, char *const *paths, int n,
 		      const struct rc_args *a)
 {
+	const char *path = paths[0];
 	struct collect_prices p = prices_for_report(&a->prices);
 	struct report_input in;
 	int err;
 
 	collect_init(&t->c);
-	err = load_with_progress(t, path);
+	err = load_with_progress(t, paths, n, a);
 	if (err) {
 		if (err == -EBADMSG)
 			fprintf(stderr, "tokentrace: %s: cannot report: the "
@@ -321,6 +370,7 @@ static void add_trace_json(cJSON *root, const struct rc_trace *t,
 	fmt_date(wall_of(&t->hdr, t->c.start_ns), date, sizeof(date));
 	if (o) {
 		cJSON_AddStringToObject(o, "file", path);
+		cJSON_AddNumberToObject(o, "files", (double)t->nfiles);
 		cJSON_AddNumberToObject(o, "format_version", t->hdr.version);
 		cJSON_AddStringToObject(o, "started_at", date);
 		cJSON_AddStringToObject(o, "boot_id", t->hdr.boot_id);
@@ -387,8 +437,12 @@ static int write_text(const struct rc_trace *t, const struct rc_args *a,
 	int err;
 
 	fmt_date(wall_of(&t->hdr, t->c.start_ns), date, sizeof(date));
-	fprintf(f, "trace %s: host %s, kernel %s, started %s, %llu blocks "
-		"read", path, t->hdr.host.hostname, t->hdr.host.kernel, date,
+	fprintf(f, "trace %s", path);
+	if (t->nfiles > 1)
+		fprintf(f, " (%zu files read as one)", t->nfiles);
+	fprintf(f, ": host %s, kernel %s, started %s, %llu blocks read",
+		t->c.nhosts > 1 ? "(several)" : t->hdr.host.hostname,
+		t->hdr.host.kernel, date,
 		(unsigned long long)t->c.trace_blocks_ok);
 	if (t->c.trace_blocks_skipped)
 		fprintf(f, ", %llu skipped (%llu bytes)%s",
@@ -419,7 +473,7 @@ int cmd_report(int argc, char **argv)
 		free_args(&a);
 		return ret > 0 ? TT_EXIT_OK : TT_EXIT_USAGE;
 	}
-	err = load_trace(&t, a.files[0], &a);
+	err = load_trace(&t, a.files, a.nfiles, &a);
 	if (!err && !(f = open_out(a.out)))
 		err = -EIO;
 	if (!err && a.format == RC_JSON)
@@ -713,9 +767,9 @@ int cmd_diff(int argc, char **argv)
 		free_args(&a);
 		return ret > 0 ? TT_EXIT_OK : TT_EXIT_USAGE;
 	}
-	err = load_trace(&t[0], a.files[0], &a);
+	err = load_trace(&t[0], &a.files[0], 1, &a);
 	if (!err)
-		err = load_trace(&t[1], a.files[1], &a);
+		err = load_trace(&t[1], &a.files[1], 1, &a);
 	if (!err && !(f = open_out(a.out)))
 		err = -EIO;
 	if (!err) {

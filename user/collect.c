@@ -77,6 +77,7 @@ void collect_free(struct collect *c)
 	free(c->price_store);
 	free(c->price_default);
 	free(c->name_store);
+	free(c->hosts);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -157,6 +158,33 @@ static void add_name(struct collect *c, uint32_t pid, uint32_t id,
 		note_err(c, tracefile_put_name(c->writer, pid, id, s));
 }
 
+/* What was lost while the current file was written: the running totals
+ * less those at its start (a rotated chain's files sum to the whole). */
+static struct report_losses file_losses(const struct collect *c)
+{
+	const struct report_losses *a = &c->losses, *b = &c->losses_base;
+
+	return (struct report_losses){
+		.cpu_events = a->cpu_events - b->cpu_events,
+		.sock_events = a->sock_events - b->sock_events,
+		.sock_bytes = a->sock_bytes - b->sock_bytes,
+		.cupti_records = a->cupti_records - b->cupti_records,
+	};
+}
+
+static int put_losses(struct collect *c, struct tracefile_writer *w)
+{
+	struct report_losses l = file_losses(c);
+
+	return tracefile_put_losses(w, &l);
+}
+
+/* The start of the current file's window. */
+static uint64_t file_start(const struct collect *c)
+{
+	return c->file_start_ns > c->start_ns ? c->file_start_ns : c->start_ns;
+}
+
 static void sum_pid_losses(struct collect *c)
 {
 	c->losses.cupti_records = 0;
@@ -184,7 +212,7 @@ static void add_losses(struct collect *c, uint32_t pid,
 		sum_pid_losses(c);
 	}
 	if (c->writer)
-		note_err(c, tracefile_put_losses(c->writer, &c->losses));
+		note_err(c, put_losses(c, c->writer));
 }
 
 static void sink_device(void *ctx, const struct tt_device *d)
@@ -300,7 +328,7 @@ static int write_all_kept(struct collect *c, struct tracefile_writer *w)
 		err = tracefile_put_hooks(w, c->hooks);
 
 	if (!err && c->start_ns)
-		err = tracefile_put_window(w, c->start_ns, c->end_ns,
+		err = tracefile_put_window(w, file_start(c), c->end_ns,
 					   c->window_closed);
 	for (size_t i = 0; !err && i < c->ndevs; i++)
 		err = tracefile_put_device(w, &c->devs[i]);
@@ -313,7 +341,7 @@ static int write_all_kept(struct collect *c, struct tracefile_writer *w)
 	for (size_t i = 0; !err && i < c->nreqs; i++)
 		err = tracefile_put_request(w, &c->reqs[i]);
 	if (!err)
-		err = tracefile_put_losses(w, &c->losses);
+		err = put_losses(c, w);
 	return err;
 }
 
@@ -377,13 +405,20 @@ void collect_set_spill(struct collect *c, bool on)
 		drop_kept(c);
 }
 
-int collect_reload(struct collect *c, const char *path, FILE *log)
+static int load_one(struct collect *n, const char *path, FILE *log)
+{
+	return collect_load(n, path, log, NULL);
+}
+
+int collect_reload_with(struct collect *c, const char *path, FILE *log,
+			int (*load)(struct collect *n, const char *path,
+				    FILE *log))
 {
 	struct collect n;
 	int err;
 
 	collect_init(&n);
-	err = collect_load(&n, path, log, NULL);
+	err = load(&n, path, log);
 	if (err) {
 		fprintf(log ? log : stderr, "tokentrace: cannot read the trace "
 			"%s back for the report: %s (tokentrace report %s "
@@ -405,6 +440,11 @@ int collect_reload(struct collect *c, const char *path, FILE *log)
 	return 0;
 }
 
+int collect_reload(struct collect *c, const char *path, FILE *log)
+{
+	return collect_reload_with(c, path, log, load_one);
+}
+
 int collect_tick(struct collect *c, uint64_t now_ns)
 {
 	if (!c->writer || now_ns - c->last_tick_ns < COLLECT_TICK_NS)
@@ -412,9 +452,9 @@ int collect_tick(struct collect *c, uint64_t now_ns)
 	c->last_tick_ns = now_ns;
 	if (!c->window_closed && now_ns > c->end_ns)
 		c->end_ns = now_ns;
-	note_err(c, tracefile_put_window(c->writer, c->start_ns, c->end_ns,
+	note_err(c, tracefile_put_window(c->writer, file_start(c), c->end_ns,
 					 false));
-	note_err(c, tracefile_put_losses(c->writer, &c->losses));
+	note_err(c, put_losses(c, c->writer));
 	note_err(c, tracefile_flush(c->writer));
 	return c->write_error;
 }
@@ -425,12 +465,30 @@ int collect_close(struct collect *c, uint64_t end_ns)
 	c->window_closed = true;
 	if (!c->writer)
 		return c->write_error;
-	note_err(c, tracefile_put_window(c->writer, c->start_ns, end_ns,
+	note_err(c, tracefile_put_window(c->writer, file_start(c), end_ns,
 					 true));
-	note_err(c, tracefile_put_losses(c->writer, &c->losses));
+	note_err(c, put_losses(c, c->writer));
 	note_err(c, tracefile_close(c->writer));
 	c->writer = NULL;
 	return c->write_error;
+}
+
+int collect_rotate(struct collect *c, struct tracefile_writer *w,
+		   uint64_t now_ns)
+{
+	if (c->writer) {
+		if (now_ns > c->end_ns)
+			c->end_ns = now_ns;
+		note_err(c, tracefile_put_window(c->writer, file_start(c),
+						 now_ns, true));
+		note_err(c, put_losses(c, c->writer));
+		note_err(c, tracefile_close(c->writer));
+		c->writer = NULL;
+	}
+	c->losses_base = c->losses;
+	c->file_start_ns = now_ns;
+	c->last_tick_ns = now_ns;
+	return collect_attach_writer(c, w);
 }
 
 /* ---- the report's input -------------------------------------------------- */
@@ -508,6 +566,8 @@ int collect_report_input(struct collect *c, const struct collect_prices *p,
 	in->hooks = c->hooks;
 	in->max_batch = c->max_batch;
 	in->losses = c->losses;
+	in->hosts = (const char (*)[64])c->hosts;
+	in->nhosts = c->nhosts;
 	return 0;
 }
 
@@ -625,6 +685,241 @@ int collect_load(struct collect *c, const char *path, FILE *log,
 	c->trace_bytes_skipped = st.bytes_skipped;
 	c->trace_records_skipped = st.records_skipped;
 	c->trace_cut = st.cut;
+	return 0;
+}
+
+/* ---- one file of several ------------------------------------------------- */
+
+struct part {
+	struct collect *c;
+	const struct collect_part *p;
+	uint32_t pid_add;
+	struct { uint32_t from, to; } *map;	/* the file's device ids */
+	size_t nmap, capmap;
+	bool have_window, closed;
+	uint64_t start_ns, end_ns;		/* the file's window, shifted */
+	struct report_losses base;		/* c's losses before the file */
+	uint64_t lo, hi;			/* what the records span */
+	uint64_t *tok;				/* shifted token times */
+	bool oom;
+};
+
+static void pt_span(struct part *l, uint64_t s, uint64_t e)
+{
+	l->lo = s < l->lo ? s : l->lo;
+	l->hi = e > l->hi ? e : l->hi;
+}
+
+static uint64_t pt_time(const struct part *l, uint64_t t)
+{
+	int64_t v = (int64_t)t + l->p->shift_ns;
+
+	return t && v > 0 ? (uint64_t)v : 0;
+}
+
+static uint32_t pt_pid(const struct part *l, uint32_t pid)
+{
+	return pid ? pid + l->pid_add : 0;
+}
+
+static bool pt_overlaps(const struct part *l, uint64_t s, uint64_t e)
+{
+	return e >= l->p->from_ns && (!l->p->to_ns || s < l->p->to_ns);
+}
+
+static bool id_used(const struct collect *c, uint32_t id)
+{
+	for (size_t i = 0; i < c->ndevs; i++)
+		if (c->devs[i].id == id)
+			return true;
+	return false;
+}
+
+/* id where c has no device of that id, else one above all of c's. */
+static uint32_t free_id(const struct collect *c, uint32_t id)
+{
+	uint32_t top = 0;
+
+	if (!id_used(c, id))
+		return id;
+	for (size_t i = 0; i < c->ndevs; i++)
+		top = c->devs[i].id > top ? c->devs[i].id : top;
+	return top + 1;
+}
+
+/* The id in c of the file's device d (host set): the same device of the
+ * same host, else its own id where free, else a new one. */
+static uint32_t pt_match(const struct part *l, const struct tt_device *d)
+{
+	const struct collect *c = l->c;
+
+	for (size_t i = 0; i < c->ndevs; i++) {
+		const struct tt_device *o = &c->devs[i];
+
+		if (o->host != d->host || o->kind != d->kind)
+			continue;
+		if (d->kind == TT_DEV_CPU ? !d->uuid[0] && !o->uuid[0] :
+		    d->uuid[0] && !strcmp(o->uuid, d->uuid))
+			return o->id;
+	}
+	return free_id(c, d->id);
+}
+
+/* The file's device id in c; d: its record (NULL: an interval's id). */
+static uint32_t pt_dev(struct part *l, uint32_t id, const struct tt_device *d)
+{
+	for (size_t i = 0; i < l->nmap; i++)
+		if (l->map[i].from == id)
+			return l->map[i].to;
+	if (!grow((void **)&l->map, &l->capmap, l->nmap, sizeof(*l->map))) {
+		l->oom = true;
+		return id;
+	}
+	l->map[l->nmap].from = id;
+	/* an interval of a device with no record (yet): an id of its own */
+	l->map[l->nmap].to = d ? pt_match(l, d) :
+			     l->p->host ? free_id(l->c, UINT32_MAX) : id;
+	return l->map[l->nmap++].to;
+}
+
+static void pt_device(void *ctx, const struct tt_device *d)
+{
+	struct part *l = ctx;
+	struct tt_device u = *d;
+
+	u.host = l->p->host;
+	u.pid = pt_pid(l, d->pid);
+	u.id = pt_dev(l, d->id, &u);
+	add_device(l->c, &u);
+}
+
+static void pt_interval(void *ctx, const struct tt_interval *iv)
+{
+	struct part *l = ctx;
+	struct tt_interval u = *iv;
+
+	u.start_ns = pt_time(l, iv->start_ns);
+	u.end_ns = pt_time(l, iv->end_ns);
+	if (!pt_overlaps(l, u.start_ns, u.end_ns))
+		return;
+	u.pid = pt_pid(l, iv->pid);
+	u.device = pt_dev(l, iv->device, NULL);
+	pt_span(l, u.start_ns, u.end_ns);
+	add_interval(l->c, &u);
+}
+
+static void pt_request(void *ctx, const struct tt_request *q)
+{
+	struct part *l = ctx;
+	struct tt_request u = *q;
+
+	u.arrival_ns = pt_time(l, q->arrival_ns);
+	u.first_token_ns = pt_time(l, q->first_token_ns);
+	u.end_ns = pt_time(l, q->end_ns);
+	if (!pt_overlaps(l, u.arrival_ns, u.end_ns > u.arrival_ns ? u.end_ns :
+			 u.arrival_ns))
+		return;
+	u.pid = pt_pid(l, q->pid);
+	for (uint32_t i = 0; i < q->token_ns_len; i++)
+		l->tok[i] = pt_time(l, q->token_ns[i]);
+	u.token_ns = l->tok;
+	pt_span(l, u.arrival_ns, u.end_ns);
+	if (collect_add_request(l->c, &u))
+		l->oom = true;
+}
+
+static void pt_name(void *ctx, uint32_t pid, uint32_t id, const char *n)
+{
+	struct part *l = ctx;
+
+	add_name(l->c, pt_pid(l, pid), id, n);
+}
+
+static void pt_losses(void *ctx, const struct report_losses *r)
+{
+	struct part *l = ctx;
+	struct report_losses *o = &l->c->losses;
+
+	o->cpu_events = l->base.cpu_events + r->cpu_events;
+	o->sock_events = l->base.sock_events + r->sock_events;
+	o->sock_bytes = l->base.sock_bytes + r->sock_bytes;
+	o->cupti_records = l->base.cupti_records + r->cupti_records;
+}
+
+static void pt_window(void *ctx, uint64_t s, uint64_t e, bool closed)
+{
+	struct part *l = ctx;
+
+	if (l->closed && !closed)
+		return;
+	l->have_window = true;
+	l->closed = closed;
+	l->start_ns = pt_time(l, s);
+	l->end_ns = pt_time(l, e);
+}
+
+static void pt_compute(void *ctx, const char *src, uint32_t max_batch)
+{
+	struct part *l = ctx;
+
+	if (strcmp(src, "auto") || !l->c->compute[0])
+		snprintf(l->c->compute, sizeof(l->c->compute), "%s", src);
+	if (max_batch > l->c->max_batch)
+		l->c->max_batch = max_batch;
+}
+
+static void pt_hooks(void *ctx, const char *hooks)
+{
+	ld_hooks(&(struct load){ ((struct part *)ctx)->c, false }, hooks);
+}
+
+int collect_load_part(struct collect *c, const char *path, FILE *log,
+		      struct tracefile_header *header,
+		      const struct collect_part *p)
+{
+	struct part l = { .c = c, .p = p, .base = c->losses, .lo = UINT64_MAX,
+			  .pid_add = p->host * COLLECT_HOST_PID_STRIDE };
+	struct tracefile_handlers h = {
+		.request = pt_request, .device = pt_device,
+		.interval = pt_interval, .name = pt_name,
+		.losses = pt_losses, .window = pt_window,
+		.compute = pt_compute, .hooks = pt_hooks, .ctx = &l,
+		.log = log ? log : stderr,
+	};
+	struct tracefile_header hdr;
+	struct tracefile_stats st;
+	bool first = !c->start_ns && !c->end_ns;
+	int err;
+
+	l.tok = malloc(TT_TOKEN_NS_MAX * sizeof(*l.tok));
+	if (!l.tok)
+		return -ENOMEM;
+	err = tracefile_read(path, &h, &hdr, &st);
+	free(l.tok);
+	free(l.map);
+	if (err)
+		return err;
+	if (l.oom)
+		return -ENOMEM;
+	if (header)
+		*header = hdr;
+	if (!l.have_window && l.hi) {
+		l.start_ns = l.lo;
+		l.end_ns = l.hi;
+	}
+	if (l.have_window)
+		c->window_closed = l.closed;	/* the latest file's */
+	if (l.have_window || l.hi) {
+		if (first || l.start_ns < c->start_ns)
+			c->start_ns = l.start_ns;
+		if (first || l.end_ns > c->end_ns)
+			c->end_ns = l.end_ns;
+	}
+	c->trace_blocks_ok += st.blocks_ok;
+	c->trace_blocks_skipped += st.blocks_skipped;
+	c->trace_bytes_skipped += st.bytes_skipped;
+	c->trace_records_skipped += st.records_skipped;
+	c->trace_cut |= st.cut;
 	return 0;
 }
 

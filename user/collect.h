@@ -88,7 +88,19 @@ struct collect {
 	size_t nprice_store;
 	struct report_name *name_store;	/* collect_report_input's, pointing
 					   at names */
+	/* a rotated chain: losses at the current file's start, and when it
+	   started (0: the window's start) */
+	struct report_losses losses_base;
+	uint64_t file_start_ns;
+	/* several hosts read as one (user/chain.h): their names, in the
+	   order of devs[].host; 0 or 1 of them: one host */
+	char (*hosts)[64];
+	size_t nhosts;
 };
+
+/* The traces of several hosts read as one: host k's pids are shown plus
+ * k times this (pids are below 2^22 on Linux), so servers stay apart. */
+#define COLLECT_HOST_PID_STRIDE	REPORT_HOST_PID_STRIDE
 
 /* Limits record and run apply without a trace file (flags change them). */
 #define COLLECT_MAX_REQS_DEFAULT	1000000u
@@ -152,6 +164,10 @@ void collect_set_spill(struct collect *c, bool on);
  * and the limits stay. 0 or a negative errno (said on log, NULL: stderr).
  */
 int collect_reload(struct collect *c, const char *path, FILE *log);
+/* The same with another reader of path (a rotated chain's folder). */
+int collect_reload_with(struct collect *c, const char *path, FILE *log,
+			int (*load)(struct collect *n, const char *path,
+				    FILE *log));
 
 /*
  * A sliding window (`top`): forget the requests that ended before t and
@@ -163,6 +179,15 @@ size_t collect_forget_before(struct collect *c, uint64_t t,
 			     void (*gone)(void *ctx,
 					  const struct tt_request *q),
 			     void *ctx);
+
+/*
+ * Rotation: end the current trace file at now_ns (its window closed, its
+ * losses those since it began) and go on in w, which gets the devices
+ * and names first, so that each file of the chain reads alone. c owns w.
+ * 0 or the first write error.
+ */
+int collect_rotate(struct collect *c, struct tracefile_writer *w,
+		   uint64_t now_ns);
 
 /* Once a second (now: monotonic ns): the window so far and the losses
  * go to the writer, and its buffer becomes a block. 0 or the error. */
@@ -215,5 +240,27 @@ int collect_parse_limit(const char *cmd, const char *flag, const char *s,
 struct tracefile_header;
 int collect_load(struct collect *c, const char *path, FILE *log,
 		 struct tracefile_header *header);
+
+/* How one file of several is read into a collect (user/chain.c). */
+struct collect_part {
+	int64_t shift_ns;	/* added to every time: the file's clock on the
+				   first file's */
+	uint32_t host;		/* its host: an index of c->hosts */
+	uint64_t from_ns, to_ns;	/* after the shift: only requests and
+					   intervals that overlap [from, to)
+					   are kept; to_ns 0: no end */
+};
+
+/*
+ * Add the trace file at path to what c holds, as p says: times shifted,
+ * pids moved by p->host * COLLECT_HOST_PID_STRIDE, devices matched to
+ * those c has of the same host (by UUID; the CPU device by its kind) or
+ * given fresh ids, losses summed, the window widened to cover the file's.
+ * The read's counts (blocks skipped, ...) are added. 0 or as
+ * collect_load.
+ */
+int collect_load_part(struct collect *c, const char *path, FILE *log,
+		      struct tracefile_header *header,
+		      const struct collect_part *p);
 
 #endif

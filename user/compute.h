@@ -46,6 +46,8 @@ struct tt_device {
 	char uuid[40];
 	uint32_t sm_count;
 	uint64_t memory_bytes;
+	uint32_t host;		/* several hosts read as one: its host's index
+				   (user/chain.h); 0 otherwise (not stored) */
 };
 
 struct tt_interval {

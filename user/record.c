@@ -8,6 +8,9 @@
  * Out: with -o FILE a trace file for `tokentrace report` (user/tracefile.h),
  *      or request records as JSON lines when FILE ends in .jsonl (created
  *      0600, one flushed line each); without -o the JSON lines on stdout.
+ *      With --rotate and -o DIR, a chain of trace files DIR/trace-N.tt, a
+ *      new one at each rotation (collect_rotate), read as one trace by
+ *      user/chain.h.
  *      --summary FILE: the report as JSON (as `tokentrace report --format
  *      json` gives it); --metrics ADDR:PORT: Prometheus metrics while it
  *      runs. On stderr: "tokentrace: tracing N process(es)" once attached;
@@ -39,6 +42,7 @@
 #include "attach.h"
 #include "commands.h"
 #include "requests.h"
+#include "rotate.h"
 #include "socktrace.h"
 #include "summary.h"
 #include "tracefile.h"
@@ -52,6 +56,7 @@ struct record_args {
 	double duration_s;
 	bool all;
 	size_t max_reqs, max_ivs;
+	struct rotate rot;			/* -o FILE|DIR, --rotate */
 };
 
 struct record_ctx {
@@ -79,6 +84,7 @@ static void usage(FILE *f)
 "                         [--hash-key FILE] [--ringbuf-kb N]\n"
 "                         [--capture-cap BYTES] [--all] [--no-tls]\n"
 "                         [--max-requests N] [--max-intervals N] [--verbose]\n"
+"                         [--rotate DURATION|SIZE]\n"
 "\n"
 "Traces the sockets of running servers (and their children): every\n"
 "finished inference request, its tenant, model, tokens and latencies.\n"
@@ -91,12 +97,20 @@ ATTACH_HELP
 "  --summary FILE     write the report (tokentrace report --format json)\n"
 "                     to FILE at the end, mode 0600\n"
 "  --duration S       stop after S seconds (default: at SIGINT/SIGTERM)\n"
+ROTATE_HELP
 "  --all              also keep requests of no inference API\n"
 "  --max-requests N   without a trace file: requests kept for the report\n"
 "                     (default 1000000; later ones are counted as losses)\n"
 "  --max-intervals N  the same for compute intervals (default 10000000)\n");
 }
 
+
+static bool is_jsonl(const char *path)
+{
+	size_t n = strlen(path);
+
+	return n >= 6 && !strcmp(path + n - 6, ".jsonl");
+}
 
 /* 0 ok, 1 help shown, -1 usage error. */
 static int parse_args(int argc, char **argv, struct record_args *a)
@@ -109,6 +123,7 @@ static int parse_args(int argc, char **argv, struct record_args *a)
 		{ "all", no_argument, 0, 'a' },
 		{ "max-requests", required_argument, 0, 'R' },
 		{ "max-intervals", required_argument, 0, 'I' },
+		{ "rotate", required_argument, 0, 'r' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 }
 	};
@@ -140,6 +155,10 @@ static int parse_args(int argc, char **argv, struct record_args *a)
 			}
 			break;
 		case 'a': a->all = true; break;
+		case 'r':
+			if (rotate_parse("record", optarg, &a->rot))
+				return -1;
+			break;
 		case 'R': case 'I':
 			if (collect_parse_limit("record", opt == 'R' ?
 						"--max-requests" :
@@ -152,6 +171,9 @@ static int parse_args(int argc, char **argv, struct record_args *a)
 		default: usage(stderr); return -1;
 		}
 	}
+	if (rotate_check("record", &a->rot, a->out_path,
+			 a->out_path && is_jsonl(a->out_path), RECORD_ZSTD_LEVEL))
+		return -1;
 	if (attach_check_opts(&a->ao) || optind != argc) {
 		if (optind != argc)
 			fprintf(stderr, "tokentrace record: unexpected '%s'\n",
@@ -181,13 +203,6 @@ static bool on_request(void *ctx, const struct tt_request *r)
 	return true;
 }
 
-static bool is_jsonl(const char *path)
-{
-	size_t n = strlen(path);
-
-	return n >= 6 && !strcmp(path + n - 6, ".jsonl");
-}
-
 static FILE *open_jsonl(const char *path)
 {
 	FILE *f;
@@ -204,10 +219,10 @@ static FILE *open_jsonl(const char *path)
 	return f;
 }
 
-/* -o: JSON lines (stdout without -o), or a trace file. 0 or -1. */
+/* -o: JSON lines (stdout without -o), a trace file, or with --rotate a
+ * folder for a chain of them. 0 or -1. */
 static int open_output(struct record_ctx *rc)
 {
-	struct tracefile_writer *w;
 	const char *path = rc->a.out_path;
 
 	if (!path) {
@@ -218,12 +233,9 @@ static int open_output(struct record_ctx *rc)
 		rc->out = open_jsonl(path);
 		return rc->out ? 0 : -1;
 	}
-	if (tracefile_create(path, &rc->at.c.host, RECORD_ZSTD_LEVEL, true,
-			     &w))
-		return -1;		/* it named the file */
-	collect_set_spill(&rc->at.c, true);
-	return collect_attach_writer(&rc->at.c, w) ? -1 : 0;
+	return rotate_open(&rc->a.rot, &rc->at.c, attach_now_ns());
 }
+
 
 static void print_counts(const struct record_ctx *rc)
 {
@@ -272,7 +284,7 @@ static int finish(struct record_ctx *rc)
 			strerror(-rc->at.c.write_error));
 		ret = TT_EXIT_FAIL;
 	}
-	if (trace && collect_reload(&rc->at.c, path, stderr))
+	if (trace && rotate_reload(&rc->a.rot, &rc->at.c, stderr))
 		ret = TT_EXIT_FAIL;
 	print_counts(rc);
 	err = attach_report(&rc->at, &r);
@@ -301,6 +313,7 @@ static void trace_loop(struct record_ctx *rc)
 	while (!record_stop) {
 		if (attach_poll(&rc->at, RECORD_TICK_MS) < 0)
 			break;
+		rotate_tick(&rc->a.rot, &rc->at.c, attach_now_ns());
 		if (end && attach_now_ns() >= end)
 			break;
 	}

@@ -68,6 +68,7 @@
 #include "metrics.h"
 #include "report.h"
 #include "requests.h"
+#include "rotate.h"
 #include "socktrace.h"
 #include "tenant.h"
 #include "tracefile.h"
@@ -86,6 +87,7 @@ struct run_args {
 	char **cmd;
 	size_t max_reqs, max_ivs;
 	enum tt_hooks hooks;
+	struct rotate rot;		/* -o FILE|DIR, --rotate */
 };
 
 struct run_state {
@@ -119,7 +121,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: tokentrace run [--compute cupti|cpu|auto] [--summary FILE] [-o FILE]\n"
-"                      [--tenant-key KEY] [--duration S] -- CMD [ARGS...]\n"
+"                      [--tenant-key KEY] [--duration S] [--rotate D|SIZE]\n"
+"                      -- CMD [ARGS...]\n"
 "\n"
 "Starts CMD under tracing: its CPU time (sched_switch), its GPU kernels\n"
 "(CUPTI injection) and its requests (socket tracing), until it exits.\n"
@@ -140,6 +143,7 @@ static void usage(FILE *f)
 "  --max-requests N   without a trace file: requests kept for the report\n"
 "                     (default 1000000; later ones are counted as losses)\n"
 "  --max-intervals N  the same for compute intervals (default 10000000)\n"
+ROTATE_HELP
 HOOKS_HELP
 "\n"
 "Exit code: CMD's, or 128+N if a signal N ended it; 127 if CMD cannot\n"
@@ -164,6 +168,13 @@ static int parse_compute(const char *s, enum run_compute *c)
 	return 0;
 }
 
+static bool is_jsonl(const char *path)
+{
+	size_t n = strlen(path);
+
+	return n >= 6 && !strcmp(path + n - 6, ".jsonl");
+}
+
 /* 0 ok, 1 help shown, -1 usage error. */
 static int parse_args(int argc, char **argv, struct run_args *a)
 {
@@ -178,6 +189,7 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		{ "max-requests", required_argument, 0, 'R' },
 		{ "max-intervals", required_argument, 0, 'I' },
 		{ "hooks", required_argument, 0, 'H' },
+		{ "rotate", required_argument, 0, 'r' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 }
 	};
@@ -223,10 +235,17 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 			fprintf(stderr, "tokentrace run: --hooks takes auto, "
 				"libc or syscalls, not '%s'\n", optarg);
 			return -1;
+		case 'r':
+			if (rotate_parse("run", optarg, &a->rot))
+				return -1;
+			break;
 		case 'h': usage(stdout); return 1;
 		default: usage(stderr); return -1;
 		}
 	}
+	if (rotate_check("run", &a->rot, a->out_path,
+			 a->out_path && is_jsonl(a->out_path), RUN_ZSTD_LEVEL))
+		return -1;
 	if (optind >= argc) {
 		fprintf(stderr, "tokentrace run: no command given: "
 			"tokentrace run [opts] -- CMD [ARGS...]\n");
@@ -321,29 +340,16 @@ static void on_request(void *ctx, const struct tt_request *q)
 
 /* ---- sources ------------------------------------------------------------- */
 
-static bool is_jsonl(const char *path)
-{
-	size_t n = strlen(path);
-
-	return n >= 6 && !strcmp(path + n - 6, ".jsonl");
-}
-
-/* -o FILE: JSON lines for FILE.jsonl, else a trace file. */
+/* -o FILE: JSON lines for FILE.jsonl, else a trace file (or with --rotate
+ * a folder of them). */
 static int open_output(struct run_state *rs)
 {
-	struct tracefile_writer *w;
-	int fd, err;
+	int fd;
 
 	if (!rs->a.out_path)
 		return 0;
-	if (!is_jsonl(rs->a.out_path)) {
-		err = tracefile_create(rs->a.out_path, &rs->c.host,
-				       RUN_ZSTD_LEVEL, true, &w);
-		if (err)
-			return err;
-		collect_set_spill(&rs->c, true);
-		return collect_attach_writer(&rs->c, w);
-	}
+	if (!is_jsonl(rs->a.out_path))
+		return rotate_open(&rs->a.rot, &rs->c, now_ns()) ? -EIO : 0;
 	fd = open(rs->a.out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 		  0600);
 	if (fd < 0 || fchmod(fd, 0600) || !(rs->out = fdopen(fd, "w"))) {
@@ -633,6 +639,7 @@ static void wait_loop(struct run_state *rs)
 			kill(rs->child, SIGKILL);
 			kill_at = UINT64_MAX;
 		}
+		rotate_tick(&rs->a.rot, &rs->c, now);
 		if (now - rs->c.last_tick_ns >= 1000000000ull) {
 			sock_losses(rs);
 			collect_tick(&rs->c, now);
@@ -719,7 +726,7 @@ static int report(struct run_state *rs)
 		ret = TT_EXIT_FAIL;
 	}
 	if (rs->a.out_path && !rs->out &&
-	    collect_reload(&rs->c, rs->a.out_path, stderr))
+	    rotate_reload(&rs->a.rot, &rs->c, stderr))
 		ret = TT_EXIT_FAIL;
 	if (rs->c.reqs_dropped || rs->c.ivs_dropped)
 		fprintf(stderr, "tokentrace run: memory limit: %llu request(s) "

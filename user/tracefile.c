@@ -237,7 +237,8 @@ static int write_all(int fd, const void *p, size_t n)
 }
 
 static int write_header(struct tracefile_writer *w,
-			const struct tt_hostinfo *host)
+			const struct tt_hostinfo *host,
+			const struct tracefile_header *as)
 {
 	struct buf h = { 0 };
 	struct timespec rt;
@@ -248,6 +249,12 @@ static int write_header(struct tracefile_writer *w,
 	read_boot_id(boot, sizeof(boot));
 	clock_gettime(CLOCK_REALTIME, &rt);
 	mono = mono_now();
+	if (as) {
+		snprintf(boot, sizeof(boot), "%s", as->boot_id);
+		rt.tv_sec = (time_t)(as->wall_ns / 1000000000ull);
+		rt.tv_nsec = (long)(as->wall_ns % 1000000000ull);
+		mono = as->mono_ns;
+	}
 	put_bytes(&h, TRACEFILE_MAGIC, 8);
 	put32(&h, TRACEFILE_VERSION);
 	put32(&h, 0);			/* header size, patched below */
@@ -275,6 +282,15 @@ int tracefile_create(const char *path, const struct tt_hostinfo *host,
 		     int zstd_level, bool overwrite,
 		     struct tracefile_writer **out)
 {
+	return tracefile_create_as(path, host, zstd_level, overwrite, NULL,
+				   out);
+}
+
+int tracefile_create_as(const char *path, const struct tt_hostinfo *host,
+			int zstd_level, bool overwrite,
+			const struct tracefile_header *as,
+			struct tracefile_writer **out)
+{
 	struct tracefile_writer *w;
 	int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC |
 		    (overwrite ? O_TRUNC : O_EXCL);
@@ -294,7 +310,7 @@ int tracefile_create(const char *path, const struct tt_hostinfo *host,
 			" (remove it or choose another name)" : "");
 		goto fail;
 	}
-	err = write_header(w, host);
+	err = write_header(w, host, as);
 	if (err) {
 		fprintf(stderr, "tokentrace: cannot write the header of %s: "
 			"%s\n", path, strerror(-err));
@@ -978,10 +994,11 @@ void tracefile_set_progress(tracefile_progress_fn fn, void *ctx)
 	progress_ctx = ctx;
 }
 
-static void progress(const char *name, size_t done, size_t total)
+static void progress(const char *name, size_t done, size_t total,
+		     uint64_t records)
 {
 	if (progress_fn)
-		progress_fn(progress_ctx, name, done, total);
+		progress_fn(progress_ctx, name, done, total, records);
 }
 
 int tracefile_read_mem(const void *buf, size_t len, const char *name,
@@ -1013,7 +1030,7 @@ int tracefile_read_mem(const void *buf, size_t len, const char *name,
 		else if (read_block(&r, p + pos, len - pos, pos, &used)) {
 			st->blocks_ok++;
 			pos += used;
-			progress(name, pos, len);
+			progress(name, pos, len, st->records);
 			continue;
 		}
 		next = resync(p, len, pos);
@@ -1027,11 +1044,34 @@ int tracefile_read_mem(const void *buf, size_t len, const char *name,
 			st->cut = true;		/* the tail is a cut block */
 		}
 		pos = next;
-		progress(name, pos, len);
+		progress(name, pos, len, st->records);
 	}
-	progress(name, len, len);
+	progress(name, len, len, st->records);
 	free(r.tok);
 	return 0;
+}
+
+int tracefile_read_header(const char *path, struct tracefile_header *hdr,
+			  FILE *log)
+{
+	struct tracefile_handlers h = { .log = log };
+	struct rd r = { &h, NULL, path, NULL };
+	uint8_t *buf = malloc(TRACEFILE_HEADER_MAX);
+	ssize_t n;
+	int fd, err;
+
+	if (!buf)
+		return -ENOMEM;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		free(buf);
+		return -errno;
+	}
+	n = pread(fd, buf, TRACEFILE_HEADER_MAX, 0);
+	err = n < 0 ? -errno : read_header(&r, buf, (size_t)n, hdr);
+	close(fd);
+	free(buf);
+	return err;
 }
 
 int tracefile_read(const char *path, const struct tracefile_handlers *h,

@@ -106,6 +106,14 @@ int tracefile_create(const char *path, const struct tt_hostinfo *host,
 		     int zstd_level, bool overwrite,
 		     struct tracefile_writer **out);
 
+/* The same with as's boot id and clock pair (wall_ns, mono_ns) in the
+ * header instead of this host's now: a trace converted from another
+ * host's data, or one built by a test. */
+int tracefile_create_as(const char *path, const struct tt_hostinfo *host,
+			int zstd_level, bool overwrite,
+			const struct tracefile_header *as,
+			struct tracefile_writer **out);
+
 /* Append one record to the buffer; a full buffer is written as a block.
  * 0 or a negative errno (the first write error, kept). */
 int tracefile_put_request(struct tracefile_writer *w,
@@ -174,6 +182,11 @@ struct tracefile_stats {
 int tracefile_read(const char *path, const struct tracefile_handlers *h,
 		   struct tracefile_header *hdr, struct tracefile_stats *st);
 
+/* Only the header of path: 0, -EBADMSG (said on log, NULL: not said) or
+ * an errno of opening it. */
+int tracefile_read_header(const char *path, struct tracefile_header *hdr,
+			  FILE *log);
+
 /* The same over a buffer in memory (name: used in messages). */
 int tracefile_read_mem(const void *buf, size_t len, const char *name,
 		       const struct tracefile_handlers *h,
@@ -182,11 +195,12 @@ int tracefile_read_mem(const void *buf, size_t len, const char *name,
 
 /*
  * Progress of reading: after each block, fn(ctx, name, bytes done, bytes
- * in all), and once at the end with done == total. One hook for the
+ * in all, records read so far), and once at the end with done == total. One hook for the
  * process, set by a command that shows progress (NULL: none).
  */
 typedef void (*tracefile_progress_fn)(void *ctx, const char *name,
-				      uint64_t done, uint64_t total);
+				      uint64_t done, uint64_t total,
+				      uint64_t records);
 void tracefile_set_progress(tracefile_progress_fn fn, void *ctx);
 
 /* CRC32C (Castagnoli) of len bytes, continuing from crc (0 to start). */

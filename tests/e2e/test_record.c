@@ -714,3 +714,121 @@ Test(record, unprivileged_user_exits_3)
 	cr_assert(st != -1 && WIFEXITED(st));
 	cr_expect_eq(WEXITSTATUS(st), 3, "exit %d", WEXITSTATUS(st));
 }
+
+/* ---- a rotated chain ----------------------------------------------------- */
+
+static int rec_count_files(const char *dir, int *modes_ok)
+{
+	char p[256];
+	struct stat sb;
+	int n = 0;
+
+	*modes_ok = 1;
+	for (;; n++) {
+		snprintf(p, sizeof(p), "%s/trace-%06d.tt", dir, n);
+		if (stat(p, &sb))
+			return n;
+		if ((sb.st_mode & 0777) != 0600)
+			*modes_ok = 0;
+	}
+}
+
+Test(record, a_rotated_chain_holds_every_request_the_client_saw)
+{
+	const char *lg[] = { "--concurrency", "4", "--duration", "4",
+			     "--tenants", "alpha:1,beta:1", "--stream",
+			     "--max-tokens", "4-12", "--prompt-len", "16-64",
+			     NULL };
+	char port[16], dir[128], sum[128];
+	char *argv[] = { "build/tokentrace", "record", "--port", port, "-o",
+			 dir, "--rotate", "1s", "--compute", "cpu",
+			 "--summary", sum, NULL };
+	struct rec_lines client;
+	int files, modes_ok, st;
+
+	e2e_need_root();
+	rec_refserver(NULL, NULL, NULL, NULL);
+	snprintf(port, sizeof(port), "%d", rec_port);
+	e2e_path(dir, sizeof(dir), "chain");
+	e2e_path(sum, sizeof(sum), "summary.json");
+	rec_tracer = e2e_spawn(argv, "rec.out", "rec.err");
+	cr_assert(e2e_wait_text("rec.err", "tracing 1 process(es)", 15000),
+		  "record did not start tracing");
+	cr_assert_eq(rec_loadgen("http", lg), 0, "loadgen failed");
+	rec_tracer_stop();
+	rec_load("client.jsonl", &client);
+	cr_assert_gt(client.n, 20, "the client made %d requests", client.n);
+	files = rec_count_files(dir, &modes_ok);
+	cr_expect_geq(files, 4, "4 s of load rotated every 1 s: %d files",
+		      files);
+	cr_expect(modes_ok, "a file of the chain is not mode 0600");
+
+	/* the chain read as one: every request the client saw, once */
+	char *rep[] = { "build/tokentrace", "report", dir, "--format", "json",
+			NULL };
+
+	cr_assert_eq(e2e_run(rep, "report.json", "report.err", 30000), 0);
+	cJSON *o = e2e_load_json("report.json", "report.err");
+	const cJSON *reqs = cJSON_GetObjectItem(o, "requests"), *q;
+	int seen = 0;
+	double gpu = 0;
+
+	cr_expect_eq(e2e_num(cJSON_GetObjectItem(o, "trace"), "files"), files);
+	for (int i = 0; i < client.n; i++) {
+		const char *id = e2e_str(client.v[i], "id");
+		int hits = 0;
+
+		cJSON_ArrayForEach(q, reqs)
+			hits += !strcmp(e2e_str(q, "id"), id);
+		cr_expect_eq(hits, 1, "request %s is in the chain %d times", id,
+			     hits);
+		seen += hits == 1;
+	}
+	cr_expect_eq(seen, client.n);
+	cJSON_ArrayForEach(q, reqs)
+		gpu += e2e_num(q, "gpu_ns");
+	cr_expect_eq(gpu + e2e_num(o, "unattributed_ns"), e2e_num(o, "busy_ns"),
+		     "conservation over the chain");
+	/* the end-of-run report is the chain's */
+	cJSON *s = e2e_load_json("summary.json", "rec.err");
+
+	cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(s, "requests")),
+		     cJSON_GetArraySize(reqs));
+	cr_expect_eq(e2e_num(s, "busy_ns"), e2e_num(o, "busy_ns"));
+
+	/* a second of it: the window is that second, its requests fewer */
+	char *part[] = { "build/tokentrace", "report", dir, "--format", "json",
+			 "--from", "1.5s", "--to", "2.5s", NULL };
+
+	cr_assert_eq(e2e_run(part, "part.json", "part.err", 30000), 0);
+	cJSON *p = e2e_load_json("part.json", "part.err");
+
+	cr_expect_eq(e2e_num(p, "window_ns"), 1e9);
+	cr_expect_lt(cJSON_GetArraySize(cJSON_GetObjectItem(p, "requests")),
+		     cJSON_GetArraySize(reqs));
+	cr_expect_gt(cJSON_GetArraySize(cJSON_GetObjectItem(p, "requests")), 0);
+	cJSON_Delete(p);
+	cJSON_Delete(s);
+	cJSON_Delete(o);
+	rec_free(&client);
+
+	/* a folder that holds a chain is not written over */
+	rec_tracer = e2e_spawn(argv, "rec2.out", "rec2.err");
+	st = e2e_reap(rec_tracer, 20000);
+	rec_tracer = 0;
+	cr_expect(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) != 0);
+	cr_expect(e2e_file_has("rec2.err", "already holds a chain"));
+}
+
+Test(record, rotate_without_a_folder_is_a_usage_error)
+{
+	char *argv[] = { "build/tokentrace", "record", "--pid", "1",
+			 "--rotate", "1h", NULL };
+	char *bad[] = { "build/tokentrace", "record", "--pid", "1", "-o",
+			"x.tt", "--rotate", "5x", NULL };
+
+	cr_expect_eq(rec_record_rc(argv), 2);
+	cr_expect(e2e_file_has("rec.err", "--rotate needs -o DIR"));
+	cr_expect_eq(rec_record_rc(bad), 2);
+	cr_expect(e2e_file_has("rec.err", "give a duration"));
+}
