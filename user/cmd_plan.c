@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,15 +33,18 @@
 
 #include "collect.h"
 #include "commands.h"
+#include "html.h"
 #include "plan.h"
 #include "prices.h"
 #include "report.h"
+#include "sample.h"
 #include "tracefile.h"
 
 #define PLAN_MIN_STEPS		50	/* fewer: too short to plan from */
 #define PLAN_MIN_REQUESTS	20
 #define PLAN_CURVE_MAX		24
 #define PLAN_SAFE_LOAD		0.85	/* of saturation, without limits */
+#define PLAN_RUNS		20	/* runs of the prediction, for its spread */
 
 struct slo {
 	double ttft_p50, ttft_p90, ttft_p99, itl_p50, itl_p90, itl_p99;
@@ -52,9 +56,13 @@ struct plan_args {
 	uint32_t concurrency;
 	double rate, load, tokens_per_day;
 	uint32_t max_batch, prefill_chunk, devices, requests;
+	const char *arrivals;	/* --arrivals FILE */
+	bool replay;		/* --replay: the traces' own requests */
+	bool whole;		/* --whole: no sampling of long traces */
+	double speed;
 	struct slo slo;
 	bool has_slo;
-	bool json;
+	bool json, html;
 	uint64_t seed;
 	struct prices prices;
 	const char *out;
@@ -71,15 +79,21 @@ struct replica {
 	char device[64];
 	uint32_t steps;
 	const char *model_source;
+	double *host_resid;
+	struct plan_req *arrivals;	/* --arrivals or --replay, sorted */
+	size_t narrivals;
+	struct sample_info sample;	/* of the first trace */
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: tokentrace plan TRACE... [--concurrency N | --rate R | --load X |\n"
-"                       --tokens-per-day T] [--slo LIMITS] [--max-batch N]\n"
+"                       --tokens-per-day T | --arrivals FILE | --replay]\n"
+"                       [--speed X] [--whole] [--slo LIMITS] [--max-batch N]\n"
 "                       [--prefill-chunk N] [--devices N] [--price ...]\n"
-"                       [--format text|json] [--seed S] [--requests N]\n"
+"                       [--format text|json|html] [--seed S]\n"
+"                       [--requests N]\n"
 "                       [-o OUT]\n"
 "\n"
 "Predicts what a load would give on the server a trace was recorded on:\n"
@@ -92,6 +106,16 @@ static void usage(FILE *f)
 "                    when one is answered\n"
 "  --rate R          open loop: Poisson arrivals, R requests/s\n"
 "  --load X          open loop at X times the trace's own request rate\n"
+"  --arrivals FILE   replay these requests at their own times: JSON lines\n"
+"                    with arrival_ns (or sent_ns, as loadgen --out\n"
+"                    writes), prompt_tokens and completion_tokens; every\n"
+"                    request counts, from the first arrival to the last\n"
+"                    token\n"
+"  --replay          replay the traces' own requests at their own times\n"
+"  --speed X         a replay X times faster (default 1)\n"
+"  --whole           read all of a long trace (by default a trace longer\n"
+"                    than 4 minutes is sampled: 8 windows of 15 s spread\n"
+"                    over it, which is what the plan's statistics need)\n"
 "  --tokens-per-day T  the completion tokens a day must serve: replicas and\n"
 "                    devices needed (within --slo, else at %.0f%% of a\n"
 "                    replica's saturation), and their cost per token\n"
@@ -103,15 +127,20 @@ static void usage(FILE *f)
 "  --devices N       spread the load over N devices (replicas of the\n"
 "                    trace's size)\n"
 "  --price X | NAME=USD,...  USD per device-hour (default: the trace's)\n"
-"  --format F        text (default) or json\n"
-"  --requests N      requests simulated per point (default 2000)\n"
+"  --format F        text (default), json, or html (the latency and\n"
+"                    throughput against load, with the limits, today's\n"
+"                    load and the prediction; one self-contained page)\n"
+"  --requests N      requests simulated per point (default 2000); the\n"
+"                    prediction is the median of %d runs of them, with\n"
+"                    the range a run of that length falls in\n"
 "  --seed S          the simulation's seed (default 1)\n"
 "  -o OUT            write to OUT (mode 0600) instead of stdout\n"
 "\n"
 "Without a load: the trace's own concurrency (closed loop). A trace with\n"
 "fewer than %d steps or %d requests, or no fitted cost model, is too short\n"
 "to plan from; plan says so and exits 1.\n",
-		100 * PLAN_SAFE_LOAD, PLAN_MIN_STEPS, PLAN_MIN_REQUESTS);
+		100 * PLAN_SAFE_LOAD, PLAN_RUNS, PLAN_MIN_STEPS,
+		PLAN_MIN_REQUESTS);
 }
 
 /* ---- arguments ----------------------------------------------------------- */
@@ -159,7 +188,8 @@ static int num_arg(const char *name, const char *v, double *out)
 }
 
 enum { P_CONC = 256, P_RATE, P_LOAD, P_TPD, P_SLO, P_BATCH, P_CHUNK,
-       P_DEVICES, P_PRICE, P_FORMAT, P_SEED, P_REQUESTS, P_HELP };
+       P_DEVICES, P_PRICE, P_FORMAT, P_SEED, P_REQUESTS, P_SPEED,
+       P_ARRIVALS, P_REPLAY, P_WHOLE, P_HELP };
 
 static int parse_args(int argc, char **argv, struct plan_args *a)
 {
@@ -176,6 +206,10 @@ static int parse_args(int argc, char **argv, struct plan_args *a)
 		{ "format", required_argument, NULL, P_FORMAT },
 		{ "seed", required_argument, NULL, P_SEED },
 		{ "requests", required_argument, NULL, P_REQUESTS },
+		{ "speed", required_argument, NULL, P_SPEED },
+		{ "arrivals", required_argument, NULL, P_ARRIVALS },
+		{ "replay", no_argument, NULL, P_REPLAY },
+		{ "whole", no_argument, NULL, P_WHOLE },
 		{ "help", no_argument, NULL, P_HELP },
 		{ 0 },
 	};
@@ -184,12 +218,16 @@ static int parse_args(int argc, char **argv, struct plan_args *a)
 
 	memset(a, 0, sizeof(*a));
 	a->seed = 1;
+	a->speed = 1;
 	prices_init(&a->prices);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'o': a->out = optarg; break;
 		case P_HELP: usage(stdout); exit(0);
+		case P_ARRIVALS: a->arrivals = optarg; loads++; break;
+		case P_REPLAY: a->replay = true; loads++; break;
+		case P_WHOLE: a->whole = true; break;
 		case P_SLO:
 			if (parse_slo(&a->slo, optarg)) {
 				fprintf(stderr, "tokentrace plan: --slo %s: "
@@ -204,12 +242,14 @@ static int parse_args(int argc, char **argv, struct plan_args *a)
 				return -EINVAL;
 			break;
 		case P_FORMAT:
-			if (strcmp(optarg, "text") && strcmp(optarg, "json")) {
+			if (strcmp(optarg, "text") && strcmp(optarg, "json") &&
+			    strcmp(optarg, "html")) {
 				fprintf(stderr, "tokentrace plan: --format %s: "
-					"expected text or json\n", optarg);
+					"expected text, json or html\n", optarg);
 				return -EINVAL;
 			}
 			a->json = !strcmp(optarg, "json");
+			a->html = !strcmp(optarg, "html");
 			break;
 		case '?':
 			return -EINVAL;
@@ -226,12 +266,14 @@ static int parse_args(int argc, char **argv, struct plan_args *a)
 			case P_DEVICES: a->devices = (uint32_t)x; break;
 			case P_SEED: a->seed = (uint64_t)x; break;
 			case P_REQUESTS: a->requests = (uint32_t)x; break;
+			case P_SPEED: a->speed = x; break;
 			}
 		}
 	}
 	if (loads > 1) {
 		fprintf(stderr, "tokentrace plan: one load at a time: "
-			"--concurrency, --rate, --load or --tokens-per-day\n");
+			"--concurrency, --rate, --load, --tokens-per-day, "
+			"--arrivals or --replay\n");
 		return -EINVAL;
 	}
 	if (optind >= argc) {
@@ -253,20 +295,27 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* How long after its step each token was written. */
+#define PLAN_MAX_WRITES	(1u << 20)	/* write delays kept to draw from */
+
 static int write_delays(const struct steps_result *s, struct replica *rp)
 {
-	size_t n = 0;
+	size_t n = 0, every = s->nentries / PLAN_MAX_WRITES + 1;
 
-	rp->write_ns = malloc((s->nentries + 1) * sizeof(*rp->write_ns));
+	rp->write_ns = malloc((s->nentries / every + 2) *
+			      sizeof(*rp->write_ns));
 	if (!rp->write_ns)
 		return -ENOMEM;
 	for (uint32_t k = 0; k < s->nsteps; k++) {
 		const struct steps_step *st = &s->steps[k];
 
+		if (!sample_clean(&rp->sample, st->start_ns, st->end_ns))
+			continue;
 		for (uint32_t i = 0; i < st->n; i++) {
 			uint64_t t = s->entry_token_ns[st->first + i];
 
-			if (t >= st->end_ns)
+			/* every one of a short trace; of a long one an
+			 * even share */
+			if (t >= st->end_ns && (st->first + i) % every == 0)
 				rp->write_ns[n++] = (double)(t - st->end_ns);
 		}
 	}
@@ -326,16 +375,22 @@ static int turnaround(const struct report *r, struct replica *rp)
  * The host's time between steps against the step's batch: a line through
  * the median gap of each batch size (a median, as a step after an idle
  * spell has a long window), weighted by how many steps had that size; a
- * flat median when the trace saw one batch size only.
+ * flat median when the trace saw one batch size only. Around the line,
+ * the host's own jitter: each quiet step's gap less its batch size's
+ * median (a quiet step prefills nothing and runs the batch the step
+ * before it ran, so that nothing but the host came between them).
  */
-static int host_line(const double *gap, const double *bat, uint32_t n,
-		     struct replica *rp)
+static int host_line(const double *gap, const double *bat, const bool *quiet,
+		     uint32_t n, struct replica *rp)
 {
 	double sw = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
 	double *g = malloc((n + 1) * sizeof(*g));
 
-	if (!g)
+	rp->host_resid = malloc((n + 1) * sizeof(*rp->host_resid));
+	if (!g || !rp->host_resid) {
+		free(g);
 		return -ENOMEM;
+	}
 	for (uint32_t b = 1; b <= rp->max_batch_seen; b++) {
 		uint32_t k = 0;
 
@@ -346,6 +401,11 @@ static int host_line(const double *gap, const double *bat, uint32_t n,
 			continue;
 		qsort(g, k, sizeof(*g), cmp_double);
 		double y = g[k / 2], w = k;
+
+		for (uint32_t i = 0; i < n; i++)
+			if (bat[i] == b && quiet[i])
+				rp->host_resid[rp->mix.nhost_resid++] =
+					gap[i] - y;
 
 		sw += w;
 		sx += w * b;
@@ -361,6 +421,7 @@ static int host_line(const double *gap, const double *bat, uint32_t n,
 	rp->mix.host_ns_per_req = var > 0 ? fmax((sxy - sx * sy / sw) / var, 0)
 					  : 0;
 	rp->mix.host_ns = fmax(sy / sw - rp->mix.host_ns_per_req * sx / sw, 0);
+	rp->mix.host_resid_ns = rp->host_resid;
 	return 0;
 }
 
@@ -371,13 +432,15 @@ static int step_facts(const struct report_device *d, struct replica *rp)
 	double *lr = malloc((s->nsteps + 1) * sizeof(*lr));
 	double *gap = malloc((s->nsteps + 1) * sizeof(*gap));
 	double *bat = malloc((s->nsteps + 1) * sizeof(*bat));
+	bool *quiet = malloc((s->nsteps + 1) * sizeof(*quiet));
 	double sum = 0, sq = 0;
 	uint32_t n = 0;
 
-	if (!lr || !gap || !bat) {
+	if (!lr || !gap || !bat || !quiet) {
 		free(lr);
 		free(gap);
 		free(bat);
+		free(quiet);
 		return -ENOMEM;
 	}
 	for (uint32_t k = 0; k < s->nsteps; k++) {
@@ -385,7 +448,8 @@ static int step_facts(const struct report_device *d, struct replica *rp)
 		struct costmodel_obs o;
 		double pred;
 
-		if (!st->n || !st->busy_ns)
+		if (!st->n || !st->busy_ns ||
+		    !sample_clean(&rp->sample, st->start_ns, st->end_ns))
 			continue;
 		costmodel_obs_init(&o, (double)st->busy_ns);
 		steps_obs_add(s, k, &o);
@@ -396,6 +460,9 @@ static int step_facts(const struct report_device *d, struct replica *rp)
 		sum += lr[n];
 		sq += lr[n] * lr[n];
 		bat[n] = st->n;
+		quiet[n] = k && !st->prefill_tokens && s->steps[k - 1].n == st->n &&
+			   sample_clean(&rp->sample, s->steps[k - 1].start_ns,
+					st->end_ns);
 		gap[n++] = (double)(st->end_ns - st->start_ns) -
 			   (double)st->busy_ns;
 		if (st->n > rp->max_batch_seen)
@@ -405,13 +472,64 @@ static int step_facts(const struct report_device *d, struct replica *rp)
 		double mean = sum / n;
 
 		rp->mix.noise_sd = sqrt(fmax(sq / n - mean * mean, 0));
-		if (host_line(gap, bat, n, rp))
+		if (host_line(gap, bat, quiet, n, rp))
 			n = 0;	/* out of memory: said below */
 	}
 	free(lr);
 	free(gap);
 	free(bat);
+	free(quiet);
 	return n ? write_delays(s, rp) : -ENOMEM;
+}
+
+/*
+ * A sample's cost model: the report's fit (steps_obs_add, two steps an
+ * observation, costmodel_fit_steps) over the steps that saw their whole
+ * batch only (sample_clean): a step at a region's edge misses requests
+ * that ran across it, and would be fitted as if its batch did all its
+ * work.
+ */
+#define REFIT_STEPS_PER_OBS	2
+
+static int refit(const struct report_device *d, struct replica *rp)
+{
+	const struct steps_result *s = &d->steps;
+	struct costmodel_obs *obs = malloc((s->nsteps + 1) * sizeof(*obs));
+	uint32_t n = 0, in = 0, steps = 0;
+	int err;
+
+	if (!obs)
+		return -ENOMEM;
+	for (uint32_t k = 0; k < s->nsteps; k++) {
+		const struct steps_step *st = &s->steps[k];
+
+		if (!st->n || !sample_clean(&rp->sample, st->start_ns,
+					    st->end_ns))
+			continue;
+		if (in == 0)
+			costmodel_obs_init(&obs[n], 0);
+		else
+			obs[n].x[CM_FIXED] += 1;
+		obs[n].ns += (double)st->busy_ns;
+		steps_obs_add(s, k, &obs[n]);
+		steps++;
+		if (++in == REFIT_STEPS_PER_OBS) {
+			in = 0;
+			n++;
+		}
+	}
+	if (in)
+		n++;
+	err = n ? costmodel_fit_steps(obs, n, &rp->mix.model) : -EINVAL;
+	free(obs);
+	rp->steps = steps;
+	if (err == -EINVAL)
+		fprintf(stderr, "tokentrace plan: the sample's windows of %.0f "
+			"s hold no step clear of requests longer than them "
+			"(the longest: %.1f s): plan with --whole\n",
+			rp->sample.window_ns / 1e9,
+			rp->sample.longest_ns / 1e9);
+	return err;
 }
 
 /* The attributed device with the most steps: the replica's steps. */
@@ -429,10 +547,16 @@ static const struct report_device *main_device(const struct report *r)
 	return best;
 }
 
-static int add_mix(struct replica *rp, const struct report *r, size_t *cap)
+/* The complete requests of a report (or of a sample's mix, from its
+ * collect: mix non-NULL) into the mix. */
+static int add_mix(struct replica *rp, const struct report *r,
+		   const struct collect *mix, size_t *cap)
 {
-	for (size_t i = 0; i < r->nreqs; i++) {
-		const struct tt_request *q = &r->reqs[i].req;
+	size_t n = mix ? mix->nreqs : r->nreqs;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct tt_request *q = mix ? &mix->reqs[i]
+						 : &r->reqs[i].req;
 
 		if (q->prompt_tokens <= 0 || q->completion_tokens <= 0 ||
 		    q->end != TT_END_COMPLETE)
@@ -457,15 +581,21 @@ static int add_mix(struct replica *rp, const struct report *r, size_t *cap)
 static int load_one(const char *path, const struct plan_args *a,
 		    struct replica *rp, size_t *cap, bool first)
 {
-	struct collect c;
+	struct collect c, mixc;
 	struct tracefile_header h = { 0 };
 	struct collect_prices p = prices_for_report(&a->prices);
 	struct report_input in;
 	struct report r = { 0 };
+	struct sample_opts so;
+	struct sample_info si;
 	int err;
 
+	sample_opts_default(&so);
+	if (a->whole || a->replay)
+		so.all_below_ns = UINT64_MAX;
 	collect_init(&c);
-	err = collect_load(&c, path, stderr, &h);
+	collect_init(&mixc);
+	err = sample_load(&c, &mixc, path, &so, stderr, &h, &si);
 	if (!err)
 		err = collect_report_input(&c, &p, &in);
 	if (!err)
@@ -474,9 +604,10 @@ static int load_one(const char *path, const struct plan_args *a,
 		fprintf(stderr, "tokentrace plan: %s: cannot read or report: "
 			"%s\n", path, strerror(-err));
 		collect_free(&c);
+		collect_free(&mixc);
 		return err;
 	}
-	err = add_mix(rp, &r, cap);
+	err = add_mix(rp, &r, si.sampled ? &mixc : NULL, cap);
 	if (!err && first) {
 		const struct report_device *d = main_device(&r);
 
@@ -486,8 +617,11 @@ static int load_one(const char *path, const struct plan_args *a,
 				"attributed): too short to plan from\n", path);
 			err = -EINVAL;
 		} else {
+			rp->sample = si;
 			rp->mix.model = d->model;
 			rp->steps = d->steps.nsteps;
+			if (si.sampled)
+				err = refit(d, rp);
 			snprintf(rp->device, sizeof(rp->device), "%s",
 				 d->dev.name);
 			for (size_t i = 0; i < r.ndevs; i++)
@@ -495,16 +629,114 @@ static int load_one(const char *path, const struct plan_args *a,
 					rp->gpus++;
 					rp->usd_per_hour += r.devs[i].usd_per_hour;
 				}
-			rp->mix.trace_rate = r.window_ns ?
-				(double)r.nreqs / (r.window_ns / 1e9) : 0;
-			err = step_facts(d, rp);
+			if (si.sampled)
+				rp->mix.trace_rate = (double)si.own_requests /
+					(si.windows * (si.window_ns / 1e9));
+			else
+				rp->mix.trace_rate = r.window_ns ?
+					(double)r.nreqs / (r.window_ns / 1e9) :
+					0;
+			if (!err)
+				err = step_facts(d, rp);
 			if (!err)
 				err = turnaround(&r, rp);
 		}
 	}
 	report_free(&r);
 	collect_free(&c);
+	collect_free(&mixc);
 	return err;
+}
+
+static int cmp_arrival(const void *a, const void *b)
+{
+	const struct plan_req *x = a, *y = b;
+
+	return x->arrival_ns < y->arrival_ns ? -1 :
+	       x->arrival_ns > y->arrival_ns;
+}
+
+/* A number field >= 0 of a JSON line, or -1. */
+static double field(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	return cJSON_IsNumber(v) && v->valuedouble >= 0 &&
+	       v->valuedouble < 1.8e19 ? v->valuedouble : -1;
+}
+
+/* --arrivals FILE: its requests, sorted; lines that are not a request
+ * (not JSON, no arrival, no tokens out) are counted and said. */
+static int read_arrivals(const char *path, struct replica *rp)
+{
+	FILE *f = fopen(path, "re");
+	char *line = NULL;
+	size_t len = 0, cap = 0, lineno = 0, bad = 0;
+	ssize_t got;
+	int err = 0;
+
+	if (!f) {
+		err = -errno;
+		fprintf(stderr, "tokentrace plan: --arrivals %s: %s\n", path,
+			strerror(errno));
+		return err;
+	}
+	while ((got = getline(&line, &len, f)) > 0) {
+		cJSON *o = cJSON_ParseWithLength(line, (size_t)got);
+		double at = -1, pr = -1, co = -1;
+
+		lineno++;
+		if (cJSON_IsObject(o)) {
+			at = field(o, "arrival_ns");
+			if (at < 0)
+				at = field(o, "sent_ns");
+			pr = field(o, "prompt_tokens");
+			co = field(o, "completion_tokens");
+		}
+		cJSON_Delete(o);
+		if (at < 0 || pr < 0 || co < 1 || pr > UINT32_MAX ||
+		    co > UINT32_MAX) {
+			if (got > 1 || line[0] != '\n')
+				bad++;
+			continue;
+		}
+		if (rp->narrivals == cap) {
+			size_t nc = cap ? 2 * cap : 1024;
+			struct plan_req *p = realloc(rp->arrivals,
+						     nc * sizeof(*p));
+
+			if (!p) {
+				err = -ENOMEM;
+				break;
+			}
+			rp->arrivals = p;
+			cap = nc;
+		}
+		rp->arrivals[rp->narrivals++] = (struct plan_req){
+			(uint32_t)pr, (uint32_t)co, (uint64_t)at };
+	}
+	if (!err && ferror(f))
+		err = -EIO;
+	free(line);
+	fclose(f);
+	if (err) {
+		fprintf(stderr, "tokentrace plan: --arrivals %s: %s\n", path,
+			strerror(-err));
+		return err;
+	}
+	if (bad)
+		fprintf(stderr, "tokentrace plan: --arrivals %s: %zu of %zu "
+			"lines skipped (not a JSON object with arrival_ns or "
+			"sent_ns, prompt_tokens and completion_tokens >= 1)\n",
+			path, bad, lineno);
+	if (!rp->narrivals) {
+		fprintf(stderr, "tokentrace plan: --arrivals %s: no requests "
+			"to replay\n", path);
+		return -EINVAL;
+	}
+	qsort(rp->arrivals, rp->narrivals, sizeof(*rp->arrivals),
+	      cmp_arrival);
+	return 0;
 }
 
 static int load_replica(const struct plan_args *a, struct replica *rp)
@@ -525,6 +757,18 @@ static int load_replica(const struct plan_args *a, struct replica *rp)
 			"least %d and %d)\n", rp->steps, rp->mix.nreqs,
 			PLAN_MIN_STEPS, PLAN_MIN_REQUESTS);
 		return -EINVAL;
+	}
+	if (a->arrivals)
+		return read_arrivals(a->arrivals, rp);
+	if (a->replay) {
+		rp->arrivals = malloc(rp->mix.nreqs * sizeof(*rp->arrivals));
+		if (!rp->arrivals)
+			return -ENOMEM;
+		memcpy(rp->arrivals, rp->reqs,
+		       rp->mix.nreqs * sizeof(*rp->arrivals));
+		rp->narrivals = rp->mix.nreqs;
+		qsort(rp->arrivals, rp->narrivals, sizeof(*rp->arrivals),
+		      cmp_arrival);
 	}
 	return 0;
 }
@@ -549,7 +793,8 @@ struct point {
 
 struct plan_out {
 	struct plan_load load;	/* of the prediction, per replica */
-	struct plan_result pred;
+	struct plan_result pred;	/* the median of PLAN_RUNS runs */
+	struct plan_result lo, hi;	/* their 5th and 95th percentiles */
 	uint32_t replicas;
 	struct point curve[PLAN_CURVE_MAX];
 	int ncurve;
@@ -561,6 +806,7 @@ struct plan_out {
 	uint32_t devices_needed;
 	double mean_completion;
 	double prompt_share;		/* of busy time, from the model */
+	struct plan_req *share;		/* a replay: one replica's requests */
 };
 
 static int simulate(const struct replica *rp, const struct plan_load *l,
@@ -630,15 +876,28 @@ static void slo_scan(const struct plan_args *a, struct plan_out *o)
 	}
 }
 
-/* The load to predict, per replica. */
-static void the_load(const struct plan_args *a, const struct replica *rp,
-		     struct plan_out *o)
+/* The load to predict, per replica (a replay's requests are dealt to the
+ * replicas in turn). */
+static int the_load(const struct plan_args *a, const struct replica *rp,
+		    struct plan_out *o)
 {
 	struct plan_load *l = &o->load;
 	uint32_t per = rp->gpus ? rp->gpus : 1;
 
 	o->replicas = a->devices ? (a->devices + per - 1) / per : 1;
-	if (a->rate || a->load) {
+	if (rp->narrivals) {
+		size_t n = 0;
+
+		o->share = malloc(rp->narrivals * sizeof(*o->share));
+		if (!o->share)
+			return -ENOMEM;
+		for (size_t i = 0; i < rp->narrivals; i += o->replicas)
+			o->share[n++] = rp->arrivals[i];
+		l->loop = PLAN_REPLAY;
+		l->arrivals = o->share;
+		l->narrivals = n;
+		l->speed = a->speed;
+	} else if (a->rate || a->load) {
 		l->loop = PLAN_OPEN;
 		l->rate = (a->rate ? a->rate : a->load * rp->mix.trace_rate) /
 			  o->replicas;
@@ -649,6 +908,7 @@ static void the_load(const struct plan_args *a, const struct replica *rp,
 		l->concurrency = (l->concurrency + o->replicas - 1) /
 				 o->replicas;
 	}
+	return 0;
 }
 
 /* --tokens-per-day: replicas at the capacity per replica. */
@@ -700,6 +960,59 @@ static double prompt_share(const struct replica *rp)
 	return pre + dec > 0 ? pre / (pre + dec) : 0.5;
 }
 
+/* The figures of PLAN_RUNS runs of the load (seeds apart): each one's
+ * median is the prediction, its 5th and 95th percentiles the range a run
+ * of that many requests falls in nine times out of ten. A tail (TTFT p99
+ * near saturation) swings widely from run to run: the range says how
+ * far, for whoever checks a plan against a load test. */
+static int predict(const struct replica *rp, struct plan_out *o)
+{
+	struct plan_result r[PLAN_RUNS];
+	double v[PLAN_RUNS];
+	int sat = 0;
+
+	for (int k = 0; k < PLAN_RUNS; k++) {
+		struct plan_load l = o->load;
+		int err;
+
+		l.seed = o->load.seed + 0x9e3779b9ull * (uint64_t)k;
+		if ((err = simulate(rp, &l, &r[k])))
+			return err;
+		sat += r[k].saturated;
+	}
+	o->pred = r[0];
+	o->lo = r[0];
+	o->hi = r[0];
+	/* every double of the result, by its offset */
+	static const size_t field[] = {
+		offsetof(struct plan_result, throughput_tok_s),
+		offsetof(struct plan_result, requests_per_s),
+		offsetof(struct plan_result, ttft_ms.p50),
+		offsetof(struct plan_result, ttft_ms.p90),
+		offsetof(struct plan_result, ttft_ms.p99),
+		offsetof(struct plan_result, itl_ms.p50),
+		offsetof(struct plan_result, itl_ms.p90),
+		offsetof(struct plan_result, itl_ms.p99),
+		offsetof(struct plan_result, busy_fraction),
+		offsetof(struct plan_result, mean_batch),
+		offsetof(struct plan_result, offered_rate),
+	};
+	for (size_t f = 0; f < sizeof(field) / sizeof(field[0]); f++) {
+		for (int k = 0; k < PLAN_RUNS; k++)
+			memcpy(&v[k], (char *)&r[k] + field[f], sizeof(v[k]));
+		qsort(v, PLAN_RUNS, sizeof(v[0]), cmp_double);
+		double med = (v[(PLAN_RUNS - 1) / 2] + v[PLAN_RUNS / 2]) / 2;
+
+		memcpy((char *)&o->pred + field[f], &med, sizeof(med));
+		memcpy((char *)&o->lo + field[f], &v[PLAN_RUNS / 20],
+		       sizeof(double));
+		memcpy((char *)&o->hi + field[f],
+		       &v[PLAN_RUNS - 1 - PLAN_RUNS / 20], sizeof(double));
+	}
+	o->pred.saturated = 2 * sat > PLAN_RUNS;
+	return 0;
+}
+
 static int make_plan(const struct plan_args *a, const struct replica *rp,
 		     struct plan_out *o)
 {
@@ -721,10 +1034,11 @@ static int make_plan(const struct plan_args *a, const struct replica *rp,
 	if (err)
 		return err;
 	slo_scan(a, o);
-	the_load(a, rp, o);
+	if ((err = the_load(a, rp, o)))
+		return err;
 	if (a->tokens_per_day && (err = forecast(a, rp, o)))
 		return err;
-	return simulate(rp, &o->load, &o->pred);
+	return predict(rp, o);
 }
 
 /* ---- output ---------------------------------------------------------------- */
@@ -751,6 +1065,46 @@ static cJSON *result_json(const struct plan_result *r, double scale)
 	cJSON_AddNumberToObject(o, "busy_fraction", r->busy_fraction);
 	cJSON_AddNumberToObject(o, "mean_batch", r->mean_batch);
 	cJSON_AddBoolToObject(o, "saturated", r->saturated);
+	return o;
+}
+
+static cJSON *range_json(double lo, double hi)
+{
+	cJSON *a = cJSON_CreateArray();
+
+	cJSON_AddItemToArray(a, cJSON_CreateNumber(lo));
+	cJSON_AddItemToArray(a, cJSON_CreateNumber(hi));
+	return a;
+}
+
+static cJSON *pct_range_json(const struct plan_pct *lo,
+			     const struct plan_pct *hi)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddItemToObject(o, "p50", range_json(lo->p50, hi->p50));
+	cJSON_AddItemToObject(o, "p90", range_json(lo->p90, hi->p90));
+	cJSON_AddItemToObject(o, "p99", range_json(lo->p99, hi->p99));
+	return o;
+}
+
+/* The range of the prediction's runs, for a run of its length. */
+static cJSON *spread_json(const struct plan_out *p, double scale)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddNumberToObject(o, "runs", PLAN_RUNS);
+	cJSON_AddNumberToObject(o, "requests_per_run", p->lo.completed);
+	cJSON_AddStringToObject(o, "range", "5th to 95th percentile of the "
+				"runs: where a run of that many requests falls "
+				"nine times out of ten");
+	cJSON_AddItemToObject(o, "throughput_tok_s",
+			      range_json(p->lo.throughput_tok_s * scale,
+					 p->hi.throughput_tok_s * scale));
+	cJSON_AddItemToObject(o, "ttft_ms", pct_range_json(&p->lo.ttft_ms,
+							   &p->hi.ttft_ms));
+	cJSON_AddItemToObject(o, "itl_ms", pct_range_json(&p->lo.itl_ms,
+							  &p->hi.itl_ms));
 	return o;
 }
 
@@ -802,6 +1156,8 @@ static cJSON *assumptions_json(const struct replica *rp,
 	cJSON_AddNumberToObject(o, "host_ns_between_steps", rp->mix.host_ns);
 	cJSON_AddNumberToObject(o, "host_ns_per_request_in_step",
 				rp->mix.host_ns_per_req);
+	cJSON_AddNumberToObject(o, "host_jitter_samples",
+				(double)rp->mix.nhost_resid);
 	cJSON_AddNumberToObject(o, "token_writes_measured",
 				(double)rp->mix.nwrite);
 	cJSON_AddNumberToObject(o, "client_turnaround_ns",
@@ -811,6 +1167,15 @@ static cJSON *assumptions_json(const struct replica *rp,
 	cJSON_AddNumberToObject(o, "prefill_chunk", p->load.prefill_chunk);
 	cJSON_AddNumberToObject(o, "mix_requests", (double)rp->mix.nreqs);
 	cJSON_AddNumberToObject(o, "mix_traces", a->ntraces);
+	cJSON_AddNumberToObject(o, "trace_span_s", rp->sample.span_ns / 1e9);
+	if (rp->sample.sampled) {
+		cJSON_AddNumberToObject(o, "sample_windows",
+					rp->sample.windows);
+		cJSON_AddNumberToObject(o, "sample_window_s",
+					rp->sample.window_ns / 1e9);
+	} else {
+		cJSON_AddStringToObject(o, "sample", "the whole trace");
+	}
 	cJSON_AddNumberToObject(o, "trace_requests_per_s", rp->mix.trace_rate);
 	cJSON_AddNumberToObject(o, "usd_per_replica_hour", rp->usd_per_hour);
 	cJSON_AddNumberToObject(o, "seed", (double)a->seed);
@@ -826,6 +1191,26 @@ static cJSON *plan_json(const struct replica *rp, const struct plan_args *a,
 
 	pred = result_json(&p->pred, p->replicas);
 	cJSON_AddItemToObject(root, "predicted", pred);
+	cJSON_AddItemToObject(root, "spread", spread_json(p, p->replicas));
+	c = cJSON_AddObjectToObject(root, "load");
+	if (p->load.loop == PLAN_CLOSED) {
+		cJSON_AddStringToObject(c, "loop", "closed");
+		cJSON_AddNumberToObject(c, "concurrency_per_replica",
+					p->load.concurrency);
+	} else if (p->load.loop == PLAN_OPEN) {
+		cJSON_AddStringToObject(c, "loop", "open");
+		cJSON_AddNumberToObject(c, "requests_per_s_per_replica",
+					p->load.rate);
+	} else {
+		cJSON_AddStringToObject(c, "loop", "replay");
+		cJSON_AddStringToObject(c, "source", a->arrivals ? a->arrivals
+							 : "the traces");
+		cJSON_AddNumberToObject(c, "requests_per_replica",
+					(double)p->load.narrivals);
+		cJSON_AddNumberToObject(c, "requests_per_s_per_replica",
+					p->pred.offered_rate);
+		cJSON_AddNumberToObject(c, "speed", p->load.speed);
+	}
 	cJSON_AddNumberToObject(root, "replicas", p->replicas);
 	cJSON_AddNumberToObject(root, "saturation_tok_s_per_replica",
 				p->saturation_tok_s);
@@ -898,6 +1283,11 @@ static void plan_text(FILE *f, const struct replica *rp,
 		"time between steps)\n", a->ntraces, a->ntraces > 1 ? "s" : "",
 		rp->mix.nreqs, rp->device, rp->steps, rp->mix.noise_sd,
 		rp->mix.host_ns / 1e3);
+	if (rp->sample.sampled)
+		fprintf(f, "sampled: %u windows of %.0f s spread over the "
+			"trace's %.0f s (--whole reads all of it)\n",
+			rp->sample.windows, rp->sample.window_ns / 1e9,
+			rp->sample.span_ns / 1e9);
 	fprintf(f, "assumes: continuous batching, FIFO admission up to %u, "
 		"one step at a time%s; %u device%s a replica\n\n",
 		p->load.max_batch, p->load.prefill_chunk ?
@@ -907,11 +1297,24 @@ static void plan_text(FILE *f, const struct replica *rp,
 		fprintf(f, "load: closed loop, %u clients a replica, %u "
 			"replica%s\n", p->load.concurrency, p->replicas,
 			p->replicas == 1 ? "" : "s");
-	else
+	else if (p->load.loop == PLAN_OPEN)
 		fprintf(f, "load: open loop, %.2f requests/s a replica, %u "
 			"replica%s\n", p->load.rate, p->replicas,
 			p->replicas == 1 ? "" : "s");
+	else
+		fprintf(f, "load: a replay of %zu requests (%.2f/s) a replica "
+			"at %gx speed, %u replica%s\n", p->load.narrivals,
+			p->pred.offered_rate, p->load.speed, p->replicas,
+			p->replicas == 1 ? "" : "s");
 	text_result(f, "predicted", &p->pred, p->replicas);
+	fprintf(f, "a run of %u requests falls, nine times in ten, within "
+		"%.0f-%.0f tokens/s, TTFT p50 %.1f-%.1f p99 %.1f-%.1f ms, ITL "
+		"p50 %.1f-%.1f p99 %.1f-%.1f ms (%d runs)\n", p->lo.completed,
+		p->lo.throughput_tok_s * p->replicas,
+		p->hi.throughput_tok_s * p->replicas, p->lo.ttft_ms.p50,
+		p->hi.ttft_ms.p50, p->lo.ttft_ms.p99, p->hi.ttft_ms.p99,
+		p->lo.itl_ms.p50, p->hi.itl_ms.p50, p->lo.itl_ms.p99,
+		p->hi.itl_ms.p99, PLAN_RUNS);
 	fprintf(f, "a replica saturates at %.0f completion tokens/s\n",
 		p->saturation_tok_s);
 	if (a->has_slo) {
@@ -985,6 +1388,12 @@ int cmd_plan(int argc, char **argv)
 		if (s)
 			fprintf(f, "%s\n", s);
 		free(s);
+	} else if (a.html) {
+		if (html_write_plan(j, f)) {
+			fprintf(stderr, "tokentrace plan: the HTML page could "
+				"not be written\n");
+			goto out;
+		}
 	} else {
 		plan_text(f, &rp, &a, p, j);
 	}
@@ -996,6 +1405,10 @@ out:
 	cJSON_Delete(j);
 	free(rp.reqs);
 	free(rp.write_ns);
+	free(rp.arrivals);
+	free(rp.host_resid);
+	if (p)
+		free(p->share);
 	free(p);
 	prices_free(&a.prices);
 	return rc;

@@ -76,8 +76,13 @@ static void svg_axes(FILE *f, double ymax, const char *unit,
 
 		fprintf(f, "<line class=\"grid\" x1=\"%g\" y1=\"%.1f\" "
 			"x2=\"%g\" y2=\"%.1f\"/>\n", ML, y, ML + PW, y);
-		fprintf(f, "<text class=\"yl\" x=\"%g\" y=\"%.1f\">%.3g%s"
-			"</text>\n", ML - 4, y + 4, ymax * i / 2.0, unit);
+		double v = ymax * i / 2.0;
+
+		/* no exponents: 4120, not 4.12e+03 */
+		fprintf(f, v >= 1000 ? "<text class=\"yl\" x=\"%g\" "
+			"y=\"%.1f\">%.0f%s</text>\n" : "<text class=\"yl\" "
+			"x=\"%g\" y=\"%.1f\">%.3g%s</text>\n", ML - 4, y + 4, v,
+			unit);
 	}
 	fprintf(f, "<text class=\"xl\" x=\"%g\" y=\"%g\">", ML, H - 8);
 	html_escape(f, xleft);
@@ -538,7 +543,13 @@ static const char style[] =
 	".legend{font-size:12px;color:#444}.sw{display:inline-block;"
 	"width:10px;height:10px;margin:0 4px 0 10px}\n"
 	"dl{margin:0}dt{font-weight:bold;display:inline}dd{display:inline;"
-	"margin:0 8px 0 4px}\n.ct{font-weight:600;margin:4px 0}\n";
+	"margin:0 8px 0 4px}\n.ct{font-weight:600;margin:4px 0}\n"
+	".ln{fill:none;stroke-width:2}.ttft50{stroke:#2b7bb9}"
+	".ttft99{stroke:#b00020}.itl99{stroke:#4a9d5b}.tput{stroke:#f0a04b}"
+	"\n.slo{stroke:#b00020;stroke-dasharray:6 4}.sat{stroke:#888;"
+	"stroke-dasharray:6 4}.today{stroke:#222;stroke-dasharray:2 3}"
+	".pt{fill:#222}\nrect.ttft50{fill:#2b7bb9}rect.ttft99{fill:#b00020}"
+	"rect.itl99{fill:#4a9d5b}\n";
 
 /* Writes each chart's laid-out size into data-rendered. */
 static const char script[] =
@@ -600,5 +611,223 @@ int html_write_report(const struct report *r, const struct collect *c,
 	fprintf(f, "%s</body>\n</html>\n", script);
 	if (err)
 		return err;
+	return ferror(f) ? -EIO : 0;
+}
+
+/* ---- the plan ------------------------------------------------------------ */
+
+static double num(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static double pct_of(const cJSON *o, const char *k, const char *p)
+{
+	return num(cJSON_GetObjectItemCaseSensitive(o, k), p);
+}
+
+static double px(double x, double xmax)
+{
+	return ML + (xmax > 0 ? PW * fmin(x, xmax) / xmax : 0);
+}
+
+static double py(double y, double ymax)
+{
+	return MT + PH - (ymax > 0 ? PH * fmin(fmax(y, 0), ymax) / ymax : 0);
+}
+
+/* A line through the curve's points of one figure (k, within p). */
+static void plan_line(FILE *f, const cJSON *curve, const char *k,
+		      const char *p, double xmax, double ymax, const char *cls)
+{
+	const cJSON *pt;
+
+	fprintf(f, "<polyline class=\"ln %s\" points=\"", cls);
+	cJSON_ArrayForEach(pt, curve) {
+		double y = p ? pct_of(pt, k, p) : num(pt, k);
+
+		if (isfinite(y))
+			fprintf(f, "%.1f,%.1f ", px(num(pt,
+				"offered_requests_per_s"), xmax), py(y, ymax));
+	}
+	fputs("\"/>\n", f);
+}
+
+/* The load of today's trace and of the prediction, as vertical lines. */
+static void plan_marks(FILE *f, const cJSON *plan, double xmax, double ymax,
+		       double pred_y)
+{
+	double today = num(cJSON_GetObjectItem(plan, "assumptions"),
+			   "trace_requests_per_s");
+	const cJSON *pred = cJSON_GetObjectItem(plan, "predicted");
+	double at = num(pred, "requests_per_s") / fmax(num(plan, "replicas"),
+						       1);
+
+	if (isfinite(today) && today > 0)
+		fprintf(f, "<line class=\"today\" x1=\"%.1f\" y1=\"%g\" "
+			"x2=\"%.1f\" y2=\"%g\"><title>today's trace: %.2f "
+			"requests/s</title></line>\n", px(today, xmax), MT,
+			px(today, xmax), MT + PH, today);
+	if (isfinite(at) && isfinite(pred_y))
+		fprintf(f, "<circle class=\"pt\" cx=\"%.1f\" cy=\"%.1f\" "
+			"r=\"4\"><title>the prediction: %.2f requests/s a "
+			"replica</title></circle>\n", px(at, xmax),
+			py(pred_y, ymax), at);
+}
+
+static void plan_latency(FILE *f, const cJSON *plan, double xmax)
+{
+	static const char *const lim[] = { "ttft_p50", "ttft_p90", "ttft_p99",
+					   "itl_p50", "itl_p90", "itl_p99" };
+	const cJSON *curve = cJSON_GetObjectItem(plan, "curve");
+	const cJSON *slo = cJSON_GetObjectItem(plan, "slo"), *pt;
+	const cJSON *pred = cJSON_GetObjectItem(plan, "predicted");
+	double ymax = 0;
+	char xr[64], cap[256];
+
+	/* the scale: the points up to 85% of the curve's last load (nearer
+	 * saturation the queue's tail grows without bound) and half as much
+	 * again as the limits; what is above is clipped at the top */
+	cJSON_ArrayForEach(pt, curve)
+		if (num(pt, "offered_requests_per_s") <= 0.85 * xmax)
+			ymax = fmax(ymax, 1.2 * fmax(pct_of(pt, "ttft_ms",
+							    "p99"),
+						     pct_of(pt, "itl_ms",
+							    "p99")));
+	for (size_t i = 0; i < sizeof(lim) / sizeof(lim[0]); i++)
+		ymax = fmax(ymax, 1.5 * num(cJSON_GetObjectItem(slo, lim[i]),
+					    "limit_ms"));
+	if (!(ymax > 0))
+		ymax = 1;
+	snprintf(xr, sizeof(xr), "%.1f requests/s a replica", xmax);
+	svg_open(f, "chart-plan-latency", "Latency against load (open loop, "
+		 "a replica)");
+	svg_axes(f, ymax, " ms", "0", xr);
+	for (size_t i = 0; i < sizeof(lim) / sizeof(lim[0]); i++) {
+		double l = num(cJSON_GetObjectItem(slo, lim[i]), "limit_ms");
+
+		if (isfinite(l))
+			fprintf(f, "<line class=\"slo\" x1=\"%g\" y1=\"%.1f\" "
+				"x2=\"%g\" y2=\"%.1f\"><title>limit %s = %g ms"
+				"</title></line>\n", ML, py(l, ymax), ML + PW,
+				py(l, ymax), lim[i], l);
+	}
+	plan_line(f, curve, "ttft_ms", "p50", xmax, ymax, "ttft50");
+	plan_line(f, curve, "ttft_ms", "p99", xmax, ymax, "ttft99");
+	plan_line(f, curve, "itl_ms", "p99", xmax, ymax, "itl99");
+	plan_marks(f, plan, xmax, ymax, pct_of(pred, "ttft_ms", "p99"));
+	snprintf(cap, sizeof(cap), "Predicted at the load asked: TTFT p50 "
+		 "%.1f ms, p99 %.1f ms; ITL p99 %.1f ms. Dashed red: the "
+		 "limits; dotted: today's trace's load; the dot: the "
+		 "prediction.", pct_of(pred, "ttft_ms", "p50"),
+		 pct_of(pred, "ttft_ms", "p99"), pct_of(pred, "itl_ms", "p99"));
+	svg_close(f, cap, LEGEND("ttft50", "TTFT p50")
+		  LEGEND("ttft99", "TTFT p99") LEGEND("itl99", "ITL p99"));
+}
+
+static void plan_throughput(FILE *f, const cJSON *plan, double xmax)
+{
+	const cJSON *curve = cJSON_GetObjectItem(plan, "curve");
+	double sat = num(plan, "saturation_tok_s_per_replica");
+	double ymax = isfinite(sat) ? 1.1 * sat : 1;
+	const cJSON *pt;
+	char xr[64], cap[160];
+
+	cJSON_ArrayForEach(pt, curve)
+		ymax = fmax(ymax, 1.1 * num(pt, "throughput_tok_s"));
+	snprintf(xr, sizeof(xr), "%.1f requests/s a replica", xmax);
+	svg_open(f, "chart-plan-throughput", "Throughput against load (a "
+		 "replica)");
+	svg_axes(f, ymax, "", "0", xr);
+	if (isfinite(sat))
+		fprintf(f, "<line class=\"sat\" x1=\"%g\" y1=\"%.1f\" "
+			"x2=\"%g\" y2=\"%.1f\"><title>saturation: %.0f "
+			"tokens/s</title></line>\n", ML, py(sat, ymax),
+			ML + PW, py(sat, ymax), sat);
+	plan_line(f, curve, "throughput_tok_s", NULL, xmax, ymax, "tput");
+	plan_marks(f, plan, xmax, ymax, NAN);
+	snprintf(cap, sizeof(cap), "Completion tokens/s; a replica "
+		 "saturates at %.0f (dashed).", sat);
+	svg_close(f, cap, NULL);
+}
+
+static void plan_table(FILE *f, const cJSON *plan)
+{
+	const cJSON *pt;
+
+	fputs("<h2>The curve</h2>\n<table id=\"curve\"><tr><th>requests/s"
+	      "</th><th>tokens/s</th><th>TTFT p50 ms</th><th>TTFT p99 ms</th>"
+	      "<th>ITL p50 ms</th><th>ITL p99 ms</th><th>busy</th><th>batch"
+	      "</th><th></th></tr>\n", f);
+	cJSON_ArrayForEach(pt, cJSON_GetObjectItem(plan, "curve"))
+		fprintf(f, "<tr><td>%.2f</td><td>%.0f</td><td>%.1f</td>"
+			"<td>%.1f</td><td>%.2f</td><td>%.2f</td><td>%.0f%%</td>"
+			"<td>%.1f</td><td>%s</td></tr>\n",
+			num(pt, "offered_requests_per_s"),
+			num(pt, "throughput_tok_s"),
+			pct_of(pt, "ttft_ms", "p50"),
+			pct_of(pt, "ttft_ms", "p99"),
+			pct_of(pt, "itl_ms", "p50"), pct_of(pt, "itl_ms", "p99"),
+			100 * num(pt, "busy_fraction"), num(pt, "mean_batch"),
+			cJSON_IsTrue(cJSON_GetObjectItem(pt, "saturated")) ?
+			"saturated" : "");
+	fputs("</table>\n", f);
+}
+
+/* The plan's assumptions, every one as given (strings escaped). */
+static void plan_assumptions(FILE *f, const cJSON *plan)
+{
+	const cJSON *x;
+
+	fputs("<h2>Assumptions</h2>\n<dl id=\"assumptions\">", f);
+	cJSON_ArrayForEach(x, cJSON_GetObjectItem(plan, "assumptions")) {
+		fputs("<dt>", f);
+		html_escape(f, x->string);
+		fputs("</dt><dd>", f);
+		if (cJSON_IsString(x))
+			html_escape(f, x->valuestring);
+		else if (cJSON_IsNumber(x))
+			fprintf(f, "%.6g", x->valuedouble);
+		fputs("</dd><br>\n", f);
+	}
+	fputs("</dl>\n", f);
+}
+
+int html_write_plan(const cJSON *plan, FILE *f)
+{
+	const cJSON *curve = cJSON_GetObjectItem(plan, "curve"), *pt;
+	const cJSON *pred = cJSON_GetObjectItem(plan, "predicted");
+	double xmax = 0;
+
+	if (!cJSON_GetArraySize(curve) || !pred)
+		return -EINVAL;
+	cJSON_ArrayForEach(pt, curve)
+		xmax = fmax(xmax, num(pt, "offered_requests_per_s"));
+	fprintf(f, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n"
+		"<meta charset=\"utf-8\">\n<title>tokentrace plan</title>\n"
+		"<style>\n%s</style>\n</head>\n<body>\n<h1>tokentrace plan"
+		"</h1>\n<p id=\"summary\">Predicted: %.0f completion tokens/s,"
+		" %.2f requests/s; TTFT p50 %.1f ms, p99 %.1f ms; ITL p50 %.2f "
+		"ms, p99 %.2f ms; busy %.0f%%, batch %.1f, on %g replica(s).",
+		style, num(pred, "throughput_tok_s"),
+		num(pred, "requests_per_s"), pct_of(pred, "ttft_ms", "p50"),
+		pct_of(pred, "ttft_ms", "p99"), pct_of(pred, "itl_ms", "p50"),
+		pct_of(pred, "itl_ms", "p99"), 100 * num(pred, "busy_fraction"),
+		num(pred, "mean_batch"), num(plan, "replicas"));
+	if (isfinite(num(plan, "devices_needed")))
+		fprintf(f, " The forecast needs %g devices.",
+			num(plan, "devices_needed"));
+	if (isfinite(num(plan, "usd_per_1m_completion")))
+		fprintf(f, " USD per 1M tokens: prompt %.4f, completion %.4f "
+			"(loaded).", num(plan, "usd_per_1m_prompt"),
+			num(plan, "usd_per_1m_completion"));
+	fputs("</p>\n", f);
+	plan_latency(f, plan, xmax);
+	plan_throughput(f, plan, xmax);
+	plan_table(f, plan);
+	plan_assumptions(f, plan);
+	fprintf(f, "%s</body>\n</html>\n", script);
 	return ferror(f) ? -EIO : 0;
 }

@@ -19,6 +19,8 @@
 
 #include <stdio.h>
 
+#include <cjson/cJSON.h>
+
 #include "collect.h"
 #include "report.h"
 
@@ -30,6 +32,12 @@
 /* The report as HTML on f; c may be NULL. 0, -ENOMEM or -EIO. */
 int html_write_report(const struct report *r, const struct collect *c,
 		      FILE *f);
+
+/* A plan (`tokentrace plan --format html`) from its JSON: the charts
+ * "chart-plan-latency" (TTFT p50/p99 and ITL p99 against the load, with
+ * the limits, today's load and the prediction) and "chart-plan-throughput",
+ * the curve's table and the assumptions. 0, -EINVAL (no curve) or -EIO. */
+int html_write_plan(const cJSON *plan, FILE *f);
 
 /* s with &, <, >, " and ' escaped. */
 void html_escape(FILE *f, const char *s);

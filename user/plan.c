@@ -10,7 +10,8 @@
  * the trace's steps showed around the model, mean one), plus the host's
  * time between steps as the trace measured it (a step window's length
  * less its busy time: a line in the step's batch, as the server's writes
- * and the next step's set-up grow with it). A request's first token comes at the end
+ * and the next step's set-up grow with it, plus a jitter drawn from the
+ * trace's own quiet steps). A request's first token comes at the end
  * of the step that finished its prefill, each later one at the end of the
  * next step, and reaches the client a write delay later (one of the
  * trace's, at random: the server's writer trails its engine); it leaves
@@ -21,7 +22,9 @@
  * The figures are taken between the first tenth of the completions and
  * the last, so that neither the empty start nor the draining end counts:
  * tokens/s of the tokens written in that window, TTFT of the requests
- * that finished in it, inter-token gaps of its tokens.
+ * that finished in it, inter-token gaps of its tokens. A replay (given
+ * requests at given times, such as a log of production traffic) counts
+ * every request, from the first arrival to the last token seen.
  */
 #include <errno.h>
 #include <math.h>
@@ -80,15 +83,16 @@ static double normal(uint64_t *s)
 	return sqrt(-2 * log(unit(s))) * cos(2 * M_PI * unit(s));
 }
 
-/* A new request from the mix, arriving at t; its index. The queue stays
- * in arrival order (clients' requests come back out of order by their
- * write delays, never by much: inserted from the tail). */
-static uint32_t add_req(struct sim *m, double t)
+/* A new request q (NULL: one drawn from the mix), arriving at t; its
+ * index. The queue stays in arrival order (clients' requests come back
+ * out of order by their write delays, never by much: inserted from the
+ * tail). */
+static uint32_t add_req(struct sim *m, double t, const struct plan_req *q)
 {
 	struct sreq *r = &m->req[m->nreq];
 	size_t i = m->wt++;
 
-	r->mix = &m->mix->reqs[next_u64(&m->rng) % m->mix->nreqs];
+	r->mix = q ? q : &m->mix->reqs[next_u64(&m->rng) % m->mix->nreqs];
 	r->arrival_ns = t;
 	while (i > m->wh && m->req[m->wait[i - 1]].arrival_ns > t) {
 		m->wait[i] = m->wait[i - 1];
@@ -162,10 +166,12 @@ static void leave(struct sim *m, const struct sreq *r)
 	m->done++;
 	if (m->done == m->warm)
 		m->t0 = m->t;
-	if (m->done == m->until)
+	if (m->load->loop == PLAN_REPLAY)
+		m->t1 = fmax(m->t1, r->last_ns);
+	else if (m->done == m->until)
 		m->t1 = m->t;
 	if (m->load->loop == PLAN_CLOSED && m->nreq < m->cap)
-		add_req(m, r->last_ns + m->mix->turnaround_ns);
+		add_req(m, r->last_ns + m->mix->turnaround_ns, NULL);
 }
 
 /* After a step ending at t: tokens out, requests done leave. */
@@ -230,8 +236,12 @@ static int run(struct sim *m)
 		double busy = step_ns(m);
 		bool counted = in_window(m);
 
-		m->t += busy + m->mix->host_ns +
-			m->mix->host_ns_per_req * m->nrun;
+		double host = m->mix->host_ns + m->mix->host_ns_per_req * m->nrun;
+
+		if (m->mix->nhost_resid)
+			host = fmax(host + m->mix->host_resid_ns[
+				next_u64(&m->rng) % m->mix->nhost_resid], 0);
+		m->t += busy + host;
 		if (counted) {
 			m->busy_ns += busy;
 			m->batch_sum += m->nrun;
@@ -280,6 +290,10 @@ static void results(struct sim *m, struct plan_result *out)
 	out->busy_fraction = m->busy_ns / wall;
 	out->mean_batch = m->steps ? m->batch_sum / m->steps : 0;
 	out->offered_rate = m->load->loop == PLAN_OPEN ? m->load->rate : 0;
+	if (m->load->loop == PLAN_REPLAY && m->nreq > 1 &&
+	    m->req[m->nreq - 1].arrival_ns > 0)
+		out->offered_rate = (m->nreq - 1) /
+				    (m->req[m->nreq - 1].arrival_ns / 1e9);
 	/* arrivals faster than completions: the queue only grows, and at
 	 * the end far more have come than a full batch and the window's
 	 * sampling could hold */
@@ -304,14 +318,25 @@ int plan_simulate(const struct plan_mix *mix, const struct plan_load *load,
 
 	if (!mix->nreqs || !mix->model.fitted || !load->max_batch ||
 	    (load->loop == PLAN_CLOSED && !load->concurrency) ||
-	    (load->loop == PLAN_OPEN && !(load->rate > 0)))
+	    (load->loop == PLAN_OPEN && !(load->rate > 0)) ||
+	    (load->loop == PLAN_REPLAY && (!load->narrivals ||
+					   load->narrivals > UINT32_MAX / 2 ||
+					   !(load->speed > 0))))
 		return -EINVAL;
-	m.warm = n / 10;
+	if (load->loop == PLAN_REPLAY) {
+		for (size_t i = 1; i < load->narrivals; i++)
+			if (load->arrivals[i].arrival_ns <
+			    load->arrivals[i - 1].arrival_ns)
+				return -EINVAL;
+		n = (uint32_t)load->narrivals;
+	}
+	m.warm = load->loop == PLAN_REPLAY ? 0 : n / 10;
 	m.until = m.warm + n;
 	/* every request the run can start: the clients' first ones and one
 	 * per completion, or the open loop's arrivals */
 	m.cap = (size_t)m.until + (load->loop == PLAN_CLOSED ?
-				   load->concurrency : n / 2) + 1;
+				   load->concurrency :
+				   load->loop == PLAN_OPEN ? n / 2 : 0) + 1;
 	m.rng = load->seed * 0x9e3779b97f4a7c15ull + 1;
 	m.req = calloc(m.cap, sizeof(*m.req));
 	m.wait = calloc(m.cap, sizeof(*m.wait));
@@ -321,14 +346,20 @@ int plan_simulate(const struct plan_mix *mix, const struct plan_load *load,
 		goto out;
 	if (load->loop == PLAN_CLOSED) {
 		for (uint32_t i = 0; i < load->concurrency; i++)
-			add_req(&m, 0);
-	} else {
+			add_req(&m, 0, NULL);
+	} else if (load->loop == PLAN_OPEN) {
 		double t = 0;
 
 		while (m.nreq < m.cap) {
 			t += -log(unit(&m.rng)) / load->rate * 1e9;
-			add_req(&m, t);
+			add_req(&m, t, NULL);
 		}
+	} else {
+		const struct plan_req *a = load->arrivals;
+
+		for (size_t i = 0; i < load->narrivals; i++)
+			add_req(&m, (double)(a[i].arrival_ns - a[0].arrival_ns) /
+					    load->speed, &a[i]);
 	}
 	err = run(&m);
 	if (!err)

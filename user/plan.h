@@ -39,6 +39,9 @@ struct plan_mix {
 	double noise_sd;		/* of log(measured / predicted) */
 	double host_ns;			/* step window - busy: at batch 0 */
 	double host_ns_per_req;		/* ... and per request in the step */
+	const double *host_resid_ns;	/* the host's jitter around that line:
+					   each step's drawn from these */
+	size_t nhost_resid;
 	double trace_rate;		/* requests/s over the trace */
 	/* what the client sees later than the engine: each token's write
 	 * after its step ended (drawn from these), and a client's time from
@@ -51,15 +54,22 @@ struct plan_mix {
 enum plan_loop {
 	PLAN_CLOSED = 0,	/* clients: a new request as one finishes */
 	PLAN_OPEN,		/* Poisson arrivals */
+	PLAN_REPLAY,		/* these requests at their own times */
 };
 
 struct plan_load {
 	enum plan_loop loop;
 	uint32_t concurrency;	/* closed loop */
 	double rate;		/* open loop, requests/s */
+	/* replay: requests in arrival order, each arriving at its
+	 * arrival_ns (from any origin) divided by speed; every one counts */
+	const struct plan_req *arrivals;
+	size_t narrivals;
+	double speed;
 	uint32_t max_batch;
 	uint32_t prefill_chunk;	/* 0: whole prompts */
-	uint32_t requests;	/* completions to simulate (after warm-up) */
+	uint32_t requests;	/* completions to simulate (after warm-up;
+				 * a replay simulates its own) */
 	uint64_t seed;
 };
 

@@ -7,16 +7,21 @@
  * at 3 and 4 times the recorded concurrency, open loops at 50% and 85% of
  * the predicted capacity, the saturation throughput, and a what-if (a
  * smaller batch limit and chunked prefill, given to plan and to the
- * server). Goals: throughput and TTFT/ITL p50 within 10%, p99 within 20%,
- * saturation within 10%; asserted everywhere but at 85% of capacity in
- * the open loop, where they do not hold yet (logged).
+ * server); the open loops also replayed (the plan given the very requests
+ * the client sent, at their times). Goals: throughput and TTFT/ITL p50
+ * within 10%, p99 within 20%, saturation within 10%; logged against every
+ * run, and the test fails at twice them. Two tails are logged only: the
+ * TTFT p99 of a Poisson run at 85% (a 10 s run's p99 swings 2x between
+ * runs; the replay of that run is checked instead) and the ITL p99 under
+ * chunked prefill.
  *
  * In:  build/tokentrace, build/refserver (with the CUPTI headers),
  *      build/loadgen; run from the repository root.
  * Out: Criterion suite "plan"; every comparison is logged.
  * Assumes: root (eBPF for the recording). The client's figures are taken
  *      over the middle 80% of each run (neither the clients' first
- *      requests, all at once, nor the drain), as plan takes its own.
+ *      requests, all at once, nor the drain), as plan takes its own; a
+ *      replay's over all of it, as plan counts a replay.
  */
 #include <math.h>
 #include <signal.h>
@@ -24,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <cJSON.h>
 #include <criterion/criterion.h>
@@ -50,6 +56,7 @@ TestSuite(plan, .init = setup, .fini = teardown, .timeout = 240);
 struct seen {
 	double tok_s, ttft_p50, ttft_p99, itl_p50, itl_p99;
 	double rate;		/* requests/s it sent */
+	int n;			/* requests in the window */
 };
 
 static int cmp_double(const void *a, const void *b)
@@ -66,9 +73,9 @@ static double pct(const double *v, int n, double p)
 	return n ? v[i ? i - 1 : 0] : 0;
 }
 
-/* The client's figures from loadgen's --out (middle 80%) and its summary
- * (inter-token percentiles). */
-static struct seen client_saw(const char *out, const char *log)
+/* The client's figures from loadgen's --out (its middle 80%, or all of
+ * it as a replay counts) and its summary (inter-token percentiles). */
+static struct seen client_saw_ex(const char *out, const char *log, bool all)
 {
 	static cJSON *v[PL_MAX_REQS];
 	static double ttft[PL_MAX_REQS];
@@ -84,6 +91,11 @@ static struct seen client_saw(const char *out, const char *log)
 	}
 	double a = t0 + 0.1 * (t1 - t0), b = t1 - 0.1 * (t1 - t0);
 
+	if (all) {
+		a = t0;
+		b = t1;
+	}
+
 	for (int i = 0; i < n; i++) {
 		double sent = e2e_num(v[i], "sent_ns");
 
@@ -95,6 +107,7 @@ static struct seen client_saw(const char *out, const char *log)
 		cJSON_Delete(v[i]);
 	}
 	qsort(ttft, m, sizeof(*ttft), cmp_double);
+	s.n = m;
 	s.rate = m / ((b - a) / 1e9);
 	s.tok_s = tok / ((b - a) / 1e9);
 	s.ttft_p50 = pct(ttft, m, 50);
@@ -105,6 +118,11 @@ static struct seen client_saw(const char *out, const char *log)
 			      &s.itl_p99) == 2, "no itl in %s", log);
 	free((void *)sum);
 	return s;
+}
+
+static struct seen client_saw(const char *out, const char *log)
+{
+	return client_saw_ex(out, log, false);
 }
 
 /* The server with flags, untraced or under tokentrace run -o rec.tt. */
@@ -221,27 +239,49 @@ static void within(const char *what, const char *k, double got, double real,
 	within_ex(what, k, got, real, tol, true);
 }
 
+enum { TTFT_TAIL_LOGGED = 1, ITL_TAIL_LOGGED = 2 };
+
+/* The plan's figures against the client's; the tails named in logged
+ * are logged only. */
 static void compare_ex(const char *what, const cJSON *pl, struct seen s,
-		       bool assert, bool assert_itl_tail)
+		       unsigned logged)
 {
 	const cJSON *p = cJSON_GetObjectItem(pl, "predicted");
 	const cJSON *t = cJSON_GetObjectItem(p, "ttft_ms");
 	const cJSON *i = cJSON_GetObjectItem(p, "itl_ms");
 
 	within_ex(what, "tokens/s", e2e_num(p, "throughput_tok_s"), s.tok_s,
-		  0.10, assert);
-	within_ex(what, "TTFT p50", e2e_num(t, "p50"), s.ttft_p50, 0.10,
-		  assert);
+		  0.10, true);
+	within_ex(what, "TTFT p50", e2e_num(t, "p50"), s.ttft_p50, 0.10, true);
 	within_ex(what, "TTFT p99", e2e_num(t, "p99"), s.ttft_p99, 0.20,
-		  assert);
-	within_ex(what, "ITL p50", e2e_num(i, "p50"), s.itl_p50, 0.10, assert);
+		  !(logged & TTFT_TAIL_LOGGED));
+	within_ex(what, "ITL p50", e2e_num(i, "p50"), s.itl_p50, 0.10, true);
 	within_ex(what, "ITL p99", e2e_num(i, "p99"), s.itl_p99, 0.20,
-		  assert && assert_itl_tail);
+		  !(logged & ITL_TAIL_LOGGED));
 }
 
 static void compare(const char *what, const cJSON *pl, struct seen s)
 {
-	compare_ex(what, pl, s, true, true);
+	compare_ex(what, pl, s, 0);
+}
+
+/* Where the client's TTFT p99 fell in the plan's range for a run of
+ * that length (logged). */
+static void log_spread(const char *what, const cJSON *pl, struct seen s)
+{
+	const cJSON *sp = cJSON_GetObjectItem(pl, "spread");
+	const cJSON *r = cJSON_GetObjectItem(cJSON_GetObjectItem(sp, "ttft_ms"),
+					     "p99");
+
+	cr_assert(cJSON_GetArraySize(r) == 2, "no spread in the plan");
+	double lo = cJSON_GetArrayItem(r, 0)->valuedouble;
+	double hi = cJSON_GetArrayItem(r, 1)->valuedouble;
+
+	cr_log_info("%s TTFT p99: real %.2f, a run of %d requests falls in "
+		    "%.2f-%.2f nine times in ten under the plan: %s", what,
+		    s.ttft_p99, (int)e2e_num(sp, "requests_per_run"), lo, hi,
+		    s.ttft_p99 >= lo && s.ttft_p99 <= hi ? "inside" :
+		    "outside");
 }
 
 /* A real run of flags at a load. */
@@ -279,27 +319,42 @@ Test(plan, a_light_load_predicts_heavier_closed_and_open_loops)
 	within("saturation", "tokens/s", sat,
 	       real_run(flags, 64, 0, 1000).tok_s, 0.10);
 	/*
-	 * Open loop: the client's Poisson arrivals over a run of 10 s are off
-	 * the rate asked by several % (370 arrivals: one sd is 5 %), so the
-	 * plan is asked for the rate the client really sent. At 85 % of
-	 * capacity the figures are logged, not asserted: the TTFT tail there
-	 * is the queue's excursions, which a 10 s run samples a few times,
-	 * and the plan's TTFT p99 has been 2-3 times the client's (the goal
-	 * is not met there yet; the other figures were within it).
+	 * Open loop at 50 % and 85 % of capacity, two ways. The client's
+	 * Poisson arrivals over a run of 10 s are off the rate asked by
+	 * several % (one sd is 5 % at 370 arrivals), so the plan is asked for
+	 * the rate the client really sent, over as many requests. Near
+	 * capacity the TTFT tail of a 10 s run is a few excursions of the
+	 * queue, and swings by 2x from one such run to the next (for the
+	 * plan's runs as for the real ones): there the plan's p99 is logged
+	 * with the range a run of that length falls in. The replay is the
+	 * strict check: the plan is given the very requests the client sent,
+	 * at their times (--arrivals), and must match every figure.
 	 */
 	for (int k = 0; k < 2; k++) {
 		double f = k ? 0.85 : 0.5;
-		char rate[32], what[64];
+		char rate[32], what[96], reqs[16], arr[128];
 		const char *const args[] = { "--max-batch", "16", "--rate",
-					     rate, NULL };
+					     rate, "--requests", reqs, NULL };
+		const char *const replay[] = { "--max-batch", "16",
+					       "--arrivals", arr, NULL };
 		struct seen s = real_run(flags, 0, f * cap,
 					 (int)(f * cap * 10));
+		struct seen all = client_saw_ex("real.jsonl", "real.log",
+						true);
 
 		snprintf(rate, sizeof(rate), "%.3f", s.rate);
+		snprintf(reqs, sizeof(reqs), "%d", s.n);
+		e2e_path(arr, sizeof(arr), "real.jsonl");
 		snprintf(what, sizeof(what), "open loop at %.0f%% of capacity "
 			 "(%.1f requests/s sent)", 100 * f, s.rate);
 		o = plan(args);
-		compare_ex(what, o, s, k == 0, k == 0);
+		compare_ex(what, o, s, k ? TTFT_TAIL_LOGGED : 0);
+		log_spread(what, o, s);
+		cJSON_Delete(o);
+		snprintf(what, sizeof(what), "replay of the open loop at "
+			 "%.0f%% of capacity", 100 * f);
+		o = plan(replay);
+		compare(what, o, all);
 		cJSON_Delete(o);
 	}
 }
@@ -321,8 +376,66 @@ Test(plan, what_if_a_smaller_batch_and_chunked_prefill)
 	 * (-15 to -28 % from the plan's over runs): logged, not asserted */
 	o = plan(args);
 	compare_ex("max batch 8, chunks of 128, 12 clients", o,
-		   real_run(what_if, 12, 0, 600), true, false);
+		   real_run(what_if, 12, 0, 600), ITL_TAIL_LOGGED);
 	cJSON_Delete(o);
+}
+
+/* The HTML page of a plan, and a replay from a file with a line that is
+ * not a request in it: said, counted, the rest replayed. */
+Test(plan, the_html_page_and_a_replay_with_a_bad_line)
+{
+	static const char *const rec[] = { "--max-batch", "16", NULL };
+	static char trace[128], page[128], arr[128];
+	char *html[] = { "build/tokentrace", "plan", trace, "--slo",
+			 "ttft_p99=100", "--format", "html", "-o", page, NULL };
+	char *replay[] = { "build/tokentrace", "plan", trace, "--arrivals",
+			   arr, "--format", "json", NULL };
+	struct stat st;
+	FILE *f;
+
+	e2e_need_sim();
+	record(rec);
+	e2e_path(trace, sizeof(trace), "rec.tt");
+	e2e_path(page, sizeof(page), "plan.html");
+	e2e_path(arr, sizeof(arr), "arrivals.jsonl");
+	cr_assert_eq(e2e_run(html, "html.log", NULL, 60000), 0, "%s",
+		     e2e_tail("html.log", 500));
+	cr_assert_eq(stat(page, &st), 0);
+	cr_expect_eq(st.st_mode & 0777, 0600, "mode %o", st.st_mode & 0777);
+	cr_expect(e2e_file_has("plan.html", "<svg id=\"chart-plan-latency\""));
+	cr_expect(e2e_file_has("plan.html",
+			       "<svg id=\"chart-plan-throughput\""));
+	cr_expect(e2e_file_has("plan.html", "<line class=\"slo\""));
+	cr_expect(e2e_file_has("plan.html", "<line class=\"today\""));
+
+	/* the recorded run's own requests, as the client logged them, with
+	 * a line of garbage in the middle */
+	char *lines = e2e_slurp("rec.jsonl");
+	size_t half;
+
+	cr_assert_not_null(lines);
+	half = strcspn(lines + strlen(lines) / 2, "\n") + strlen(lines) / 2 + 1;
+	f = fopen(arr, "w");
+	cr_assert_not_null(f);
+	fwrite(lines, 1, half, f);
+	fputs("\x01garbage, not a request\n", f);
+	fputs(lines + half, f);
+	fclose(f);
+	cr_assert_eq(e2e_run(replay, "replay.json", "replay.log", 60000), 0,
+		     "%s", e2e_tail("replay.log", 500));
+	cr_expect(e2e_file_has("replay.log", "1 of 401 lines skipped"), "%s",
+		  e2e_tail("replay.log", 500));
+	cJSON *o = e2e_load_json("replay.json", "replay.log");
+	const cJSON *l = cJSON_GetObjectItem(o, "load");
+
+	cr_expect_str_eq(e2e_str(l, "loop"), "replay");
+	cr_expect_eq(e2e_num(l, "requests_per_replica"), 400);
+	/* the 4 clients' run again, replayed: as the client saw it */
+	within("replay of the recorded run", "tokens/s",
+	       e2e_num(cJSON_GetObjectItem(o, "predicted"), "throughput_tok_s"),
+	       client_saw_ex("rec.jsonl", "rec-load.log", true).tok_s, 0.10);
+	cJSON_Delete(o);
+	free(lines);
 }
 
 Test(plan, a_trace_too_short_says_so)

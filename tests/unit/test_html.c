@@ -5,6 +5,7 @@
  */
 #include <criterion/criterion.h>
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,4 +190,95 @@ Test(html, a_report_without_requests_still_has_every_chart)
 	cr_assert_eq(unbalanced(buf), 0);
 	free(buf);
 	report_free(&r);
+}
+
+/* ---- the plan's page ------------------------------------------------------ */
+
+/* A plan's JSON as cmd_plan writes it: three curve points (the last
+ * saturated), a limit, today's load, and a device name to escape. */
+static cJSON *plan_fixture(void)
+{
+	static const char *const j =
+		"{\"predicted\":{\"throughput_tok_s\":2000,\"requests_per_s\":"
+		"40,\"ttft_ms\":{\"p50\":7.5,\"p90\":12,\"p99\":18.5},"
+		"\"itl_ms\":{\"p50\":2.25,\"p90\":4,\"p99\":9},\"busy_fraction\":"
+		"0.8,\"mean_batch\":5.5},\"replicas\":1,"
+		"\"saturation_tok_s_per_replica\":3750,"
+		"\"curve\":[{\"offered_requests_per_s\":20,\"throughput_tok_s\":"
+		"1000,\"ttft_ms\":{\"p50\":6,\"p90\":8,\"p99\":11},\"itl_ms\":"
+		"{\"p50\":2,\"p90\":3,\"p99\":7},\"busy_fraction\":0.5,"
+		"\"mean_batch\":2,\"saturated\":false},"
+		"{\"offered_requests_per_s\":60,\"throughput_tok_s\":3000,"
+		"\"ttft_ms\":{\"p50\":10,\"p90\":40,\"p99\":120},\"itl_ms\":"
+		"{\"p50\":3,\"p90\":5,\"p99\":10},\"busy_fraction\":0.9,"
+		"\"mean_batch\":9,\"saturated\":false},"
+		"{\"offered_requests_per_s\":80,\"throughput_tok_s\":3700,"
+		"\"ttft_ms\":{\"p50\":900,\"p90\":2000,\"p99\":4000},\"itl_ms\":"
+		"{\"p50\":3.5,\"p90\":6,\"p99\":12},\"busy_fraction\":1,"
+		"\"mean_batch\":16,\"saturated\":true}],"
+		"\"slo\":{\"ttft_p99\":{\"limit_ms\":100}},"
+		"\"usd_per_1m_prompt\":0.037,\"usd_per_1m_completion\":0.31,"
+		"\"assumptions\":{\"device\":\"<script>x</script>\","
+		"\"trace_requests_per_s\":30,\"max_batch\":16}}";
+	cJSON *o = cJSON_Parse(j);
+
+	cr_assert_not_null(o);
+	return o;
+}
+
+static char *plan_page(const cJSON *plan)
+{
+	static char *buf;	/* static: the stream writes it at fclose */
+	static size_t len;
+	FILE *m = open_memstream(&buf, &len);
+
+	cr_assert_not_null(m);
+	cr_assert_eq(html_write_plan(plan, m), 0);
+	cr_assert_eq(fclose(m), 0);
+	return buf;
+}
+
+Test(html, a_plan_draws_latency_and_throughput_against_load)
+{
+	cJSON *o = plan_fixture();
+	char *s = plan_page(o);
+	const char *p;
+
+	cr_expect_eq(unbalanced(s), 0, "tags do not balance at %zu",
+		     unbalanced(s));
+	cr_expect(strstr(s, "<svg id=\"chart-plan-latency\""));
+	cr_expect(strstr(s, "<svg id=\"chart-plan-throughput\""));
+	/* the latency chart's scale: 1.5 x the limit (150 ms) is above 1.2
+	 * x the 120 ms of the last point under 85% of the top load; x from
+	 * 56 to 708 for 0 to 80 requests/s, y from 192 down to 12 for 0 to
+	 * 150 ms: the saturated point's 4000 ms is clipped at the top */
+	p = strstr(s, "class=\"ln ttft99\" points=\"");
+	cr_assert_not_null(p);
+	cr_expect_eq(strncmp(p + 26, "219.0,178.8 545.0,48.0 708.0,12.0 \"",
+			     35), 0, "ttft99 line: %.40s", p + 26);
+	/* the limit, dashed, at 100 of 150 ms */
+	cr_expect(strstr(s, "<line class=\"slo\" x1=\"56\" y1=\"72.0\""));
+	/* today's load (30 of 80 requests/s) and the prediction's point */
+	cr_expect(strstr(s, "<line class=\"today\" x1=\"300.5\""));
+	cr_expect(strstr(s, "<circle class=\"pt\" cx=\"382.0\" "
+			 "cy=\"169.8\""));
+	cr_expect(strstr(s, "saturated"));
+	cr_expect(strstr(s, "&lt;script&gt;x&lt;/script&gt;"));
+	cr_expect_null(strstr(s, "<script>x"), "a string left unescaped");
+	for (p = s; (p = strstr(p, "http")); p++)
+		cr_expect(!strncmp(p, "http://www.w3.org/2000/svg", 26),
+			  "a network address in the page: %.40s", p);
+	free(s);
+	cJSON_Delete(o);
+}
+
+Test(html, a_plan_without_a_curve_is_refused)
+{
+	cJSON *o = cJSON_Parse("{\"predicted\":{}}");
+	FILE *m = fopen("/dev/null", "w");
+
+	cr_assert_not_null(m);
+	cr_expect_eq(html_write_plan(o, m), -EINVAL);
+	fclose(m);
+	cJSON_Delete(o);
 }

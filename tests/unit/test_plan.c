@@ -131,3 +131,84 @@ Test(plan, no_model_or_no_mix_is_refused)
 	m.nreqs = 0;
 	cr_expect_eq(plan_simulate(&m, &l, &r), -EINVAL);
 }
+
+/* Prompt 100, completion 10: a prefill step of 2 ms, then 9 of 1.1 ms. */
+#define REQ_NS	(2e6 + 9 * 1.1e6)
+
+Test(plan, a_replay_of_spaced_requests_waits_for_nothing)
+{
+	struct plan_mix m = mix();
+	struct plan_req a[3] = { { 100, 10, 5000000000ull },
+				 { 100, 10, 5100000000ull },
+				 { 100, 10, 5200000000ull } };
+	struct plan_result r = sim(&m, (struct plan_load){
+		.loop = PLAN_REPLAY, .arrivals = a, .narrivals = 3,
+		.speed = 1, .max_batch = 8 });
+
+	cr_expect_eq(r.completed, 3);
+	cr_expect_float_eq(r.ttft_ms.p99, 2.0, 1e-6);
+	/* 30 tokens from the first arrival (times from any origin) to the
+	 * last token, 200 ms + a request later */
+	cr_expect_float_eq(r.throughput_tok_s, 30 / ((200e6 + REQ_NS) / 1e9),
+			   1e-6);
+	cr_expect_float_eq(r.offered_rate, 10.0, 1e-9);
+}
+
+Test(plan, a_replay_of_a_burst_queues_in_arrival_order)
+{
+	struct plan_mix m = mix();
+	struct plan_req a[3] = { { 100, 10, 7 }, { 100, 10, 7 },
+				 { 100, 10, 7 } };
+	struct plan_result r = sim(&m, (struct plan_load){
+		.loop = PLAN_REPLAY, .arrivals = a, .narrivals = 3,
+		.speed = 1, .max_batch = 1 });
+
+	/* one at a time: first tokens at 2, 2 + 11.9 and 2 + 2 * 11.9 ms */
+	cr_expect_float_eq(r.ttft_ms.p50, 2 + REQ_NS / 1e6, 1e-6);
+	cr_expect_float_eq(r.ttft_ms.p99, 2 + 2 * REQ_NS / 1e6, 1e-6);
+}
+
+Test(plan, a_replay_at_twice_the_speed_halves_the_gaps)
+{
+	struct plan_mix m = mix();
+	struct plan_req a[2] = { { 100, 10, 0 }, { 100, 10, 200000000ull } };
+	struct plan_result r = sim(&m, (struct plan_load){
+		.loop = PLAN_REPLAY, .arrivals = a, .narrivals = 2,
+		.speed = 2, .max_batch = 8 });
+
+	cr_expect_float_eq(r.throughput_tok_s, 20 / ((100e6 + REQ_NS) / 1e9),
+			   1e-6);
+}
+
+Test(plan, a_replay_out_of_order_or_empty_is_refused)
+{
+	struct plan_mix m = mix();
+	struct plan_req a[2] = { { 100, 10, 9 }, { 100, 10, 3 } };
+	struct plan_result r;
+
+	cr_expect_eq(plan_simulate(&m, &(struct plan_load){
+		.loop = PLAN_REPLAY, .arrivals = a, .narrivals = 2,
+		.speed = 1, .max_batch = 8 }, &r), -EINVAL);
+	cr_expect_eq(plan_simulate(&m, &(struct plan_load){
+		.loop = PLAN_REPLAY, .arrivals = a, .narrivals = 0,
+		.speed = 1, .max_batch = 8 }, &r), -EINVAL);
+	cr_expect_eq(plan_simulate(&m, &(struct plan_load){
+		.loop = PLAN_REPLAY, .arrivals = a, .narrivals = 1,
+		.speed = 0, .max_batch = 8 }, &r), -EINVAL);
+}
+
+Test(plan, the_hosts_jitter_is_drawn_into_every_step)
+{
+	struct plan_mix m = mix();
+	static const double resid[1] = { 1e6 };	/* always 1 ms more */
+
+	m.host_ns = 0.5e6;
+	m.host_resid_ns = resid;
+	m.nhost_resid = 1;
+	struct plan_result r = sim(&m, (struct plan_load){
+		.concurrency = 1, .max_batch = 8, .requests = 100 });
+
+	/* the prefill step and 1.5 ms of host time */
+	cr_expect_float_eq(r.ttft_ms.p50, 3.5, 1e-6);
+	cr_expect_float_eq(r.itl_ms.p50, 2.6, 1e-6);
+}

@@ -310,11 +310,12 @@ struct tp_progress {
 };
 
 static void tp_on_progress(void *ctx, const char *name, uint64_t done,
-			   uint64_t total)
+			   uint64_t total, uint64_t records)
 {
 	struct tp_progress *p = ctx;
 
 	(void)name;
+	(void)records;
 	if (done < p->last_done)
 		p->backwards = true;
 	p->calls++;
