@@ -667,11 +667,51 @@ bench_gpu_sim() {
 	gpu_sim_run trace
 }
 
+# ---- plan: an hour of traffic --------------------------------------------------
+#
+# `tokentrace plan` on a generated trace of one hour at 36,000 tokens/s
+# (build/bench/gentrace: one GPU, batch 360, 10 ms steps, 4.05 M requests
+# of 32 tokens) and on one of a quarter of that: wall time (median of 3)
+# and peak RSS. A long trace is sampled (8 windows spread over it), so the
+# time should not grow with the trace. Goal: under 5 s for the hour.
+#   BENCH_PLAN_WHOLE=1  also plan the quarter hour with --whole (every
+#                       record read and reported: minutes, GBs)
+bench_plan() {
+	section "plan: an hour-long trace at 36,000 tokens/s"
+	need "$B/tokentrace" "$B/bench/gentrace"
+	for q in 4 1; do
+		reqs=$((4050000 / q))
+		"$B/bench/gentrace" "$TMP/plan.tt" "$reqs" 32 360 >"$TMP/gen.out"
+		echo "trace: $B/bench/gentrace FILE $reqs 32 360 ->" \
+			"$(sed 's/^gentrace: //' "$TMP/gen.out")"
+		: >"$TMP/plan.s"
+		for r in 1 2 3; do
+			time_s "$B/tokentrace" plan "$TMP/plan.tt" >>"$TMP/plan.s"
+		done
+		rss=0
+		if [ -x /usr/bin/time ]; then
+			/usr/bin/time -f '%M' -o "$TMP/rss.out" \
+				"$B/tokentrace" plan "$TMP/plan.tt" >/dev/null 2>&1
+			rss=$(tail -1 "$TMP/rss.out")
+		fi
+		awk -v m="$(median <"$TMP/plan.s")" -v q="$q" -v rss="$rss" \
+		    -v runs="$(tr '\n' ' ' <"$TMP/plan.s")" 'BEGIN {
+			printf "plan of %s: %.2f s (runs %s)%s, peak RSS %d " \
+			       "kB\n", q == 1 ? "the hour" : "a quarter hour", m,
+			       runs, q == 1 ? " (goal < 5 s)" : "", rss }'
+		if [ "$q" = 4 ] && [ "${BENCH_PLAN_WHOLE:-0}" = 1 ]; then
+			w=$(time_s "$B/tokentrace" plan "$TMP/plan.tt" --whole)
+			echo "plan --whole of a quarter hour: $w s"
+		fi
+	done
+	rm -f "$TMP/plan.tt"
+}
+
 # ---- main ---------------------------------------------------------------------
 
 SECTIONS=${BENCH_SECTIONS:-"bench_refserver_throughput bench_overhead \
 bench_probe_cost bench_collector bench_collector_memory bench_trace_size \
-bench_gpu_sim"}
+bench_gpu_sim bench_plan"}
 
 echo "tokentrace benchmarks: $0 $*"
 machine
