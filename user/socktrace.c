@@ -453,8 +453,10 @@ int socktrace_open(const struct socktrace_opts *opts, struct socktrace **out)
 
 /* ---- targets and their hooks ---------------------------------------------- */
 
-/* The libc functions of a process's socket I/O, by argument shape. */
-static int attach_libc(struct socktrace *st, pid_t pid)
+/* The libc functions of a process's socket I/O, by argument shape; the
+ * libc of parent (0: none) when pid maps none (a child already in its
+ * new program, before the dynamic loader mapped its libc). */
+static int attach_libc(struct socktrace *st, pid_t pid, pid_t parent)
 {
 	struct sock_bpf *k = st->skel;
 	const struct uprobe_spec p[] = {
@@ -495,6 +497,8 @@ static int attach_libc(struct socktrace *st, pid_t pid)
 	char path[PATH_MAX];
 	int err = hooks_find_libc(pid, path, sizeof(path));
 
+	if (err && parent)
+		err = hooks_find_libc(parent, path, sizeof(path));
 	if (err) {
 		fprintf(stderr, "tokentrace: pid %d maps no shared libc for "
 			"libc hooks\n", (int)pid);
@@ -545,12 +549,13 @@ static void ssl_attach(struct socktrace *st, pid_t pid)
 
 /* The hooks of pid: its libc's uprobes, or the syscall tracepoints (its
  * entry in the targets map says which programs take its I/O). */
-static int trace_with(struct socktrace *st, pid_t pid, uint8_t hook)
+static int trace_with(struct socktrace *st, pid_t pid, pid_t parent,
+		      uint8_t hook)
 {
 	uint32_t tgid = pid;
 	int err;
 
-	if (hook == TT_SOCK_HOOK_LIBC && attach_libc(st, pid)) {
+	if (hook == TT_SOCK_HOOK_LIBC && attach_libc(st, pid, parent)) {
 		fprintf(stderr, "tokentrace: pid %d: libc hooks failed, "
 			"tracing it with the syscall tracepoints\n", (int)pid);
 		hook = TT_SOCK_HOOK_SYSCALLS;
@@ -580,7 +585,7 @@ int socktrace_add_pid_exe(struct socktrace *st, pid_t pid, const char *exe)
 				     why, sizeof(why));
 	int err;
 
-	err = trace_with(st, pid, h == TT_HOOKS_LIBC ? TT_SOCK_HOOK_LIBC :
+	err = trace_with(st, pid, 0, h == TT_HOOKS_LIBC ? TT_SOCK_HOOK_LIBC :
 			 TT_SOCK_HOOK_SYSCALLS);
 	if (err)
 		return err;
@@ -607,7 +612,7 @@ static void on_exec(struct socktrace *st, pid_t pid)
 	if (hooks_pick(st->o.hooks, pid, exe, st->o.cpu_compute, why,
 		       sizeof(why)) == TT_HOOKS_LIBC)
 		return;
-	trace_with(st, pid, TT_SOCK_HOOK_SYSCALLS);
+	trace_with(st, pid, 0, TT_SOCK_HOOK_SYSCALLS);
 	if (st->o.verbose)
 		fprintf(stderr, "tokentrace: pid %d exec'd: syscalls hooks "
 			"now (%s)\n", (int)pid, why);
@@ -631,7 +636,7 @@ static void on_proc(struct socktrace *st, const struct tt_sock_hdr *h)
 				 &hook, sizeof(hook), 0) || !hook)
 		return;		/* gone already */
 	hook &= ~TT_SOCK_TARGET_PENDING;
-	if (trace_with(st, (pid_t)tgid, hook))
+	if (trace_with(st, (pid_t)tgid, (pid_t)h->tid, hook))
 		return;
 	st->s.children++;
 	if (st->o.verbose)
