@@ -980,3 +980,53 @@ int BPF_KRETPROBE(ssl_ret, long ret)
 {
 	return ssl_exit((int)ret);
 }
+
+/* ---- an engine's step function ------------------------------------------- */
+
+/*
+ * The step probe: a pid-scoped uprobe on the entry of an engine's step
+ * function (llama.cpp's llama_decode, the reference server's
+ * rs_engine_step, or one named by --step-probe) and another on its
+ * return. A call that returns is one step window, sent as a
+ * TT_SOCK_EV_STEP record. A thread killed inside the call leaves its entry
+ * time to age out of the LRU map.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);		/* pid_tgid */
+	__type(value, __u64);		/* entry time */
+} step_entry SEC(".maps");
+
+SEC("uprobe")
+int step_enter(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
+
+	bpf_map_update_elem(&step_entry, &id, &now, BPF_ANY);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(step_exit, long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 *t0 = bpf_map_lookup_elem(&step_entry, &id);
+	struct { struct tt_sock_hdr h; struct tt_sock_step s; } r = {};
+
+	if (!t0)
+		return 0;
+	r.h.version = TT_SOCK_VERSION;
+	r.h.type = TT_SOCK_EV_STEP;
+	r.h.size = sizeof(r);
+	r.h.ts_ns = bpf_ktime_get_ns();
+	r.h.tgid = id >> 32;
+	r.h.tid = (__u32)id;
+	r.h.fd = -1;
+	r.s.start_ns = *t0;
+	r.s.ret = ret;
+	bpf_map_delete_elem(&step_entry, &id);
+	if (bpf_ringbuf_output(&events, &r, sizeof(r), 0))
+		count_loss(0);
+	return 0;
+}

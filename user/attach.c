@@ -106,6 +106,13 @@ int attach_parse_opt(struct attach_opts *o, int opt, const char *arg)
 			"syscalls, not '%s'\n", o->cmd, arg);
 		return -1;
 	case ATTACH_OPT_VERBOSE: o->verbose = true; return 0;
+	case ATTACH_OPT_NO_STEP_PROBE: o->no_step_probe = true; return 0;
+	case ATTACH_OPT_STEP_PROBE:
+		if (stepprobe_parse(arg, &o->step) == 0)
+			return 0;
+		fprintf(stderr, "tokentrace %s: --step-probe takes "
+			"PATH:SYMBOL, not '%s'\n", o->cmd, arg);
+		return -1;
 	case ATTACH_OPT_COMPUTE:
 		if (strcmp(arg, "cpu")) {
 			fprintf(stderr, "tokentrace %s: --compute '%s': only "
@@ -186,6 +193,14 @@ void attach_init(struct attach *a, const struct attach_opts *o)
 			   COLLECT_MAX_IVS_DEFAULT);
 }
 
+static void on_step(void *ctx, uint32_t pid, uint32_t tid, uint64_t start_ns,
+		    uint64_t end_ns)
+{
+	struct attach *a = ctx;
+
+	collect_add_step(&a->c, pid, tid, start_ns, end_ns);
+}
+
 static int open_socktrace(struct attach *a)
 {
 	struct socktrace_opts so = { 0 };
@@ -207,6 +222,10 @@ static int open_socktrace(struct attach *a)
 	so.no_tls = a->o.no_tls;
 	so.hooks = a->o.hooks;
 	so.cpu_compute = a->o.compute_cpu;
+	so.on_step = on_step;
+	so.step_ctx = a;
+	so.step_site = a->o.step.path[0] ? &a->o.step : NULL;
+	so.no_step_probe = a->o.no_step_probe;
 	err = socktrace_open(&so, &a->st);
 	if (err)
 		a->st = NULL;

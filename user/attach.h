@@ -27,6 +27,7 @@
 #include "hooks.h"
 #include "report.h"
 #include "requests.h"
+#include "stepprobe.h"
 #include "target.h"
 
 struct socktrace;
@@ -50,6 +51,8 @@ struct attach_opts {
 	unsigned ringbuf_kb, capture_cap;
 	bool verbose, no_tls;
 	enum tt_hooks hooks;		/* --hooks (default: hooks_default()) */
+	struct stepprobe_site step;	/* --step-probe; path "": found */
+	bool no_step_probe;
 	attach_request_cb on_request;
 	void *ctx;
 };
@@ -60,7 +63,7 @@ enum {
 	ATTACH_OPT_CGROUP, ATTACH_OPT_TENANT_KEY, ATTACH_OPT_HASH_KEY,
 	ATTACH_OPT_METRICS, ATTACH_OPT_COMPUTE, ATTACH_OPT_RINGBUF,
 	ATTACH_OPT_CAPTURE_CAP, ATTACH_OPT_NO_TLS, ATTACH_OPT_VERBOSE,
-	ATTACH_OPT_HOOKS,
+	ATTACH_OPT_HOOKS, ATTACH_OPT_STEP_PROBE, ATTACH_OPT_NO_STEP_PROBE,
 };
 
 #define ATTACH_LONGOPTS \
@@ -76,7 +79,9 @@ enum {
 	{ "capture-cap", required_argument, 0, ATTACH_OPT_CAPTURE_CAP }, \
 	{ "no-tls", no_argument, 0, ATTACH_OPT_NO_TLS }, \
 	{ "verbose", no_argument, 0, ATTACH_OPT_VERBOSE }, \
-	{ "hooks", required_argument, 0, ATTACH_OPT_HOOKS }
+	{ "hooks", required_argument, 0, ATTACH_OPT_HOOKS }, \
+	{ "step-probe", required_argument, 0, ATTACH_OPT_STEP_PROBE }, \
+	{ "no-step-probe", no_argument, 0, ATTACH_OPT_NO_STEP_PROBE }
 
 /* The help lines of those options. */
 #define ATTACH_HELP \
@@ -97,6 +102,8 @@ enum {
 "  --capture-cap B    payload bytes kept per syscall (default 16384,\n" \
 "                     max 65536)\n" \
 HOOKS_HELP \
+STEPPROBE_HELP \
+"  --no-step-probe    cut steps from the work and the tokens alone\n" \
 "  --no-tls           do not probe libssl\n" \
 "  --verbose          libbpf messages\n"
 

@@ -130,6 +130,18 @@ static void add_interval(struct collect *c, const struct tt_interval *iv)
 	c->ivs[c->nivs++] = *iv;
 }
 
+void collect_add_step(struct collect *c, uint32_t pid, uint32_t tid,
+		      uint64_t start_ns, uint64_t end_ns)
+{
+	struct tt_interval iv = {
+		.start_ns = start_ns, .end_ns = end_ns,
+		.device = TT_STEP_DEVICE, .pid = pid, .tid = tid,
+		.kind = TT_IV_STEP,
+	};
+
+	add_interval(c, &iv);
+}
+
 static void add_name(struct collect *c, uint32_t pid, uint32_t id,
 		     const char *name)
 {
@@ -768,6 +780,8 @@ static uint32_t pt_match(const struct part *l, const struct tt_device *d)
 /* The file's device id in c; d: its record (NULL: an interval's id). */
 static uint32_t pt_dev(struct part *l, uint32_t id, const struct tt_device *d)
 {
+	if (id == TT_STEP_DEVICE)	/* step windows: no device's */
+		return id;
 	for (size_t i = 0; i < l->nmap; i++)
 		if (l->map[i].from == id)
 			return l->map[i].to;

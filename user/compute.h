@@ -24,7 +24,14 @@ enum tt_interval_kind {
 	TT_IV_MEMSET = 2,
 	TT_IV_CPU = 3,		/* a thread on a CPU */
 	TT_IV_GRAPH = 4,	/* a whole CUDA graph launch as one record */
+	TT_IV_STEP = 5,		/* an engine's step function ran (the step
+				   probe): a window, not work; always on
+				   TT_STEP_DEVICE */
 };
+
+/* The device id of step windows: no device's work, so that nothing that
+ * sums a device's intervals counts them. */
+#define TT_STEP_DEVICE	0xfffffffeu
 
 /* Copy directions, as CUPTI names them. */
 enum tt_copy_kind {

@@ -184,6 +184,7 @@ static const char *iv_name(const struct pf *p, const struct tt_interval *iv)
 	case TT_IV_MEMSET: return "memset";
 	case TT_IV_CPU: return "on-CPU";
 	case TT_IV_GRAPH: return "graph";
+	case TT_IV_STEP: return "step function";
 	default: return "kernel";
 	}
 }
@@ -191,6 +192,8 @@ static const char *iv_name(const struct pf *p, const struct tt_interval *iv)
 /* Process id of a device: its index in the collect plus one. */
 static uint32_t dev_pid(const struct collect *c, uint32_t id)
 {
+	if (id == TT_STEP_DEVICE)	/* beside the steps cut */
+		return EXPORT_PID_STEPS;
 	for (size_t i = 0; i < c->ndevs; i++)
 		if (c->devs[i].id == id)
 			return (uint32_t)i + 1;
@@ -215,7 +218,8 @@ static bool dev_is_cpu(const struct collect *c, const struct tt_interval *iv)
 /* Track of an interval: the stream on a GPU, the thread on the CPU. */
 static uint32_t iv_tid(const struct collect *c, const struct tt_interval *iv)
 {
-	return dev_is_cpu(c, iv) ? iv->tid : iv->stream;
+	return dev_is_cpu(c, iv) || iv->kind == TT_IV_STEP ? iv->tid :
+	       iv->stream;
 }
 
 /* Start an event: the separator, then the opening brace. */
@@ -286,8 +290,9 @@ static int track_meta(struct pf *p)
 
 		if (i && keys[i] == keys[i - 1])
 			continue;
-		snprintf(buf, sizeof(buf), "%s %u",
-			 d && d->kind == TT_DEV_CPU ? "thread" : "stream", tid);
+		snprintf(buf, sizeof(buf), "%s %u", dev == TT_STEP_DEVICE ?
+			 "step function, thread" : d && d->kind == TT_DEV_CPU ?
+			 "thread" : "stream", tid);
 		meta(p, "thread_name", dev_pid(c, dev), tid, buf);
 	}
 	free(keys);
@@ -314,7 +319,7 @@ static const char *iv_cat(uint8_t kind)
 	static const char *const cats[] = {
 		[TT_IV_KERNEL] = "kernel", [TT_IV_MEMCPY] = "memcpy",
 		[TT_IV_MEMSET] = "memset", [TT_IV_CPU] = "cpu",
-		[TT_IV_GRAPH] = "graph",
+		[TT_IV_GRAPH] = "graph", [TT_IV_STEP] = "step",
 	};
 
 	return kind < sizeof(cats) / sizeof(cats[0]) ? cats[kind] : "other";

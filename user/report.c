@@ -35,12 +35,14 @@
  * input has kernel names.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "attribution.h"
+#include "sort.h"
 #include "report.h"
 
 #define NS_PER_HOUR	3.6e12
@@ -107,7 +109,7 @@ static int collect_devices(const struct report_input *in, struct report *r)
 			r->devs[r->ndevs++].dev = in->devs[i];
 	for (size_t i = 0; i < in->nivs; i++) {
 		const struct tt_interval *iv = &in->ivs[i];
-		if (find_dev(r, iv->device))
+		if (iv->kind == TT_IV_STEP || find_dev(r, iv->device))
 			continue;
 		if (r->ndevs == cap) {
 			struct report_device *p;
@@ -551,16 +553,48 @@ static int fit_sse(struct report_device *d, double *sse)
  */
 #define CHUNK_SSE_GAIN	0.8
 
-static int find_steps(const struct report_input *in, struct report_device *d)
+/* The step probe's windows of pid (0: of any), sorted by end, in *out
+ * (NULL when there are none). 0 or -ENOMEM. */
+static int probe_windows(const struct report_input *in, uint32_t pid,
+			 struct steps_span **out, size_t *n)
 {
-	struct steps_input si = {
-		.reqs = in->reqs, .nreqs = (uint32_t)in->nreqs,
-		.ivs = in->ivs, .nivs = in->nivs, .device = d->dev.id,
-		.start_ns = in->start_ns, .end_ns = in->end_ns,
-		.source = d->dev.kind == TT_DEV_CPU ? STEPS_FROM_TOKENS :
-			  d->steps_dev ? STEPS_FROM_COPIES : STEPS_AUTO,
-		.pid = d->req_pid, .copy_device = d->steps_dev,
-	};
+	struct steps_span *w = NULL;
+	size_t k = 0, cap = 0;
+
+	*out = NULL;
+	*n = 0;
+	for (size_t i = 0; i < in->nivs; i++) {
+		const struct tt_interval *iv = &in->ivs[i];
+
+		if (iv->kind != TT_IV_STEP || (pid && iv->pid != pid))
+			continue;
+		if (k == cap) {
+			struct steps_span *g;
+
+			cap = cap ? 2 * cap : 256;
+			g = realloc(w, cap * sizeof(*w));
+			if (!g) {
+				free(w);
+				return -ENOMEM;
+			}
+			w = g;
+		}
+		w[k++] = (struct steps_span){ iv->start_ns, iv->end_ns };
+	}
+	if (k && sort_by_u64(w, k, sizeof(*w), offsetof(struct steps_span,
+							 end_ns))) {
+		free(w);
+		return -ENOMEM;
+	}
+	*out = w;
+	*n = k;
+	return 0;
+}
+
+static int find_steps_with(const struct report_input *in,
+			   struct report_device *d, struct steps_input *si_in)
+{
+	struct steps_input si = *si_in;
 	struct steps_result plain;
 	double sse_chunked, sse_plain;
 	int err;
@@ -592,6 +626,30 @@ static int find_steps(const struct report_input *in, struct report_device *d)
 	}
 	d->steps = plain;
 	steps_free(&chunked);
+	return err;
+}
+
+static int find_steps(const struct report_input *in, struct report_device *d)
+{
+	struct steps_input si = {
+		.reqs = in->reqs, .nreqs = (uint32_t)in->nreqs,
+		.ivs = in->ivs, .nivs = in->nivs, .device = d->dev.id,
+		.start_ns = in->start_ns, .end_ns = in->end_ns,
+		.source = d->dev.kind == TT_DEV_CPU ? STEPS_FROM_TOKENS :
+			  d->steps_dev ? STEPS_FROM_COPIES : STEPS_AUTO,
+		.pid = d->req_pid, .copy_device = d->steps_dev,
+	};
+	struct steps_span *probe;
+	int err;
+
+	err = probe_windows(in, d->req_pid, &probe, &si.nprobe);
+	if (err)
+		return err;
+	si.probe = probe;
+	if (d->dev.kind == TT_DEV_CPU && si.nprobe >= 2)
+		si.source = STEPS_FROM_PROBE;
+	err = find_steps_with(in, d, &si);
+	free(probe);
 	return err;
 }
 

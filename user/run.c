@@ -70,6 +70,7 @@
 #include "requests.h"
 #include "rotate.h"
 #include "socktrace.h"
+#include "stepprobe.h"
 #include "tenant.h"
 #include "tracefile.h"
 
@@ -88,6 +89,8 @@ struct run_args {
 	size_t max_reqs, max_ivs;
 	enum tt_hooks hooks;
 	struct rotate rot;		/* -o FILE|DIR, --rotate */
+	struct stepprobe_site step;	/* --step-probe; path "": found */
+	bool no_step_probe;
 };
 
 struct run_state {
@@ -145,6 +148,8 @@ static void usage(FILE *f)
 "  --max-intervals N  the same for compute intervals (default 10000000)\n"
 ROTATE_HELP
 HOOKS_HELP
+STEPPROBE_HELP
+"  --no-step-probe    cut steps from the work and the tokens alone\n"
 "\n"
 "Exit code: CMD's, or 128+N if a signal N ended it; 127 if CMD cannot\n"
 "run; 2 usage, 3 not root, 4 kernel feature missing.\n");
@@ -190,6 +195,8 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 		{ "max-intervals", required_argument, 0, 'I' },
 		{ "hooks", required_argument, 0, 'H' },
 		{ "rotate", required_argument, 0, 'r' },
+		{ "step-probe", required_argument, 0, 'P' },
+		{ "no-step-probe", no_argument, 0, 'N' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 }
 	};
@@ -239,6 +246,13 @@ static int parse_args(int argc, char **argv, struct run_args *a)
 			if (rotate_parse("run", optarg, &a->rot))
 				return -1;
 			break;
+		case 'P':
+			if (stepprobe_parse(optarg, &a->step) == 0)
+				break;
+			fprintf(stderr, "tokentrace run: --step-probe takes "
+				"PATH:SYMBOL, not '%s'\n", optarg);
+			return -1;
+		case 'N': a->no_step_probe = true; break;
 		case 'h': usage(stdout); return 1;
 		default: usage(stderr); return -1;
 		}
@@ -338,6 +352,14 @@ static void on_request(void *ctx, const struct tt_request *q)
 	keep_request(ctx, q);
 }
 
+static void on_step(void *ctx, uint32_t pid, uint32_t tid, uint64_t start_ns,
+		    uint64_t end_ns)
+{
+	struct run_state *rs = ctx;
+
+	collect_add_step(&rs->c, pid, tid, start_ns, end_ns);
+}
+
 /* ---- sources ------------------------------------------------------------- */
 
 /* -o FILE: JSON lines for FILE.jsonl, else a trace file (or with --rotate
@@ -381,6 +403,10 @@ static int open_socktrace(struct run_state *rs)
 	so.hooks = rs->a.hooks;
 	/* auto may end up measuring the CPU: it too keeps auto off uprobes */
 	so.cpu_compute = rs->a.compute != RUN_CUPTI;
+	so.on_step = on_step;
+	so.step_ctx = rs;
+	so.step_site = rs->a.step.path[0] ? &rs->a.step : NULL;
+	so.no_step_probe = rs->a.no_step_probe;
 	err = socktrace_open(&so, &rs->st);
 	if (err) {
 		reqtrack_free(rs->rt);

@@ -35,6 +35,7 @@
 #include "socktrace.h"
 #include "hooks.h"
 #include "sslprobe.h"
+#include "stepprobe.h"
 #include "uprobes.h"
 #include "tracefs.h"
 
@@ -260,6 +261,18 @@ static void on_data(struct socktrace *st, struct conn_ent *c,
 			      d->len, d->missing);
 }
 
+static void on_step(struct socktrace *st, const struct tt_sock_hdr *h)
+{
+	const struct tt_sock_step *s = (const void *)(h + 1);
+
+	if (h->size < sizeof(*h) + sizeof(*s) || s->start_ns > h->ts_ns)
+		return;
+	st->s.steps++;
+	if (st->o.on_step)
+		st->o.on_step(st->o.step_ctx, h->tgid, h->tid, s->start_ns,
+			      h->ts_ns);
+}
+
 static int handle_record(void *ctx, void *data, size_t size)
 {
 	struct socktrace *st = ctx;
@@ -272,6 +285,10 @@ static int handle_record(void *ctx, void *data, size_t size)
 	st->s.events++;
 	if (h->type == TT_SOCK_EV_PROC) {
 		on_proc(st, h);
+		return 0;
+	}
+	if (h->type == TT_SOCK_EV_STEP) {
+		on_step(st, h);
 		return 0;
 	}
 	c = conn_lookup(st, h);
@@ -547,10 +564,33 @@ static void ssl_attach(struct socktrace *st, pid_t pid)
 		sslprobe_attach_pid(st->probes, st->skel, pid);
 }
 
+/* The step probe on pid's step function, when it has one (exe: the
+ * program it is about to run; NULL: the one it runs). */
+static void attach_steps(struct socktrace *st, pid_t pid, const char *exe)
+{
+	struct sock_bpf *k = st->skel;
+	struct stepprobe_site site;
+	int n;
+
+	if (!st->o.on_step || st->o.no_step_probe ||
+	    stepprobe_find(pid, exe, st->o.step_site, &site))
+		return;
+	const struct uprobe_spec p[] = {
+		{ k->progs.step_enter, site.sym, false, true },
+		{ k->progs.step_exit, site.sym, true, true },
+	};
+	n = uprobe_set_attach(st->probes, pid, 'p', site.path, p, 2);
+	if (n > 0)
+		st->s.step_procs++;
+	if (n > 0 && st->o.verbose)
+		fprintf(stderr, "tokentrace: pid %d: step probe on %s in %s\n",
+			(int)pid, site.sym, site.path);
+}
+
 /* The hooks of pid: its libc's uprobes, or the syscall tracepoints (its
  * entry in the targets map says which programs take its I/O). */
 static int trace_with(struct socktrace *st, pid_t pid, pid_t parent,
-		      uint8_t hook)
+		      const char *exe, uint8_t hook)
 {
 	uint32_t tgid = pid;
 	int err;
@@ -575,6 +615,7 @@ static int trace_with(struct socktrace *st, pid_t pid, pid_t parent,
 	else
 		st->s.used_syscalls = true;
 	ssl_attach(st, pid);
+	attach_steps(st, pid, exe);
 	return err;
 }
 
@@ -585,7 +626,8 @@ int socktrace_add_pid_exe(struct socktrace *st, pid_t pid, const char *exe)
 				     why, sizeof(why));
 	int err;
 
-	err = trace_with(st, pid, 0, h == TT_HOOKS_LIBC ? TT_SOCK_HOOK_LIBC :
+	err = trace_with(st, pid, 0, exe, h == TT_HOOKS_LIBC ?
+			 TT_SOCK_HOOK_LIBC :
 			 TT_SOCK_HOOK_SYSCALLS);
 	if (err)
 		return err;
@@ -609,10 +651,14 @@ static void on_exec(struct socktrace *st, pid_t pid)
 	char exe[64], why[PATH_MAX + 64];
 
 	snprintf(exe, sizeof(exe), "/proc/%d/exe", (int)pid);
+	/* the old program's step function is gone with it */
+	uprobe_set_drop(st->probes, pid, 'p');
 	if (hooks_pick(st->o.hooks, pid, exe, st->o.cpu_compute, why,
-		       sizeof(why)) == TT_HOOKS_LIBC)
+		       sizeof(why)) == TT_HOOKS_LIBC) {
+		attach_steps(st, pid, NULL);
 		return;
-	trace_with(st, pid, 0, TT_SOCK_HOOK_SYSCALLS);
+	}
+	trace_with(st, pid, 0, NULL, TT_SOCK_HOOK_SYSCALLS);
 	if (st->o.verbose)
 		fprintf(stderr, "tokentrace: pid %d exec'd: syscalls hooks "
 			"now (%s)\n", (int)pid, why);
@@ -636,7 +682,7 @@ static void on_proc(struct socktrace *st, const struct tt_sock_hdr *h)
 				 &hook, sizeof(hook), 0) || !hook)
 		return;		/* gone already */
 	hook &= ~TT_SOCK_TARGET_PENDING;
-	if (trace_with(st, (pid_t)tgid, (pid_t)h->tid, hook))
+	if (trace_with(st, (pid_t)tgid, (pid_t)h->tid, NULL, hook))
 		return;
 	st->s.children++;
 	if (st->o.verbose)

@@ -17,6 +17,12 @@
 #include "requests.h"
 
 struct socktrace;
+struct stepprobe_site;
+
+/* The step probe: an engine's step function ran on thread tid of pid from
+ * start_ns to end_ns (CLOCK_MONOTONIC). */
+typedef void (*socktrace_step_cb)(void *ctx, uint32_t pid, uint32_t tid,
+				  uint64_t start_ns, uint64_t end_ns);
 
 /* Raw data hook: every captured piece of every connection (those the
  * target connect()ed too), before reqtrack. */
@@ -37,6 +43,13 @@ struct socktrace_opts {
 	uint64_t idle_timeout_ns;	/* 0: 600 s; silent connections are closed */
 	socktrace_data_cb on_data;	/* optional */
 	void *ctx;
+	/* the step probe (user/stepprobe.h): on every target where a step
+	   function is found, or on step_site alone (--step-probe); off
+	   without on_step or with no_step_probe */
+	socktrace_step_cb on_step;
+	void *step_ctx;
+	const struct stepprobe_site *step_site;
+	bool no_step_probe;
 };
 
 struct socktrace_stats {
@@ -52,6 +65,8 @@ struct socktrace_stats {
 	bool syscall_hooks;		/* the syscall tracepoints are on */
 	bool used_libc, used_syscalls;	/* some target had them, ever */
 	unsigned ringbuf_kb, capture_cap;
+	unsigned step_procs;		/* targets with the step probe, ever */
+	uint64_t steps;			/* step windows seen */
 };
 
 /*

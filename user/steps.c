@@ -150,6 +150,8 @@ const char *steps_source_name(enum steps_source s)
 		return "copies";
 	case STEPS_FROM_TOKENS:
 		return "tokens";
+	case STEPS_FROM_PROBE:
+		return "probe";
 	default:
 		return "auto";
 	}
@@ -401,6 +403,31 @@ static int copy_bounds(const struct steps_input *in, uint64_t **bounds,
 	}
 	free(c);
 	free(other);
+	*bounds = b;
+	*nb = k;
+	return 0;
+}
+
+/*
+ * Ends of the step probe's windows inside the window, in order: the
+ * engine hands a step's tokens to its streams after its step function
+ * returned, so they cut as copies of the sampled ids do.
+ */
+static int probe_bounds(const struct steps_input *in, uint64_t **bounds,
+			uint32_t *nb)
+{
+	uint64_t *b = malloc((in->nprobe ? in->nprobe : 1) * sizeof(*b));
+	uint32_t k = 0;
+
+	if (!b)
+		return -ENOMEM;
+	for (size_t i = 0; i < in->nprobe; i++) {
+		uint64_t e = in->probe[i].end_ns;
+
+		if (e < in->start_ns || e > in->end_ns || (k && e <= b[k - 1]))
+			continue;
+		b[k++] = e;
+	}
 	*bounds = b;
 	*nb = k;
 	return 0;
@@ -1355,7 +1382,8 @@ static int cut(const struct steps_input *in, struct steps_result *r,
 	r->burst_gap_ns = burst_gap(in);
 	r->bursts = find_bursts(t, nt, r->burst_gap_ns, last, in->nreqs, NULL,
 				false);
-	if (in->source != STEPS_FROM_TOKENS) {
+	if (in->source != STEPS_FROM_TOKENS &&
+	    in->source != STEPS_FROM_PROBE) {
 		err = copy_bounds(in, bounds, nb);
 		if (err)
 			goto out;
@@ -1367,6 +1395,15 @@ static int cut(const struct steps_input *in, struct steps_result *r,
 			goto out;
 		}
 		free(*bounds);
+	}
+	if (in->source == STEPS_FROM_PROBE ||
+	    (in->source == STEPS_AUTO && in->nprobe >= 2)) {
+		err = probe_bounds(in, bounds, nb);
+		if (err)
+			goto out;
+		r->source = STEPS_FROM_PROBE;
+		err = tokens_after_copies(in, r, t, nt, *bounds, *nb);
+		goto out;
 	}
 	r->source = STEPS_FROM_TOKENS;
 	*bounds = malloc((r->bursts ? r->bursts : 1) * sizeof(uint64_t));

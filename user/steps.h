@@ -24,9 +24,12 @@
 
 /* Where step boundaries come from. */
 enum steps_source {
-	STEPS_AUTO = 0,		/* copies when the device has them, else tokens */
+	STEPS_AUTO = 0,		/* copies when the device has them, else the
+				   probe's windows, else tokens */
 	STEPS_FROM_COPIES,	/* small device-to-host copies closing each step */
 	STEPS_FROM_TOKENS,	/* bursts of token writes after each step */
+	STEPS_FROM_PROBE,	/* the engine's step function, seen by a
+				   uprobe (TT_IV_STEP windows) */
 };
 
 /* A stretch of busy time: one piece of the union of a device's intervals. */
@@ -59,6 +62,11 @@ struct steps_input {
 					   steps (a tensor-parallel server's
 					   rank 0); 0: the device itself */
 	bool no_chunks;			/* never infer chunked prefill */
+	const struct steps_span *probe;	/* the server's step windows (its
+					   step function's calls), sorted by
+					   end; with STEPS_FROM_PROBE or
+					   AUTO, where no copies cut */
+	size_t nprobe;
 	uint32_t pid_lo, pid_hi;	/* with pid 0 and pid_hi set: only
 					   requests with pids in [lo, hi) (a
 					   host's, of several) */

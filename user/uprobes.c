@@ -209,6 +209,17 @@ int uprobe_set_attach(struct uprobe_set *s, pid_t pid, char tag,
 	return g.n;
 }
 
+void uprobe_set_drop(struct uprobe_set *s, pid_t pid, char tag)
+{
+	for (size_t i = 0; s && i < s->n; i++) {
+		if (s->g[i].pid != pid || s->g[i].tag != tag)
+			continue;
+		reap_group(s, &s->g[i]);
+		s->g[i] = s->g[--s->n];
+		return;
+	}
+}
+
 int uprobe_set_sweep(struct uprobe_set *s)
 {
 	size_t kept = 0;

@@ -33,6 +33,8 @@ void uprobe_set_free(struct uprobe_set *s);
 int uprobe_set_attach(struct uprobe_set *s, pid_t pid, char tag,
 		      const char *path, const struct uprobe_spec *spec, int n);
 bool uprobe_set_has(const struct uprobe_set *s, pid_t pid, char tag);
+/* Detaches pid's group tag, if it has one. */
+void uprobe_set_drop(struct uprobe_set *s, pid_t pid, char tag);
 /* Detaches the groups of processes that are gone; how many groups. */
 int uprobe_set_sweep(struct uprobe_set *s);
 /* Processes with a group tag attached. */

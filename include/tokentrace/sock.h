@@ -13,6 +13,8 @@
  *                          uprobes (libc, libssl). With TT_SOCK_F_EXEC:
  *                          tgid, traced with libc hooks, exec'd a new
  *                          program, whose hooks the loader picks again
+ *      TT_SOCK_EV_STEP  -> struct tt_sock_step: an engine's step function
+ *                          returned (ts_ns; tid: the thread that ran it)
  * Assumes: both sides are compiled for the same little-endian host. Every
  *      record starts with a version and its total size in bytes, so a
  *      reader skips records it does not know. Fields are fixed-size and
@@ -51,6 +53,7 @@ enum tt_sock_ev_type {
 	TT_SOCK_EV_DATA = 2,
 	TT_SOCK_EV_CLOSE = 3,
 	TT_SOCK_EV_PROC = 4,
+	TT_SOCK_EV_STEP = 5,
 };
 
 /* The value of the `targets` map: which hooks trace that process. */
@@ -120,6 +123,11 @@ struct tt_sock_data {
 	__u16 source;		/* enum tt_sock_source */
 	__u32 seq;		/* index of this record within its syscall */
 	__u64 total;		/* bytes the syscall moved in all */
+};
+
+struct tt_sock_step {
+	__u64 start_ns;		/* its entry; the header's ts_ns: its return */
+	__s64 ret;		/* what it returned */
 };
 
 /* Per-CPU loss counters (map `losses`): what the ring buffer refused. */

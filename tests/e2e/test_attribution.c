@@ -94,20 +94,29 @@ static void teardown(void)
 
 /* ---- the server under tracing ---------------------------------------- */
 
+/* The step probe off in the next start_server (steps from the tokens). */
+static bool no_step_probe;
+
 /* Start tokentrace run -- refserver [extra...]; returns the port. */
 static int start_server(pid_t *tt, const char *const extra[])
 {
 	static char pf[128], tf[128], sum[128], trace[128];
-	char *argv[32] = { "build/tokentrace", "run", "--compute", "cpu",
+	char *argv[34] = { "build/tokentrace", "run", "--compute", "cpu",
 			   "--summary", sum, "-o", trace, "--",
 			   "build/refserver", "--host", "127.0.0.1", "--port",
 			   "0", "--port-file", pf, "--truth", tf, NULL };
+	int n = 18;
 
 	e2e_path(pf, sizeof(pf), "port");
 	e2e_path(tf, sizeof(tf), "truth.jsonl");
 	e2e_path(sum, sizeof(sum), "summary.json");
 	e2e_path(trace, sizeof(trace), "trace.tt");
-	for (int i = 0, n = 18; extra && extra[i] && n < 31; i++, n++) {
+	if (no_step_probe) {
+		memmove(argv + 9, argv + 8, 10 * sizeof(*argv));
+		argv[8] = "--no-step-probe";
+		n++;
+	}
+	for (int i = 0; extra && extra[i] && n < 33; i++, n++) {
 		argv[n] = (char *)extra[i];
 		argv[n + 1] = NULL;
 	}
@@ -948,6 +957,8 @@ struct mix {
 	const char *load[2][20];	/* one or two loadgen runs */
 	int chunk;			/* the server's prefill chunk, or 0 */
 	double floor;			/* within 10%, at least; 0: 0.5 */
+	bool tokens;			/* steps from the tokens: the step
+					   probe off */
 };
 
 static int cmp_dbl(const void *a, const void *b)
@@ -988,6 +999,7 @@ static void check_mix(const struct mix *m)
 	cJSON *o;
 
 	e2e_need_tools();
+	no_step_probe = m->tokens;
 	int port = start_server(&tt, m->server);
 	for (int k = 0; k < 2 && m->load[k][0]; k++) {
 		char out[32], log[32];
@@ -1035,6 +1047,20 @@ static void check_mix(const struct mix *m)
 					      0);
 	double chunk = e2e_num(dev, "prefill_chunk_tokens");
 
+	/* the steps: each of the engine's, from its step function, or cut
+	   from the tokens */
+	cr_expect_str_eq(e2e_str(dev, "steps_source"), m->tokens ? "tokens" :
+			 "probe", "%s: steps cut from the wrong source",
+			 m->name);
+	cr_log_info("mix %s: %.0f steps cut from the %s, the server ran %d",
+		    m->name, e2e_num(dev, "steps"), e2e_str(dev,
+		    "steps_source"), truth.nstep);
+	if (!m->tokens)
+		cr_expect_eq((int)e2e_num(dev, "steps"), truth.nstep,
+			     "%s: %.0f steps from the step probe, the server "
+			     "ran %d", m->name, e2e_num(dev, "steps"),
+			     truth.nstep);
+
 	cr_log_info("mix %s: prompts inferred prefilled in chunks of %.0f "
 		    "tokens (the server's: %d)", m->name, chunk, m->chunk);
 	if (m->chunk)
@@ -1073,6 +1099,12 @@ static const struct mix mixes[] = {
 	  { "--dim", "256", "--max-batch", "16", "--step-delay-ms", "2",
 	    NULL },
 	  { MIX_LOAD("8", "80", "a:1,b:1", "16-256", "4-48", "17") } },
+	/* without the step probe: the steps cut from the token writes */
+	{ "two tenants of unlike lengths, batch 12, steps from tokens",
+	  { "--dim", "256", "--max-batch", "12", NULL },
+	  { MIX_LOAD("6", "60", "a:1", "128-384", "4-16", "13"),
+	    MIX_LOAD("6", "60", "b:1", "16-48", "24-64", "14") }, 0, 0,
+	  true },
 };
 
 Test(attribution, mix_long_prompts_short_completions) { check_mix(&mixes[0]); }
@@ -1081,3 +1113,4 @@ Test(attribution, mix_two_tenants_of_unlike_lengths) { check_mix(&mixes[2]); }
 Test(attribution, mix_batch_4) { check_mix(&mixes[3]); }
 Test(attribution, mix_chunked_prefill) { check_mix(&mixes[4]); }
 Test(attribution, mix_bubbles_between_steps) { check_mix(&mixes[5]); }
+Test(attribution, mix_steps_from_tokens) { check_mix(&mixes[6]); }

@@ -509,6 +509,22 @@ static void finish_plan(struct rs_engine *e)
 	}
 }
 
+/*
+ * The step's work: every entry run, the schedule moved on. A function of
+ * its own, exported and never inlined, so that tokentrace's step probe
+ * sees each step's window (it returns before the step's tokens are handed
+ * to the streams, as llama.cpp's llama_decode does).
+ */
+__attribute__((noinline, visibility("default")))
+uint64_t rs_engine_step(struct rs_engine *e)
+{
+	uint64_t gpu_ns = run_entries(e);
+
+	rs_sched_commit(&e->sched, &e->plan);
+	__asm__ volatile("" ::: "memory");	/* a call, not folded away */
+	return gpu_ns;
+}
+
 static bool run_step(struct rs_engine *e)
 {
 	uint64_t t0 = rs_now_ns(), c0 = thread_cpu_ns(), gpu_ns;
@@ -518,8 +534,7 @@ static bool run_step(struct rs_engine *e)
 	plan_memory(e);
 	if (e->plan.n == 0)
 		return false;
-	gpu_ns = run_entries(e);
-	rs_sched_commit(&e->sched, &e->plan);
+	gpu_ns = rs_engine_step(e);
 	keep_prefixes(e);
 	hand_over_tokens(e);
 	write_step(e, t0, rs_now_ns(), thread_cpu_ns() - c0, gpu_ns);

@@ -138,6 +138,8 @@ size_t rs_engine_take_events(struct rs_engine *e, struct rs_tok_ev **ev);
  * run one step if anything is scheduled. Returns true if a step ran.
  */
 bool rs_engine_poll(struct rs_engine *e);
+/* One step's work (called by rs_engine_poll; the step probe's symbol). */
+uint64_t rs_engine_step(struct rs_engine *e);
 bool rs_engine_busy(struct rs_engine *e);
 
 /* A new request, owned by the caller until posted. */
