@@ -418,3 +418,126 @@ Test(steps, late_and_spread_token_writes_still_cut_one_step_per_token)
 	}
 	steps_free(&r);
 }
+
+/* The step probe's windows: each step function call [start, end), the
+ * engine's own steps; tokens written after it returned. */
+static struct steps_span *probe_of(const struct sy_engine *g)
+{
+	struct steps_span *w = calloc(g->nsteps ? g->nsteps : 1, sizeof(*w));
+
+	cr_assert_not_null(w);
+	for (uint32_t k = 0; k < g->nsteps; k++)
+		w[k] = (struct steps_span){ g->steps[k].start_ns,
+					    g->steps[k].end_ns };
+	return w;
+}
+
+Test(steps, probe_windows_cut_the_engine_s_steps_on_the_cpu)
+{
+	struct sy_cfg c = sy_default();
+	c.cpu = true;
+	struct sy_engine *g = engine(&c);
+	struct steps_input in = input_of(g, &c, STEPS_FROM_PROBE);
+	struct steps_span *w = probe_of(g);
+	struct steps_result r;
+
+	in.probe = w;
+	in.nprobe = g->nsteps;
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.source, STEPS_FROM_PROBE);
+	expect_entries(g, &r);
+	uint64_t sum = 0;
+	for (uint32_t k = 0; k < r.nsteps; k++) {
+		cr_expect_eq(r.steps[k].end_ns, g->steps[k].end_ns,
+			     "step %u ends where its call returned", k);
+		sum += r.steps[k].busy_ns;
+	}
+	cr_expect_eq(sum, r.busy_ns, "every busy ns in some step");
+	steps_free(&r);
+	free(w);
+	sy_free(g);
+	free(g);
+}
+
+Test(steps, auto_takes_the_probe_where_no_copies_cut)
+{
+	struct sy_cfg c = sy_default();
+	c.cpu = true;
+	struct sy_engine *g = engine(&c);
+	struct steps_input in = input_of(g, &c, STEPS_AUTO);
+	struct steps_span *w = probe_of(g);
+	struct steps_result r;
+
+	in.probe = w;
+	in.nprobe = g->nsteps;
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.source, STEPS_FROM_PROBE);
+	cr_expect_eq(r.nsteps, g->nsteps);
+	steps_free(&r);
+	free(w);
+	sy_free(g);
+	free(g);
+	/* on a GPU the copies still cut, the probe beside them */
+	c = sy_default();
+	g = engine(&c);
+	in = input_of(g, &c, STEPS_AUTO);
+	w = probe_of(g);
+	in.probe = w;
+	in.nprobe = g->nsteps;
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.source, STEPS_FROM_COPIES);
+	steps_free(&r);
+	free(w);
+	sy_free(g);
+	free(g);
+}
+
+/* Tokens written late (the writer stalled past the next call's return)
+ * still land in the step whose call produced them. */
+Test(steps, probe_steps_place_late_writes_in_their_own_step)
+{
+	static uint64_t tok[LW_REQS][LW_STEPS];
+	struct tt_request q[LW_REQS] = { 0 };
+	struct tt_interval iv[LW_STEPS];
+	struct steps_span w[LW_STEPS];
+	uint64_t t0 = 1000000000ull;
+	struct steps_result r;
+
+	for (uint32_t k = 0; k < LW_STEPS; k++) {
+		uint64_t end = t0 + (k + 1) * LW_STEP_NS;
+		iv[k] = (struct tt_interval){ .start_ns = end - LW_STEP_NS,
+					      .end_ns = end - 10000,
+					      .kind = TT_IV_CPU };
+		w[k] = (struct steps_span){ end - LW_STEP_NS, end - 10000 };
+		for (uint32_t j = 0; j < LW_REQS; j++)
+			tok[j][k] = lw_write(k, j, end);
+	}
+	for (uint32_t j = 0; j < LW_REQS; j++) {
+		snprintf(q[j].id, sizeof(q[j].id), "lw-%u", j);
+		q[j].arrival_ns = t0 - 1000;
+		q[j].token_ns = tok[j];
+		q[j].token_ns_len = LW_STEPS;
+		q[j].first_token_ns = tok[j][0];
+		q[j].end_ns = tok[j][LW_STEPS - 1] + 1000;
+		q[j].prompt_tokens = 40;
+		q[j].completion_tokens = LW_STEPS;
+	}
+	struct steps_input in = {
+		.reqs = q, .nreqs = LW_REQS, .ivs = iv, .nivs = LW_STEPS,
+		.start_ns = t0 - 2000, .end_ns = t0 + 20 * LW_STEP_NS,
+		.source = STEPS_FROM_PROBE, .probe = w, .nprobe = LW_STEPS,
+	};
+
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_assert_eq(r.nsteps, LW_STEPS);
+	for (uint32_t k = 0; k < LW_STEPS; k++) {
+		const struct steps_step *s = &r.steps[k];
+		cr_expect_eq(s->end_ns, w[k].end_ns, "step %u", k);
+		cr_expect_eq(s->n, LW_REQS, "step %u serves %u", k, s->n);
+		for (uint32_t i = 0; i < s->n; i++)
+			cr_expect_eq(r.entries[s->first + i].phase,
+				     k ? ATTR_DECODE : ATTR_PREFILL,
+				     "step %u entry %u", k, i);
+	}
+	steps_free(&r);
+}
