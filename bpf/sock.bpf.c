@@ -830,7 +830,7 @@ int on_exec(void *ctx)
 	__u8 *m = bpf_map_lookup_elem(&targets, &tgid);
 	struct tt_sock_hdr h = {};
 
-	if (!m || (*m & ~TARGET_PENDING) != HOOK_LIBC)
+	if (!m)
 		return 0;
 	h.version = TT_SOCK_VERSION;
 	h.type = TT_SOCK_EV_PROC;
@@ -840,6 +840,13 @@ int on_exec(void *ctx)
 	h.tid = tgid;
 	h.fd = -1;
 	h.flags = TT_SOCK_F_EXEC;
+	/* a target on the syscall tracepoints keeps them: the loader only
+	   looks for the new program's step function */
+	if ((*m & ~TARGET_PENDING) != HOOK_LIBC) {
+		if (bpf_ringbuf_output(&events, &h, sizeof(h), 0))
+			count_loss(0);
+		return 0;
+	}
 	/* a child not hooked yet runs its new program only once it is: it
 	 * stops here, and the loader lets it go on when it has its uprobes
 	 * (TT_SOCK_F_HELD); never when the loader would not hear of it */

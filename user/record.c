@@ -249,6 +249,10 @@ static void print_counts(const struct record_ctx *rc)
 			"--all shows them)", (unsigned long long)rc->skipped);
 	fprintf(stderr, "\n");
 	summary_print(rc->sum, stderr);
+	if (s.step_procs)
+		fprintf(stderr, "tokentrace: step probe: %llu steps in %u "
+			"process(es)\n", (unsigned long long)s.steps,
+			s.step_procs);
 	fprintf(stderr, "tokentrace: bytes seen %llu (tls %llu, on "
 		"connections the target opened %llu), beyond capture cap %llu; "
 		"events %llu; lost events %llu, lost bytes %llu, records after "

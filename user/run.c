@@ -727,6 +727,15 @@ static void print_text(struct run_state *rs, const struct report *r)
 			win > 0 ? cs.records / win : 0.0,
 			(unsigned long long)cs.flushed);
 	}
+	if (rs->st) {
+		struct socktrace_stats ss;
+
+		socktrace_stats(rs->st, &ss);
+		if (ss.step_procs)
+			fprintf(stderr, "  step probe: %llu steps in %u "
+				"process(es)\n", (unsigned long long)ss.steps,
+				ss.step_procs);
+	}
 	fprintf(stderr, "  requests %zu, unattributed %.3f s; lost: cpu %llu, "
 		"sockets %llu events %llu bytes, cupti %llu\n", r->nreqs,
 		r->unattributed_ns / 1e9,

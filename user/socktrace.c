@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,7 +62,13 @@ struct socktrace {
 	struct bpf_link *sys_links[SYS_LINKS_MAX];	/* syscall tracepoints */
 	int nsys;
 	bool sys_on;
-	struct target_ent { pid_t pid; uint8_t hook; } *targets;
+	struct target_ent {
+		pid_t pid;
+		uint8_t hook;
+		bool stepped;	/* has had the step probe */
+		dev_t step_dev;	/* the file it is on now (0: none) */
+		ino_t step_ino;
+	} *targets;
 	size_t ntargets, captargets;
 	struct conn_ent *buckets[CONN_BUCKETS];
 	uint64_t last_sweep_ns;
@@ -554,7 +561,8 @@ static int target_note(struct socktrace *st, pid_t pid, uint8_t hook)
 		st->targets = n;
 		st->captargets = cap;
 	}
-	st->targets[st->ntargets++] = (struct target_ent){ pid, hook };
+	st->targets[st->ntargets++] = (struct target_ent){ .pid = pid,
+							   .hook = hook };
 	return 0;
 }
 
@@ -572,19 +580,36 @@ static void attach_steps(struct socktrace *st, pid_t pid, const char *exe)
 	struct stepprobe_site site;
 	int n;
 
+	struct target_ent *t = target_find(st, pid);
+	struct stat sb;
+
 	if (!st->o.on_step || st->o.no_step_probe ||
 	    stepprobe_find(pid, exe, st->o.step_site, &site))
 		return;
+	if (stat(site.path, &sb))
+		return;
+	if (t && t->step_ino && t->step_dev == sb.st_dev &&
+	    t->step_ino == sb.st_ino && uprobe_set_has(st->probes, pid, 'p'))
+		return;		/* on that file already (run's child) */
+	uprobe_set_drop(st->probes, pid, 'p');
+	/* not needed: a process gone before it is probed (it exec'd or
+	   exited meanwhile) only has no steps from the probe */
 	const struct uprobe_spec p[] = {
-		{ k->progs.step_enter, site.sym, false, true },
-		{ k->progs.step_exit, site.sym, true, true },
+		{ k->progs.step_enter, site.sym, false, false },
+		{ k->progs.step_exit, site.sym, true, false },
 	};
 	n = uprobe_set_attach(st->probes, pid, 'p', site.path, p, 2);
-	if (n > 0)
-		st->s.step_procs++;
-	if (n > 0 && st->o.verbose)
-		fprintf(stderr, "tokentrace: pid %d: step probe on %s in %s\n",
-			(int)pid, site.sym, site.path);
+	if (n == 2 && t) {
+		t->step_dev = sb.st_dev;
+		t->step_ino = sb.st_ino;
+		if (!t->stepped)
+			st->s.step_procs++;
+		t->stepped = true;
+	}
+	if (st->o.verbose)
+		fprintf(stderr, "tokentrace: pid %d: step probe on %s in %s: "
+			"%d of 2 uprobes\n", (int)pid, site.sym, site.path,
+			n);
 }
 
 /* The hooks of pid: its libc's uprobes, or the syscall tracepoints (its
@@ -651,8 +676,6 @@ static void on_exec(struct socktrace *st, pid_t pid)
 	char exe[64], why[PATH_MAX + 64];
 
 	snprintf(exe, sizeof(exe), "/proc/%d/exe", (int)pid);
-	/* the old program's step function is gone with it */
-	uprobe_set_drop(st->probes, pid, 'p');
 	if (hooks_pick(st->o.hooks, pid, exe, st->o.cpu_compute, why,
 		       sizeof(why)) == TT_HOOKS_LIBC) {
 		attach_steps(st, pid, NULL);
@@ -672,6 +695,14 @@ static void on_proc(struct socktrace *st, const struct tt_sock_hdr *h)
 	uint8_t hook = 0;
 
 	if (h->flags & TT_SOCK_F_EXEC) {
+		struct target_ent *t = target_find(st, (pid_t)tgid);
+
+		if (t && t->hook == TT_SOCK_HOOK_SYSCALLS) {
+			/* its hooks see any program; its step function is
+			   the new program's */
+			attach_steps(st, (pid_t)tgid, NULL);
+			return;
+		}
 		on_exec(st, (pid_t)tgid);
 		/* its fork record came first: its hooks are in place */
 		if (h->flags & TT_SOCK_F_HELD)

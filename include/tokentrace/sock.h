@@ -11,8 +11,9 @@
  *                          parent) forked child tgid, traced with the
  *                          parent's hooks; the loader attaches its
  *                          uprobes (libc, libssl). With TT_SOCK_F_EXEC:
- *                          tgid, traced with libc hooks, exec'd a new
- *                          program, whose hooks the loader picks again
+ *                          tgid exec'd a new program, whose step
+ *                          function the loader looks for, and whose hooks
+ *                          it picks again when they were libc's
  *      TT_SOCK_EV_STEP  -> struct tt_sock_step: an engine's step function
  *                          returned (ts_ns; tid: the thread that ran it)
  * Assumes: both sides are compiled for the same little-endian host. Every
