@@ -371,19 +371,20 @@ static uint64_t lw_write(uint32_t k, uint32_t j, uint64_t end)
 	return end + lag[k % 3] + j * spread[k % 3];
 }
 
-Test(steps, late_and_spread_token_writes_still_cut_one_step_per_token)
+/* The engine of the late writes from t0: its steps' CPU intervals, its
+ * step function's windows (w, when not NULL) and its requests. */
+static void lw_engine(uint64_t t0, uint64_t tok[LW_REQS][LW_STEPS],
+		      struct tt_request *q, struct tt_interval *iv,
+		      struct steps_span *w)
 {
-	static uint64_t tok[LW_REQS][LW_STEPS];
-	struct tt_request q[LW_REQS] = { 0 };
-	struct tt_interval iv[LW_STEPS];
-	uint64_t t0 = 1000000000ull;
-	struct steps_result r;
-
 	for (uint32_t k = 0; k < LW_STEPS; k++) {
 		uint64_t end = t0 + (k + 1) * LW_STEP_NS;
 		iv[k] = (struct tt_interval){ .start_ns = end - LW_STEP_NS,
 					      .end_ns = end - 10000,
 					      .kind = TT_IV_CPU };
+		if (w)
+			w[k] = (struct steps_span){ end - LW_STEP_NS,
+						    end - 10000 };
 		for (uint32_t j = 0; j < LW_REQS; j++)
 			tok[j][k] = lw_write(k, j, end);
 	}
@@ -397,6 +398,17 @@ Test(steps, late_and_spread_token_writes_still_cut_one_step_per_token)
 		q[j].prompt_tokens = 40;
 		q[j].completion_tokens = LW_STEPS;
 	}
+}
+
+Test(steps, late_and_spread_token_writes_still_cut_one_step_per_token)
+{
+	static uint64_t tok[LW_REQS][LW_STEPS];
+	struct tt_request q[LW_REQS] = { 0 };
+	struct tt_interval iv[LW_STEPS];
+	uint64_t t0 = 1000000000ull;
+	struct steps_result r;
+
+	lw_engine(t0, tok, q, iv, NULL);
 	struct steps_input in = {
 		.reqs = q, .nreqs = LW_REQS, .ivs = iv, .nivs = LW_STEPS,
 		.start_ns = t0 - 2000, .end_ns = t0 + 20 * LW_STEP_NS,
@@ -432,18 +444,31 @@ static struct steps_span *probe_of(const struct sy_engine *g)
 	return w;
 }
 
+/* The steps of c's engine cut with its step function's windows (*w) at
+ * hand, as src asks. */
+static struct sy_engine *probe_run(const struct sy_cfg *c,
+				   enum steps_source src,
+				   struct steps_span **w,
+				   struct steps_result *r)
+{
+	struct sy_engine *g = engine(c);
+	struct steps_input in = input_of(g, c, src);
+
+	*w = probe_of(g);
+	in.probe = *w;
+	in.nprobe = g->nsteps;
+	cr_assert_eq(steps_find(&in, r), 0);
+	return g;
+}
+
 Test(steps, probe_windows_cut_the_engine_s_steps_on_the_cpu)
 {
 	struct sy_cfg c = sy_default();
-	c.cpu = true;
-	struct sy_engine *g = engine(&c);
-	struct steps_input in = input_of(g, &c, STEPS_FROM_PROBE);
-	struct steps_span *w = probe_of(g);
+	struct steps_span *w;
 	struct steps_result r;
 
-	in.probe = w;
-	in.nprobe = g->nsteps;
-	cr_assert_eq(steps_find(&in, &r), 0);
+	c.cpu = true;
+	struct sy_engine *g = probe_run(&c, STEPS_FROM_PROBE, &w, &r);
 	cr_expect_eq(r.source, STEPS_FROM_PROBE);
 	expect_entries(g, &r);
 	uint64_t sum = 0;
@@ -462,15 +487,11 @@ Test(steps, probe_windows_cut_the_engine_s_steps_on_the_cpu)
 Test(steps, auto_takes_the_probe_where_no_copies_cut)
 {
 	struct sy_cfg c = sy_default();
-	c.cpu = true;
-	struct sy_engine *g = engine(&c);
-	struct steps_input in = input_of(g, &c, STEPS_AUTO);
-	struct steps_span *w = probe_of(g);
+	struct steps_span *w;
 	struct steps_result r;
 
-	in.probe = w;
-	in.nprobe = g->nsteps;
-	cr_assert_eq(steps_find(&in, &r), 0);
+	c.cpu = true;
+	struct sy_engine *g = probe_run(&c, STEPS_AUTO, &w, &r);
 	cr_expect_eq(r.source, STEPS_FROM_PROBE);
 	cr_expect_eq(r.nsteps, g->nsteps);
 	steps_free(&r);
@@ -479,12 +500,7 @@ Test(steps, auto_takes_the_probe_where_no_copies_cut)
 	free(g);
 	/* on a GPU the copies still cut, the probe beside them */
 	c = sy_default();
-	g = engine(&c);
-	in = input_of(g, &c, STEPS_AUTO);
-	w = probe_of(g);
-	in.probe = w;
-	in.nprobe = g->nsteps;
-	cr_assert_eq(steps_find(&in, &r), 0);
+	g = probe_run(&c, STEPS_AUTO, &w, &r);
 	cr_expect_eq(r.source, STEPS_FROM_COPIES);
 	steps_free(&r);
 	free(w);
@@ -503,25 +519,7 @@ Test(steps, probe_steps_place_late_writes_in_their_own_step)
 	uint64_t t0 = 1000000000ull;
 	struct steps_result r;
 
-	for (uint32_t k = 0; k < LW_STEPS; k++) {
-		uint64_t end = t0 + (k + 1) * LW_STEP_NS;
-		iv[k] = (struct tt_interval){ .start_ns = end - LW_STEP_NS,
-					      .end_ns = end - 10000,
-					      .kind = TT_IV_CPU };
-		w[k] = (struct steps_span){ end - LW_STEP_NS, end - 10000 };
-		for (uint32_t j = 0; j < LW_REQS; j++)
-			tok[j][k] = lw_write(k, j, end);
-	}
-	for (uint32_t j = 0; j < LW_REQS; j++) {
-		snprintf(q[j].id, sizeof(q[j].id), "lw-%u", j);
-		q[j].arrival_ns = t0 - 1000;
-		q[j].token_ns = tok[j];
-		q[j].token_ns_len = LW_STEPS;
-		q[j].first_token_ns = tok[j][0];
-		q[j].end_ns = tok[j][LW_STEPS - 1] + 1000;
-		q[j].prompt_tokens = 40;
-		q[j].completion_tokens = LW_STEPS;
-	}
+	lw_engine(t0, tok, q, iv, w);
 	struct steps_input in = {
 		.reqs = q, .nreqs = LW_REQS, .ivs = iv, .nivs = LW_STEPS,
 		.start_ns = t0 - 2000, .end_ns = t0 + 20 * LW_STEP_NS,
