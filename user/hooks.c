@@ -267,8 +267,10 @@ static enum tt_hooks pick_exe(const char *exe, char *why, size_t n)
 	return TT_HOOKS_LIBC;
 }
 
-/* Whether an object pid maps (other than libc) imports a socket function. */
-static bool maps_import_io(pid_t pid)
+bool hooks_each_mapped(pid_t pid,
+		       bool (*fn)(void *ctx, const char *file,
+				  const char *path),
+		       void *ctx)
 {
 	char maps[64], line[PATH_MAX + 128], last[PATH_MAX] = "";
 	bool found = false;
@@ -280,22 +282,33 @@ static bool maps_import_io(pid_t pid)
 		return false;
 	while (!found && fgets(line, sizeof(line), f)) {
 		char *p = strchr(line, '/'), file[PATH_MAX + 32];
-		bool dyn, go, imports;
 
 		if (!p)
 			continue;
 		p[strcspn(p, "\n")] = 0;
-		if (!strcmp(p, last) || is_libc_path(p) ||
-		    strstr(p, " (deleted)"))
+		if (!strcmp(p, last) || strstr(p, " (deleted)"))
 			continue;
 		snprintf(last, sizeof(last), "%s", p);
 		snprintf(file, sizeof(file), "/proc/%d/root%s", (int)pid, p);
-		if (!hooks_elf_io(file, &dyn, &go, &imports, NULL, 0) &&
-		    imports)
-			found = true;
+		found = fn(ctx, file, p);
 	}
 	fclose(f);
 	return found;
+}
+
+static bool imports_io(void *ctx, const char *file, const char *path)
+{
+	bool dyn, go, imports;
+
+	(void)ctx;
+	return !is_libc_path(path) &&
+	       !hooks_elf_io(file, &dyn, &go, &imports, NULL, 0) && imports;
+}
+
+/* Whether an object pid maps (other than libc) imports a socket function. */
+static bool maps_import_io(pid_t pid)
+{
+	return hooks_each_mapped(pid, imports_io, NULL);
 }
 
 enum tt_hooks hooks_pick(enum tt_hooks want, pid_t pid, const char *exe,

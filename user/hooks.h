@@ -37,6 +37,13 @@ const char *hooks_name(enum tt_hooks h);
 
 /* The libc pid maps, as a path through /proc/PID/root: 0, or -ENOENT. */
 int hooks_find_libc(pid_t pid, char *path, size_t len);
+/* fn on each file pid maps (once each, deleted ones left out; file: the
+ * path under /proc/PID/root, path: as the maps say) until it returns
+ * true; whether one did. */
+bool hooks_each_mapped(pid_t pid,
+		       bool (*fn)(void *ctx, const char *file,
+				  const char *path),
+		       void *ctx);
 
 /*
  * What an ELF file tells of its I/O: *dynamic when it has an interpreter

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "hooks.h"
 #include "stepprobe.h"
 
 /* The step functions known by name, in the order they are looked for. */
@@ -90,30 +91,15 @@ static bool try_known(const char *path, struct stepprobe_site *s)
 }
 
 /* A mapped libllama*.so of pid that defines a known function. */
+static bool known_in_llama(void *ctx, const char *file, const char *path)
+{
+	return !strncmp(strrchr(path, '/') + 1, "libllama", 8) &&
+	       try_known(file, ctx);
+}
+
 static bool try_maps(pid_t pid, struct stepprobe_site *s)
 {
-	char maps[64], line[PATH_MAX + 128], file[PATH_MAX + 64];
-	bool found = false;
-	FILE *f;
-
-	snprintf(maps, sizeof(maps), "/proc/%d/maps", (int)pid);
-	f = fopen(maps, "r");
-	if (!f)
-		return false;
-	while (!found && fgets(line, sizeof(line), f)) {
-		char *p = strchr(line, '/'), *base;
-
-		if (!p)
-			continue;
-		p[strcspn(p, "\n")] = 0;
-		base = strrchr(p, '/') + 1;
-		if (strncmp(base, "libllama", 8) || strstr(p, " (deleted)"))
-			continue;
-		snprintf(file, sizeof(file), "/proc/%d/root%s", (int)pid, p);
-		found = try_known(file, s);
-	}
-	fclose(f);
-	return found;
+	return hooks_each_mapped(pid, known_in_llama, s);
 }
 
 int stepprobe_find(pid_t pid, const char *exe,
