@@ -473,8 +473,61 @@ struct work {
 	double pre, sq, dec;
 };
 
+/* When the work of the step (from, to] began: its step function's call
+ * where the probe cut it, else its first busy time (to when it has
+ * none). */
+static uint64_t work_start(const struct steps_input *in,
+			   const struct steps_result *r, uint64_t from,
+			   uint64_t to)
+{
+	size_t lo = 0, hi = in->nprobe;
+
+	if (r->source == STEPS_FROM_PROBE) {
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+
+			if (in->probe[mid].end_ns < to)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < in->nprobe && in->probe[lo].end_ns == to)
+			return in->probe[lo].start_ns > from ?
+			       in->probe[lo].start_ns : from;
+	}
+	lo = 0;
+	hi = r->nbusy;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (r->busy[mid].end_ns <= from)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == r->nbusy || r->busy[lo].start_ns >= to)
+		return to;
+	return r->busy[lo].start_ns > from ? r->busy[lo].start_ns : from;
+}
+
+/* The first step a request arriving at `ns` can take part in: the one in
+ * progress then if its work had not begun, else the next. */
+static int64_t admit_step(const struct steps_input *in,
+			  const struct steps_result *r, const uint64_t *b,
+			  uint32_t nb, uint64_t ns)
+{
+	size_t j = count_le(b, nb, ns);
+
+	if (j < nb && work_start(in, r, j ? b[j - 1] : in->start_ns, b[j]) <
+		 ns)
+		j++;
+	return (int64_t)j;
+}
+
 struct burst {
 	uint64_t arrival_ns;	/* latest arrival of a request it prefilled */
+	int64_t earliest;	/* the first step that request can be in */
 	struct work w;
 	int64_t latest;		/* its latest step (chain_bursts) */
 	int64_t late;		/* its step */
@@ -652,16 +705,14 @@ static void align_from(const struct place *from, int64_t nfrom, int64_t base,
 }
 
 /* The steps burst j may be placed at: [*lo, its latest], latest first;
- * not before the step in progress when a request it prefilled arrived. */
-static int64_t align_window(const struct burst *uj, const uint64_t *b,
-			    uint32_t nb, int64_t *lo)
+ * not before the first step a request it prefilled could take part in. */
+static int64_t align_window(const struct burst *uj, int64_t *lo)
 {
 	int64_t hi = uj->latest;
-	int64_t arrived = (int64_t)count_le(b, nb, uj->arrival_ns);
 	int64_t low = hi - (ALIGN_LAG_MAX - 1);
 
-	if (low < arrived)
-		low = arrived;
+	if (low < uj->earliest)
+		low = uj->earliest;
 	if (low > hi)
 		low = hi;		/* written before it arrived: hi alone */
 	*lo = low < 0 ? 0 : low;
@@ -678,8 +729,8 @@ static int64_t align_window(const struct burst *uj, const uint64_t *b,
  * leaves u[].late when nothing fits. 1 when a burst moved, 0 when none
  * did, or -ENOMEM.
  */
-static int bursts_align(struct burst *u, uint32_t nu, const uint64_t *b,
-			uint32_t nb, const double *busy)
+static int bursts_align(struct burst *u, uint32_t nu, uint32_t nb,
+			const double *busy)
 {
 	int64_t *off = malloc(((size_t)nu + 1) * sizeof(*off));
 	struct work *pd = malloc(((size_t)nb + 1) * sizeof(*pd));
@@ -697,7 +748,7 @@ static int bursts_align(struct burst *u, uint32_t nu, const uint64_t *b,
 		goto out;
 	off[0] = 0;
 	for (uint32_t j = 0; j < nu; j++) {
-		int64_t lo, hi = align_window(&u[j], b, nb, &lo);
+		int64_t lo, hi = align_window(&u[j], &lo);
 
 		off[j + 1] = off[j] + (hi >= 0 ? hi - lo + 1 : 0);
 	}
@@ -711,7 +762,7 @@ static int bursts_align(struct burst *u, uint32_t nu, const uint64_t *b,
 		empty[k + 1] = empty[k] + sq(busy[k] - w.c[0]);
 	share = empty[nb] + 1;
 	for (uint32_t j = 0; j < nu; j++) {
-		int64_t lo, hi = align_window(&u[j], b, nb, &lo), n = 0;
+		int64_t lo, hi = align_window(&u[j], &lo), n = 0;
 		struct place *q = pl + off[j];
 
 		for (int64_t k = hi; k >= 0 && k >= lo; k--) {
@@ -848,9 +899,10 @@ static uint32_t chain_bursts(const struct steps_input *in, struct tok *t,
  * of cost c moved from a step without it to the one with it takes 2 c^2
  * off the squared error, one moved off its right step adds about that.
  */
-static int refine_prefills(const struct steps_input *in, struct tok *t,
+static int refine_prefills(const struct steps_input *in,
+			   const struct steps_result *r, struct tok *t,
 			   size_t n, const uint64_t *b, uint32_t nb,
-			   const double *busy)
+			   const double *busy, const uint32_t *chunks)
 {
 	struct work *pd = calloc((size_t)nb + 1, sizeof(*pd));
 	struct work_line w;
@@ -869,9 +921,9 @@ static int refine_prefills(const struct steps_input *in, struct tok *t,
 		const struct tt_request *q = &in->reqs[t[i].req];
 		struct work x = tok_work(in, &t[i]), here, there;
 		int64_t s = t[i].step, best = s;
-		int64_t low = (int64_t)count_le(b, nb, q->arrival_ns);
+		int64_t low = admit_step(in, r, b, nb, q->arrival_ns);
 
-		if (t[i].index || s < 0)
+		if (t[i].index || s < 0 || (chunks && chunks[t[i].req] > 1))
 			continue;
 		if (low < s - (ALIGN_LAG_MAX - 1))
 			low = s - (ALIGN_LAG_MAX - 1);
@@ -903,6 +955,16 @@ out:
 	return 0;
 }
 
+struct chunking {
+	uint32_t tokens;	/* C; 0: not chunked */
+	uint32_t *n;		/* per request: chunks placed (0, 1: none) */
+};
+
+static int find_chunking(const struct steps_input *in,
+			 const struct steps_result *r, const struct tok *t,
+			 size_t nt, const uint64_t *b, uint32_t nb,
+			 struct chunking *ch);
+
 static int tokens_after_copies(const struct steps_input *in,
 			       const struct steps_result *r, struct tok *t,
 			       size_t n, const uint64_t *b, uint32_t nb)
@@ -913,6 +975,7 @@ static int tokens_after_copies(const struct steps_input *in,
 	uint32_t *rank = malloc((nb ? nb : 1) * sizeof(*rank));
 	uint32_t *at = malloc(((size_t)in->nreqs + 1) * sizeof(*at));
 	struct burst *u = NULL;
+	struct chunking ch = { 0 };
 	uint32_t nu = 0;
 	int err = -ENOMEM;
 
@@ -937,24 +1000,45 @@ static int tokens_after_copies(const struct steps_input *in,
 		if (!t[i].index && q->arrival_ns > x->arrival_ns)
 			x->arrival_ns = q->arrival_ns;
 	}
+	for (uint32_t j = 0; j < nu; j++)
+		u[j].earliest = admit_step(in, r, b, nb, u[j].arrival_ns);
 	for (uint32_t k = 0; k < nb; k++)
 		busy[k] = (double)steps_busy_in(r->busy, r->nbusy,
 						k ? b[k - 1] : in->start_ns,
 						b[k]);
+	/* An engine that prefills in chunks has steps of first chunks
+	 * alone, with no write after them, which the line would fill with
+	 * the bursts after them: its writes stay in the steps they fell in
+	 * (the chunks, placed later, explain the steps before). */
+	if (!in->no_chunks) {
+		for (size_t i = 0; i < n; i++)
+			if (t[i].step >= 0)
+				t[i].step = u[t[i].step].latest;
+		err = find_chunking(in, r, t, n, b, nb, &ch);
+		if (err || ch.tokens)
+			goto refine;
+		for (size_t i = 0; i < n; i++)
+			if (t[i].step >= 0)
+				t[i].step = rank[t[i].step];
+	}
 	/* the line is fitted again on each placement until none moves: a
 	 * stalled writer puts prefills in cheap steps, which flattens the
 	 * first line */
 	err = 1;
 	for (int round = 0; err == 1 && round < ALIGN_ROUNDS; round++)
-		err = bursts_align(u, nu, b, nb, busy);
+		err = bursts_align(u, nu, nb, busy);
 	if (err > 0)
 		err = 0;
 	for (size_t i = 0; !err && i < n; i++)
 		if (t[i].step >= 0)
 			t[i].step = u[t[i].step].late;
+refine:
+	/* a prompt prefilled in chunks ends in its first token's step: the
+	 * chunks before explain the steps it would move to */
 	if (!err)
-		err = refine_prefills(in, t, n, b, nb, busy);
+		err = refine_prefills(in, r, t, n, b, nb, busy, ch.n);
 out:
+	free(ch.n);
 	free(u);
 	free(busy);
 	free(order);
@@ -1026,24 +1110,22 @@ static size_t unseen_room(const struct steps_input *in, uint32_t nb)
  * is at least ceil(P / C). When the longer half of the prompts waits at
  * least CHUNK_MIN_EXTRA_STEPS steps more on average than the shorter
  * half and most of the longer half wait two steps or more, the prompts
- * are taken as chunked, C as the median of P / wait over the requests
- * that waited (those admitted at once come near P / C), and each such
- * request is placed in the ceil(P / C) steps that end with its first
- * token (no more than it waited): C tokens in each but the last, which
- * has the rest. Anything less is not chunking: nothing is placed, and
+ * are taken as chunked. The wait counts a step whose work had not begun
+ * at arrival, so it is never less than the chunks: C >= P / wait for
+ * every request, with equality near for those admitted at once, and C is
+ * the largest P / wait over the requests that waited (less the top
+ * CHUNK_TRIM_PCT of them, which a misplaced first token can give). Each
+ * such request is placed in the ceil(P / C) steps that end with its
+ * first token (no more than it waited): C tokens in each but the last,
+ * which has the rest. Anything less is not chunking: nothing is placed, and
  * the steps are what they were. The report keeps the chunks only where
  * the cost model fitted on them explains the steps' time better
  * (user/report.c, find_steps).
  */
 #define CHUNK_MIN_EXTRA_STEPS	1.0
 #define CHUNK_MIN_LONG_WAITING	0.5
-#define CHUNK_PCT		50
+#define CHUNK_TRIM_PCT		2
 #define CHUNK_MIN_REQUESTS	8
-
-struct chunking {
-	uint32_t tokens;	/* C; 0: not chunked */
-	uint32_t *n;		/* per request: chunks placed (0, 1: none) */
-};
 
 struct chunk_req {
 	uint32_t req, prompt, wait, k;
@@ -1071,7 +1153,8 @@ static uint32_t prefill_tokens(const struct tt_request *q)
 
 /* Decide on chunking from the tokens t (marked with their steps, bounds
  * b); ch->n is allocated when it is chunked. 0 or -ENOMEM. */
-static int find_chunking(const struct steps_input *in, const struct tok *t,
+static int find_chunking(const struct steps_input *in,
+			 const struct steps_result *r, const struct tok *t,
 			 size_t nt, const uint64_t *b, uint32_t nb,
 			 struct chunking *ch)
 {
@@ -1086,17 +1169,18 @@ static int find_chunking(const struct steps_input *in, const struct tok *t,
 	for (size_t i = 0; i < nt; i++) {
 		const struct tt_request *q = &in->reqs[t[i].req];
 		uint32_t p = prefill_tokens(q);
-		size_t j0;
+		int64_t a;
+		uint64_t w;
 
 		if (t[i].index || t[i].step < 0 || !p)
 			continue;
 		/* steps after the one in progress at arrival, to the first
-		 * token's: 1 when admitted at once, without chunks */
-		j0 = count_le(b, nb, q->arrival_ns);
-		c[n++] = (struct chunk_req){ t[i].req, p,
-			(uint64_t)t[i].step > j0 ?
-				(uint32_t)((uint64_t)t[i].step - j0) : 1,
-			(uint32_t)t[i].step };
+		 * token's: 1 when admitted at once, without chunks; a step
+		 * whose work had not begun at arrival may hold it */
+		a = admit_step(in, r, b, nb, q->arrival_ns);
+		w = t[i].step >= a ? (uint64_t)(t[i].step - a) + 1 : 1;
+		c[n++] = (struct chunk_req){ t[i].req, p, (uint32_t)w,
+					     (uint32_t)t[i].step };
 	}
 	if (n < CHUNK_MIN_REQUESTS)
 		goto out;
@@ -1124,7 +1208,8 @@ static int find_chunking(const struct steps_input *in, const struct tok *t,
 		if (c[i].wait >= 2)
 			ratio[k++] = (double)c[i].prompt / c[i].wait;
 	qsort(ratio, k, sizeof(*ratio), cmp_double);
-	ch->tokens = k ? (uint32_t)ceil(ratio[(k - 1) * CHUNK_PCT / 100]) : 0;
+	ch->tokens = k ? (uint32_t)ceil(ratio[k - 1 - k * CHUNK_TRIM_PCT / 100])
+		       : 0;
 	if (!ch->tokens)
 		goto out;
 	ch->n = calloc(in->nreqs, sizeof(*ch->n));
@@ -1465,7 +1550,7 @@ int steps_find(const struct steps_input *in, struct steps_result *r)
 			goto out;
 		nt = place_unseen(in, bounds, nb, t, nt, r);
 	}
-	err = in->no_chunks ? 0 : find_chunking(in, t, nt, bounds, nb, &ch);
+	err = in->no_chunks ? 0 : find_chunking(in, r, t, nt, bounds, nb, &ch);
 	room = err ? 0 : chunk_room(in, &ch);
 	if (room) {
 		err = grow_toks(&t, nt + room);

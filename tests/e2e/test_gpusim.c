@@ -61,7 +61,6 @@ struct gs_server {
 	int requests;		/* per tenant shape */
 	int concurrency;	/* per tenant shape */
 	int prefill_chunk;	/* --prefill-chunk, 0: none */
-	double share_floor;	/* within 5%, at least; 0: GS_SHARE_FRAC */
 };
 
 struct gs_req {
@@ -365,8 +364,7 @@ static int by_err_desc(const void *a, const void *b)
 
 /* Requests and tenants of server i against the truth; returns the sum of
  * their attributed ns. */
-static double check_shares(const cJSON *o, int i, const char *mix,
-			   double floor)
+static double check_shares(const cJSON *o, int i, const char *mix)
 {
 	static struct gs_share sh[GS_MAX_REQS];
 	const struct gs_truth *t = &truth[i];
@@ -400,7 +398,7 @@ static double check_shares(const cJSON *o, int i, const char *mix,
 		    n, 100 * GS_SHARE_TOL, sh[0].id,
 		    100 * (sh[0].got / sh[0].want - 1),
 		    100 * (sh[n / 2].got / sh[n / 2].want - 1));
-	cr_expect_geq(ok, (int)ceil((floor ? floor : GS_SHARE_FRAC) * n),
+	cr_expect_geq(ok, (int)ceil(GS_SHARE_FRAC * n),
 		      "%s server %d: only %d of %d requests within %.0f%% of "
 		      "their true share; worst %s %+.1f%%", mix, i, ok, n,
 		      100 * GS_SHARE_TOL, sh[0].id,
@@ -540,7 +538,7 @@ static void run_mix(const char *mix, const struct gs_server *s, int nsrv)
 	for (int i = 0; i < nsrv; i++) {
 		load_truth(i);
 		double dev = check_devices(o, i, &s[i]);
-		double req = check_shares(o, i, mix, s[i].share_floor);
+		double req = check_shares(o, i, mix);
 
 		/* a server's requests hold exactly its devices' time */
 		cr_expect_eq(req, dev, "%s server %d: requests %.0f ns, its "
@@ -596,14 +594,14 @@ Test(gpusim, eight_devices_cuda_graphs_batch_32)
 }
 
 /* Prompts of 300-1200 tokens prefilled 256 a step: the first chunks give
- * no token; the report infers the chunks from how long the longer
- * prompts wait for their first token, and keeps them where they explain
- * the steps' time. */
+ * no token, and the first steps hold nothing but first chunks; the report
+ * infers the chunk size from how many steps the longer prompts wait for
+ * their first token, and places the chunks in the steps before it. */
 Test(gpusim, one_device_chunked_prefill_of_256)
 {
 	const struct gs_server s = { .gpus = 1, .max_batch = 16,
 				     .requests = 60, .concurrency = 8,
-				     .prefill_chunk = 256, .share_floor = 0.3 };
+				     .prefill_chunk = 256 };
 
 	run_mix("tp1-chunked", &s, 1);
 }

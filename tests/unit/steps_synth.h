@@ -48,6 +48,8 @@ struct sy_cfg {
 	uint64_t kernel_gap_ns;		/* between the kernels of a step */
 	uint64_t h2d_ns;		/* a copy to the device at step start */
 	uint64_t spread_ns;		/* between token writes of a burst */
+	uint32_t chunk;			/* prompt tokens prefilled per request
+					   a step; 0: a prompt in one step */
 	bool cpu;			/* on-CPU slices on device 0 */
 };
 
@@ -126,7 +128,8 @@ static inline uint64_t sy_work(struct sy_engine *g, const struct sy_cfg *c,
 static inline void sy_run(struct sy_engine *g, const struct sy_cfg *c,
 			  const struct sy_req *r, uint32_t n)
 {
-	uint32_t produced[SY_MAXR] = { 0 }, done = 0;
+	uint32_t produced[SY_MAXR] = { 0 }, prefilled[SY_MAXR] = { 0 },
+		 done = 0;
 	bool admitted[SY_MAXR] = { false }, finished[SY_MAXR] = { false };
 	uint64_t t = r[0].arrival_ns, prev_end = r[0].arrival_ns;
 
@@ -163,9 +166,14 @@ static inline void sy_run(struct sy_engine *g, const struct sy_cfg *c,
 			struct attr_entry *e = &s->e[j];
 			e->request = i;
 			if (!produced[i]) {
+				uint32_t left = r[i].prompt - prefilled[i];
+
 				e->phase = ATTR_PREFILL;
-				e->tokens = r[i].prompt;
-				cost += c->prefill_ns * r[i].prompt;
+				e->tokens = c->chunk && left > c->chunk ?
+					    c->chunk : left;
+				e->context = prefilled[i];
+				prefilled[i] += e->tokens;
+				cost += c->prefill_ns * e->tokens;
 			} else {
 				e->phase = ATTR_DECODE;
 				e->tokens = 1;
@@ -180,9 +188,13 @@ static inline void sy_run(struct sy_engine *g, const struct sy_cfg *c,
 		uint64_t e_ns = sy_work(g, c, t, (uint64_t)llround(cost));
 		s->end_ns = e_ns;
 		s->busy_ns = g->busy_ns - before;
-		for (uint32_t j = 0; j < nr; j++) {
+		for (uint32_t j = 0, nw = 0; j < nr; j++) {
 			uint32_t i = run[j];
-			uint64_t w = e_ns + SY_TOKEN_DELAY + j * c->spread_ns;
+			uint64_t w = e_ns + SY_TOKEN_DELAY + nw * c->spread_ns;
+
+			if (prefilled[i] < r[i].prompt)
+				continue;	/* a chunk before the last */
+			nw++;
 			g->tok[i][produced[i]++] = w;
 			s->last_token_ns = w;
 			if (produced[i] == r[i].completion) {
@@ -191,7 +203,7 @@ static inline void sy_run(struct sy_engine *g, const struct sy_cfg *c,
 				g->reqs[i].end_ns = w + 10000;
 			}
 		}
-		prev_end = c->cpu ? s->last_token_ns : e_ns;
+		prev_end = c->cpu && s->last_token_ns ? s->last_token_ns : e_ns;
 		t = e_ns + c->host_gap_ns;
 		if (t <= s->last_token_ns)
 			t = s->last_token_ns + 1000;

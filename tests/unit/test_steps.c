@@ -431,6 +431,68 @@ Test(steps, late_and_spread_token_writes_still_cut_one_step_per_token)
 	steps_free(&r);
 }
 
+/*
+ * Prompts prefilled 128 tokens a step: four long ones arrive at once, so
+ * the first steps hold nothing but first chunks and no token follows
+ * them; the others come while steps run (some in the host's gap between
+ * steps, which the next step takes). 384 and 640 tokens admitted at once
+ * wait exactly P / 128 steps, which gives the chunk size.
+ */
+static uint32_t chunked_mix(struct sy_req *r)
+{
+	static const uint32_t prompt[12] = { 384, 640, 500, 300, 40, 60,
+					     700, 90, 35, 450, 80, 55 };
+	static const uint64_t at_ms[12] = { 0, 0, 0, 0, 9, 17, 30, 31, 52,
+					    70, 71, 95 };
+
+	for (uint32_t i = 0; i < 12; i++)
+		r[i] = (struct sy_req){ SY_T0 + at_ms[i] * 1000000 + 1000 * (i > 3) * i,
+					prompt[i], 6 + i % 5,
+					prompt[i] > 200 ? "long" : "short",
+					"tiny" };
+	return 12;
+}
+
+static struct sy_engine *chunked_engine(struct sy_cfg *c, bool cpu)
+{
+	struct sy_req r[SY_MAXR];
+	struct sy_engine *g = calloc(1, sizeof(*g));
+
+	cr_assert_not_null(g);
+	*c = sy_default();
+	c->chunk = 128;
+	c->h2d_ns = 30000;
+	c->cpu = cpu;
+	sy_run(g, c, r, chunked_mix(r));
+	cr_assert_eq(g->steps[0].last_token_ns, 0, "a step of chunks alone");
+	return g;
+}
+
+Test(steps, chunked_prefill_found_and_placed_in_the_steps_before_it)
+{
+	struct sy_cfg c;
+	struct sy_engine *g = chunked_engine(&c, false);
+	struct steps_input in = input_of(g, &c, STEPS_AUTO);
+	struct steps_result r;
+
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.source, STEPS_FROM_COPIES);
+	cr_expect_eq(r.chunk_tokens, 128, "chunks of %u", r.chunk_tokens);
+	expect_entries(g, &r);
+	steps_free(&r);
+	/* told not to, it places each prompt whole with its first token */
+	in.no_chunks = true;
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.chunk_tokens, 0);
+	for (uint32_t i = 0; i < r.nentries; i++)
+		if (r.entries[i].phase == ATTR_PREFILL)
+			cr_expect_eq(r.entries[i].tokens,
+				     g->reqs[r.entries[i].request].prompt_tokens);
+	steps_free(&r);
+	sy_free(g);
+	free(g);
+}
+
 /* The step probe's windows: each step function call [start, end), the
  * engine's own steps; tokens written after it returned. */
 static struct steps_span *probe_of(const struct sy_engine *g)
@@ -459,6 +521,27 @@ static struct sy_engine *probe_run(const struct sy_cfg *c,
 	in.nprobe = g->nsteps;
 	cr_assert_eq(steps_find(&in, r), 0);
 	return g;
+}
+
+/* On the CPU the probe's windows show the steps of chunks alone too. */
+Test(steps, chunked_prefill_placed_in_the_probe_s_steps_on_the_cpu)
+{
+	struct sy_cfg c;
+	struct sy_engine *g = chunked_engine(&c, true);
+	struct steps_span *w = probe_of(g);
+	struct steps_result r;
+	struct steps_input in = input_of(g, &c, STEPS_FROM_PROBE);
+
+	in.probe = w;
+	in.nprobe = g->nsteps;
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.source, STEPS_FROM_PROBE);
+	cr_expect_eq(r.chunk_tokens, 128, "chunks of %u", r.chunk_tokens);
+	expect_entries(g, &r);
+	steps_free(&r);
+	free(w);
+	sy_free(g);
+	free(g);
 }
 
 Test(steps, probe_windows_cut_the_engine_s_steps_on_the_cpu)
