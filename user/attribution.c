@@ -30,10 +30,10 @@ static int by_frac_desc(const void *a, const void *b)
 	return x->entry < y->entry ? -1 : x->entry > y->entry;
 }
 
-static double weight(const struct attr_entry *e, const struct costmodel *m,
-		     uint32_t n_in_step)
+double attribution_weight(const struct attr_entry *e,
+			  const struct costmodel *m, uint32_t n_in_step)
 {
-	if (!m)
+	if (!m || !m->fitted)
 		return e->phase == ATTR_PREFILL ? e->tokens : 1.0;
 	double var = e->phase == ATTR_PREFILL ?
 		costmodel_prefill_ns(m, e->tokens, e->context) :
@@ -59,13 +59,13 @@ static void split_step(const struct attr_step *s,
 	const struct attr_entry *e = entries + s->first;
 	double total = 0;
 	for (uint32_t i = 0; i < s->n; i++)
-		total += weight(&e[i], m, s->n);
+		total += attribution_weight(&e[i], m, s->n);
 
 	uint64_t given = 0;
 	for (uint32_t i = 0; i < s->n; i++) {
-		double exact = total > 0 ?
-			(double)s->busy_ns * weight(&e[i], m, s->n) / total :
-			(double)s->busy_ns / s->n;
+		double w = attribution_weight(&e[i], m, s->n);
+		double exact = total > 0 ? (double)s->busy_ns * w / total :
+					   (double)s->busy_ns / s->n;
 		uint64_t whole = (uint64_t)floor(exact);
 		if (given + whole > s->busy_ns)	/* rounding at 2^53 */
 			whole = s->busy_ns - given;

@@ -51,6 +51,12 @@ enum attr_basis {
  * -EINVAL on inconsistent input (an entry naming a request >= nreq, an
  * entry range out of bounds, steps busier than the total).
  */
+/* An entry's weight in its step of n entries: under a fitted model its
+ * expected variable cost plus 1/n of the fixed cost; without one (m NULL
+ * or not fitted), the tokens it processed. */
+double attribution_weight(const struct attr_entry *e,
+			  const struct costmodel *m, uint32_t n_in_step);
+
 int attribution_run(const struct attr_step *steps, uint32_t nsteps,
 		    const struct attr_entry *entries, uint32_t nentries,
 		    uint64_t total_busy_ns, const struct costmodel *m,

@@ -72,6 +72,11 @@ struct report_input {
 struct report_request {
 	struct tt_request req;		/* token_ns points at an owned copy */
 	uint64_t gpu_ns, prefill_ns, decode_ns;
+	/* 90% interval on gpu_ns (REPORT_INTERVAL in report.c); with
+	 * interval false none is known (time split by tokens, no model) */
+	uint64_t gpu_ns_lo, gpu_ns_hi;
+	double gpu_var;			/* its variance, ns^2 */
+	bool interval;
 	double cost_usd;		/* busy cost */
 	double cost_loaded_usd;		/* busy cost + share of idle */
 	double prompt_cost_usd;		/* busy cost split by prefill ns */
@@ -123,6 +128,9 @@ struct report_group {
 	char name[TT_NAME_MAX];
 	uint64_t requests, prompt_tokens, completion_tokens;
 	uint64_t gpu_ns, prefill_ns, decode_ns;
+	uint64_t gpu_ns_lo, gpu_ns_hi;	/* 90% interval, as the requests' */
+	double gpu_var;
+	bool interval;			/* every request has one */
 	double cost_usd, cost_loaded_usd;
 	double prompt_cost_usd, completion_cost_usd;
 	double usd_per_1m_prompt, usd_per_1m_completion;	/* -1: no tokens */

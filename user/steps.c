@@ -1447,6 +1447,12 @@ static int finish_steps(const struct steps_input *in, struct steps_result *r)
 		struct steps_step *s = &r->steps[k];
 		if (k)
 			s->start_ns = r->steps[k - 1].end_ns;
+		/* the probe shows where the step function ran: the
+		 * engine's time between its calls (handing tokens out,
+		 * taking requests in) is no forward pass, and stays
+		 * unattributed */
+		if (r->source == STEPS_FROM_PROBE)
+			s->start_ns = work_start(in, r, s->start_ns, s->end_ns);
 		s->busy_ns = steps_busy_in(r->busy, r->nbusy, s->start_ns,
 					   s->end_ns);
 		r->attr[k] = (struct attr_step){ .busy_ns = s->busy_ns,

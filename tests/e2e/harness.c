@@ -523,6 +523,51 @@ double e2e_num_or(const cJSON *o, const char *k, double dflt)
 	return cJSON_IsNumber(v) ? v->valuedouble : dflt;
 }
 
+static int cmp_width(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+double e2e_intervals(const struct e2e_iv *v, int n, const char *name,
+		     double floor)
+{
+	double got = 0, truth = 0, *w = calloc(n ? n : 1, sizeof(*w));
+	int in = 0, k = 0;
+
+	cr_assert_not_null(w);
+	for (int i = 0; i < n; i++) {
+		got += v[i].got;
+		truth += v[i].truth;
+	}
+	for (int i = 0; i < n; i++) {
+		double t = v[i].truth / truth;
+
+		cr_expect_geq(v[i].lo, 0, "%s: request %d has no interval",
+			      name, i);
+		if (v[i].lo < 0 || got <= 0)
+			continue;
+		in += v[i].lo / got <= t && t <= v[i].hi / got;
+		if (v[i].got > 0)
+			w[k++] = (v[i].hi - v[i].lo) / v[i].got;
+	}
+	qsort(w, k, sizeof(*w), cmp_width);
+	double frac = n ? (double)in / n : 0, mid = k ? w[k / 2] : 0;
+
+	cr_log_info("%s: 90%% intervals hold the truth for %d of %d (%.0f%%; "
+		    "goal 85-95%%: %s), median width %.1f%% (goal under 20%%: "
+		    "%s)", name, in, n, 100 * frac, frac >= 0.85 &&
+		    frac <= 0.95 ? "met" : "missed", 100 * mid, mid < 0.2 ?
+		    "met" : "missed");
+	cr_expect_geq(frac, floor, "%s: 90%% intervals hold the truth for "
+		      "only %d of %d", name, in, n);
+	cr_expect_lt(mid, 0.2, "%s: median interval width %.1f%%", name,
+		     100 * mid);
+	free(w);
+	return frac;
+}
+
 const char *e2e_str_or(const cJSON *o, const char *k)
 {
 	const cJSON *v = cJSON_GetObjectItem(o, k);

@@ -152,6 +152,22 @@ double e2e_num(const cJSON *o, const char *k);
 const char *e2e_str(const cJSON *o, const char *k);
 /* A number field, or dflt when it is not one. */
 double e2e_num_or(const cJSON *o, const char *k, double dflt);
+
+/* One request's attributed ns, its 90% interval (lo, hi; negative: the
+ * report gave none) and its true ns. */
+struct e2e_iv {
+	double got, lo, hi, truth;
+};
+
+/*
+ * How often the report's 90% intervals hold the truth, as shares of the
+ * totals over v[0..n) (the truth's sum differs from busy time): logs the
+ * fraction and the median width (hi - lo over the value) against the
+ * goal (85-95%, width under 20%), and fails the test below `floor` or
+ * with the median width over 20%. Returns the fraction.
+ */
+double e2e_intervals(const struct e2e_iv *v, int n, const char *name,
+		     double floor);
 /* A string field, or "" when it is not one. */
 const char *e2e_str_or(const cJSON *o, const char *k);
 

@@ -360,6 +360,8 @@ static int by_err_desc(const void *a, const void *b)
 static double check_shares(const cJSON *o, int i, const char *mix)
 {
 	static struct gs_share sh[GS_MAX_REQS];
+	static struct e2e_iv iv[GS_MAX_REQS];
+	char name[64];
 	const struct gs_truth *t = &truth[i];
 	const cJSON *reqs = cJSON_GetObjectItem(o, "requests");
 	double sum_got = 0, sum_want = 0, ten_got[2] = { 0 },
@@ -373,6 +375,9 @@ static double check_shares(const cJSON *o, int i, const char *mix)
 				   "report", mix, t->req[k].id, i);
 		sh[n] = (struct gs_share){ t->req[k].id, e2e_num(r, "gpu_ns"),
 					   t->req[k].compute_ns };
+		iv[n] = (struct e2e_iv){ sh[n].got,
+					 e2e_num_or(r, "gpu_ns_lo", -1),
+					 e2e_num_or(r, "gpu_ns_hi", -1), 0 };
 		int kind = strstr(t->req[k].tenant, "decode") != NULL;
 
 		ten_got[kind] += sh[n].got;
@@ -380,6 +385,10 @@ static double check_shares(const cJSON *o, int i, const char *mix)
 		sum_got += sh[n].got;
 		sum_want += sh[n++].want;
 	}
+	for (int k = 0; k < n; k++)
+		iv[k].truth = sh[k].want;
+	snprintf(name, sizeof(name), "%s server %d", mix, i);
+	e2e_intervals(iv, n, name, 0.7);
 	for (int k = 0; k < n; k++) {
 		sh[k].got /= sum_got;
 		sh[k].want /= sum_want;

@@ -50,6 +50,8 @@ struct sy_cfg {
 	uint64_t spread_ns;		/* between token writes of a burst */
 	uint32_t chunk;			/* prompt tokens prefilled per request
 					   a step; 0: a prompt in one step */
+	double noise;			/* each entry's cost times 1 + noise *
+					   u, u uniform in [-1, 1) */
 	bool cpu;			/* on-CPU slices on device 0 */
 };
 
@@ -69,6 +71,9 @@ struct sy_engine {
 	struct sy_step steps[SY_MAXS];
 	uint32_t nsteps;
 	uint64_t busy_ns;		/* sum of intervals (none overlap) */
+	double truth_ns[SY_MAXR];	/* each step's busy time split by its
+					   entries' true (noisy) costs, each
+					   with 1/n of the fixed cost */
 	uint64_t start_ns, end_ns;	/* first arrival, last response end */
 };
 
@@ -131,6 +136,7 @@ static inline void sy_run(struct sy_engine *g, const struct sy_cfg *c,
 	uint32_t produced[SY_MAXR] = { 0 }, prefilled[SY_MAXR] = { 0 },
 		 done = 0;
 	bool admitted[SY_MAXR] = { false }, finished[SY_MAXR] = { false };
+	uint32_t seed = 12345;
 	uint64_t t = r[0].arrival_ns, prev_end = r[0].arrival_ns;
 
 	g->nreqs = n;
@@ -160,7 +166,7 @@ static inline void sy_run(struct sy_engine *g, const struct sy_cfg *c,
 			continue;
 		}
 		struct sy_step *s = &g->steps[g->nsteps++];
-		double cost = c->fixed_ns;
+		double cost = c->fixed_ns, ce[SY_MAXR], noisy = 0;
 		for (uint32_t j = 0; j < nr; j++) {
 			uint32_t i = run[j];
 			struct attr_entry *e = &s->e[j];
@@ -173,14 +179,30 @@ static inline void sy_run(struct sy_engine *g, const struct sy_cfg *c,
 					    c->chunk : left;
 				e->context = prefilled[i];
 				prefilled[i] += e->tokens;
-				cost += c->prefill_ns * e->tokens;
+				ce[j] = c->prefill_ns * e->tokens;
 			} else {
 				e->phase = ATTR_DECODE;
 				e->tokens = 1;
 				e->context = r[i].prompt + produced[i];
-				cost += c->decode_ns + c->context_ns * e->context;
+				ce[j] = c->decode_ns + c->context_ns * e->context;
 			}
+			cost += ce[j];
 		}
+		if (c->noise) {
+			cost = 0;
+			for (uint32_t j = 0; j < nr; j++) {
+				seed = seed * 1103515245u + 12345u;
+				ce[j] = (ce[j] + c->fixed_ns / nr) *
+					(1 + c->noise * ((seed >> 8) /
+					 8388608.0 - 1));
+				cost += ce[j];
+			}
+		} else {
+			for (uint32_t j = 0; j < nr; j++)
+				ce[j] += c->fixed_ns / nr;
+		}
+		for (uint32_t j = 0; j < nr; j++)
+			noisy += ce[j];
 		s->n = nr;
 		s->waiting = inflight - nr;
 		s->start_ns = prev_end;
@@ -188,6 +210,8 @@ static inline void sy_run(struct sy_engine *g, const struct sy_cfg *c,
 		uint64_t e_ns = sy_work(g, c, t, (uint64_t)llround(cost));
 		s->end_ns = e_ns;
 		s->busy_ns = g->busy_ns - before;
+		for (uint32_t j = 0; j < nr; j++)
+			g->truth_ns[run[j]] += (double)s->busy_ns * ce[j] / noisy;
 		for (uint32_t j = 0, nw = 0; j < nr; j++) {
 			uint32_t i = run[j];
 			uint64_t w = e_ns + SY_TOKEN_DELAY + nw * c->spread_ns;

@@ -251,6 +251,73 @@ Test(report, step_model_recovers_the_engines_costs)
 	done(g, &rep);
 }
 
+/* Requests whose truth lies in their 90% interval; the mean relative
+ * width into *width. */
+static int held(const struct report *rep, const struct sy_engine *g,
+		double *width)
+{
+	int in = 0;
+
+	*width = 0;
+	for (size_t i = 0; i < rep->nreqs; i++) {
+		const struct report_request *q = &rep->reqs[i];
+
+		cr_assert(q->interval, "request %zu has no interval", i);
+		cr_expect_leq(q->gpu_ns_lo, q->gpu_ns);
+		cr_expect_geq(q->gpu_ns_hi, q->gpu_ns);
+		in += q->gpu_ns_lo <= g->truth_ns[i] &&
+		      g->truth_ns[i] <= q->gpu_ns_hi;
+		*width += (double)(q->gpu_ns_hi - q->gpu_ns_lo) / q->gpu_ns /
+			  rep->nreqs;
+	}
+	return in;
+}
+
+Test(report, intervals_are_tight_on_exact_costs_and_hold_noisy_ones)
+{
+	struct sy_cfg c = sy_default();
+	struct sy_req r[SY_MAXR];
+	uint32_t n = many(r);
+	struct sy_engine *g = run_engine(&c, r, n);
+	struct report_input in = input_of(g, NULL);
+	struct report rep;
+	double exact, noisy;
+
+	cr_assert_eq(report_build(&in, &rep), 0);
+	held(&rep, g, &exact);
+	/* the floor of -+1%: nothing else to be unsure of */
+	cr_expect(fabs(exact - 0.02) < 1e-4, "width %.4f on costs the model "
+		  "has", exact);
+	for (size_t i = 0; i < rep.nreqs; i++)
+		cr_expect_lt(fabs(rep.reqs[i].gpu_ns / g->truth_ns[i] - 1), 0.01,
+			     "request %zu: %llu ns, truth %.0f", i,
+			     (unsigned long long)rep.reqs[i].gpu_ns,
+			     g->truth_ns[i]);
+	for (size_t i = 0; i < rep.ntenants; i++) {
+		const struct report_group *t = &rep.tenants[i];
+
+		cr_expect(t->interval);
+		cr_expect_leq(t->gpu_ns_lo, t->gpu_ns);
+		cr_expect_geq(t->gpu_ns_hi, t->gpu_ns);
+	}
+	done(g, &rep);
+	/* each entry's cost off by up to 20%: wider, and holding the truth
+	 * for most requests (12 of them: 9 is 75%) */
+	c.noise = 0.2;
+	g = run_engine(&c, r, n);
+	in = input_of(g, NULL);
+	cr_assert_eq(report_build(&in, &rep), 0);
+	int got = held(&rep, g, &noisy);
+
+	cr_log_info("noise 20%%: %d of %u truths inside, mean width %.1f%% "
+		    "(exact costs: %.2f%%)", got, n, 100 * noisy, 100 * exact);
+	cr_expect_geq(got, 9, "%d of %u truths in their 90%% interval", got,
+		      n);
+	cr_expect_gt(noisy, 5 * exact);
+	cr_expect_lt(noisy, 0.5);
+	done(g, &rep);
+}
+
 Test(report, cpu_source_attributes_on_cpu_time)
 {
 	struct sy_cfg c = sy_default();
@@ -475,6 +542,13 @@ Test(report, too_few_steps_fall_back_to_tokens_and_say_so)
 	cr_expect_str_eq(cJSON_GetObjectItem(m, "basis")->valuestring,
 			 "tokens");
 	cr_expect(cJSON_IsNull(cJSON_GetObjectItem(m, "r2")));
+	/* a split by tokens has no interval */
+	cJSON *q = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "requests"), 0);
+	cJSON *t = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "tenants"), 0);
+
+	cr_expect(cJSON_IsNull(cJSON_GetObjectItem(q, "gpu_ns_lo")));
+	cr_expect(cJSON_IsNull(cJSON_GetObjectItem(q, "gpu_ns_hi")));
+	cr_expect(cJSON_IsNull(cJSON_GetObjectItem(t, "gpu_ns_lo")));
 	cr_expect_eq(rep.reqs[0].gpu_ns + rep.unattributed_ns, g->busy_ns);
 	cJSON_Delete(o);
 	done(g, &rep);
