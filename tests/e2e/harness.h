@@ -164,7 +164,9 @@ struct e2e_iv {
  * totals over v[0..n) (the truth's sum differs from busy time): logs the
  * fraction and the median width (hi - lo over the value) against the
  * goal (85-95%, width under 20%), and fails the test below `floor` or
- * with the median width over 20%. Returns the fraction.
+ * with the median width at 100% or more (an interval that says next to
+ * nothing).
+ * Returns the fraction.
  */
 double e2e_intervals(const struct e2e_iv *v, int n, const char *name,
 		     double floor);

@@ -1001,11 +1001,13 @@ static double tenant_err(const cJSON *o, const char *tenant)
 	       (got / got_all) / (want / want_all) - 1 : 0;
 }
 
-/* The requests' 90% intervals against the truth. The goal is 85-95%;
- * 67-100% over the mixes on the development host (the first steps'
- * prefills, split wrong in a step whose total the model tells right,
- * fall outside). What fails is below 60%: no interval, or one of either
- * part alone, is far below that on some mix. */
+/* The requests' 90% intervals against the truth. The goal is 85-95%
+ * with a median width under 20%; on the development host 67-100% over
+ * the mixes (the first steps' prefills, split wrong in a step whose
+ * total the model tells right, fall outside) with widths of 2-54% (the
+ * widest on runs of few steps that the model fits loosely, long prompts
+ * with short completions). What fails is below 50% or a width of 100%:
+ * a missing or zero-width interval holds a few percent. */
 static void check_intervals(const cJSON *o, const char *name)
 {
 	static struct e2e_iv v[MAX_TRUTH_REQS];
@@ -1022,7 +1024,7 @@ static void check_intervals(const cJSON *o, const char *name)
 					  e2e_num_or(r, "gpu_ns_hi", -1),
 					  t->compute_ns };
 	}
-	e2e_intervals(v, n, name, 0.6);
+	e2e_intervals(v, n, name, 0.5);
 }
 
 static void check_mix(const struct mix *m)
