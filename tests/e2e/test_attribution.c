@@ -1128,12 +1128,12 @@ static const struct mix mixes[] = {
 	  { "--dim", "256", "--max-batch", "4", NULL },
 	  { MIX_LOAD("6", "80", "a:1,b:1", "16-384", "4-48", "15") } },
 	/* 15-18% within 10% (p90 error 125%) before chunks were inferred;
-	 * 54-84% over six runs with them */
+	 * 54-84% over six runs with them, 99-100% once the writes of a
+	 * chunked engine were kept out of the burst aligner */
 	{ "chunked prefill of 64, long prompts",
 	  { "--dim", "256", "--max-batch", "16", "--prefill-chunk", "64",
 	    NULL },
-	  { MIX_LOAD("8", "80", "a:1,b:1", "128-512", "8-32", "16") }, 64,
-	  0.35 },
+	  { MIX_LOAD("8", "80", "a:1,b:1", "128-512", "8-32", "16") }, 64 },
 	{ "bubbles of 2 ms between steps",
 	  { "--dim", "256", "--max-batch", "16", "--step-delay-ms", "2",
 	    NULL },

@@ -10,10 +10,9 @@
  * server); the open loops also replayed (the plan given the very requests
  * the client sent, at their times). Goals: throughput and TTFT/ITL p50
  * within 10%, p99 within 20%, saturation within 10%; logged against every
- * run, and the test fails at twice them. Two tails are logged only: the
+ * run, and the test fails at twice them. One tail is logged only: the
  * TTFT p99 of a Poisson run at 85% (a 10 s run's p99 swings 2x between
- * runs; the replay of that run is checked instead) and the ITL p99 under
- * chunked prefill.
+ * runs; the replay of that run is checked instead).
  *
  * In:  build/tokentrace, build/refserver (with the CUPTI headers),
  *      build/loadgen; run from the repository root.
@@ -239,7 +238,7 @@ static void within(const char *what, const char *k, double got, double real,
 	within_ex(what, k, got, real, tol, true);
 }
 
-enum { TTFT_TAIL_LOGGED = 1, ITL_TAIL_LOGGED = 2 };
+enum { TTFT_TAIL_LOGGED = 1 };
 
 /* The plan's figures against the client's; the tails named in logged
  * are logged only. */
@@ -256,8 +255,7 @@ static void compare_ex(const char *what, const cJSON *pl, struct seen s,
 	within_ex(what, "TTFT p99", e2e_num(t, "p99"), s.ttft_p99, 0.20,
 		  !(logged & TTFT_TAIL_LOGGED));
 	within_ex(what, "ITL p50", e2e_num(i, "p50"), s.itl_p50, 0.10, true);
-	within_ex(what, "ITL p99", e2e_num(i, "p99"), s.itl_p99, 0.20,
-		  !(logged & ITL_TAIL_LOGGED));
+	within_ex(what, "ITL p99", e2e_num(i, "p99"), s.itl_p99, 0.20, true);
 }
 
 static void compare(const char *what, const cJSON *pl, struct seen s)
@@ -372,11 +370,13 @@ Test(plan, what_if_a_smaller_batch_and_chunked_prefill)
 
 	e2e_need_sim();
 	record(rec);
-	/* the real ITL tail under chunked prefill swings with the host
-	 * (-15 to -28 % from the plan's over runs): logged, not asserted */
+	/* the real ITL tail under chunked prefill swung with the host
+	 * (-15 to -28 % from the plan's over runs; +2 % since steps keep
+	 * requests out of steps begun before they arrived): held to twice
+	 * the goal like the rest */
 	o = plan(args);
-	compare_ex("max batch 8, chunks of 128, 12 clients", o,
-		   real_run(what_if, 12, 0, 600), ITL_TAIL_LOGGED);
+	compare("max batch 8, chunks of 128, 12 clients", o,
+		real_run(what_if, 12, 0, 600));
 	cJSON_Delete(o);
 }
 
