@@ -406,7 +406,11 @@ static void credit_cache(const struct report_device *d,
  * INTERVAL_BLOCKS runs of neighbouring steps (each refit without one
  * run, the same steps split again) adds (G - 1) / G times the sum of
  * squares of the request's time under each refit against the full
- * model's. The interval is gpu_ns -+ INTERVAL_Z standard deviations,
+ * model's (not past INTERVAL_JK_STEPS steps, where the coefficients are
+ * held so tight that it stays far under the floor below: on 200,000
+ * generated steps every interval was at the floor with it, and it cost a
+ * third of the report's time). The interval is gpu_ns -+ INTERVAL_Z
+ * standard deviations,
  * and never narrower than -+ INTERVAL_FLOOR: how a step's copies, its
  * overlapping streams and its fixed cost belong to its entries is a
  * convention no residual shows (on the simulator, whose truth is exact,
@@ -421,6 +425,7 @@ static void credit_cache(const struct report_device *d,
 #define INTERVAL_LUMP	0.5
 #define INTERVAL_BLOCKS	10
 #define INTERVAL_MIN_STEPS	(4 * INTERVAL_BLOCKS)
+#define INTERVAL_JK_STEPS	20000
 #define INTERVAL_Z	1.6449		/* two-sided 90% of a normal */
 #define INTERVAL_FLOOR	0.01
 
@@ -538,7 +543,7 @@ static int share_variance(struct report *r, struct report_device *d)
 		}
 	}
 	free(pred);
-	if (s->nsteps < INTERVAL_MIN_STEPS)
+	if (s->nsteps < INTERVAL_MIN_STEPS || s->nsteps > INTERVAL_JK_STEPS)
 		return 0;
 	return jackknife_variance(r, d);
 }

@@ -1001,7 +1001,8 @@ static int tokens_after_copies(const struct steps_input *in,
 			x->arrival_ns = q->arrival_ns;
 	}
 	for (uint32_t j = 0; j < nu; j++)
-		u[j].earliest = admit_step(in, r, b, nb, u[j].arrival_ns);
+		u[j].earliest = u[j].arrival_ns ?
+			admit_step(in, r, b, nb, u[j].arrival_ns) : 0;
 	for (uint32_t k = 0; k < nb; k++)
 		busy[k] = (double)steps_busy_in(r->busy, r->nbusy,
 						k ? b[k - 1] : in->start_ns,
