@@ -163,8 +163,23 @@ TEST_LIBS = $(shell pkg-config --libs criterion)
 
 $(BUILD)/tests/unit: $(UNIT_OBJS) $(USER_LIB) $(REF_LIB) $(LG_LIB)
 	$(CC) $(SAN) -o $@ $^ $(TEST_LIBS) $(PKG_LIBS) $(REF_CUDA_LIBS) $(LDLIBS)
-$(BUILD)/tests/e2e: $(E2E_OBJS) $(USER_LIB) $(REF_LIB) $(LG_LIB)
-	$(CC) $(SAN) -o $@ $^ $(TEST_LIBS) $(PKG_LIBS) $(REF_CUDA_LIBS) $(LDLIBS)
+
+# A program shaped like llama-server (its llama_decode in a libllama.so the
+# dynamic loader maps), for the step probe's end-to-end test.
+LLAMA_BINS := $(BUILD)/tests/llama/libllama.so $(BUILD)/tests/llama/llama-engine \
+	      $(BUILD)/tests/llama/llama-engine-dl
+$(BUILD)/tests/llama/libllama.so: tests/e2e/llama/libllama.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -shared -fPIC -o $@ $<
+$(BUILD)/tests/llama/llama-engine: tests/e2e/llama/engine.c $(BUILD)/tests/llama/libllama.so
+	$(CC) $(CFLAGS) -DENGINE_LINKED -o $@ $< -L$(BUILD)/tests/llama -lllama \
+	  -Wl,-rpath,'$$ORIGIN' -ldl
+$(BUILD)/tests/llama/llama-engine-dl: tests/e2e/llama/engine.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< -ldl
+$(BUILD)/tests/e2e: $(E2E_OBJS) $(USER_LIB) $(REF_LIB) $(LG_LIB) $(LLAMA_BINS)
+	$(CC) $(SAN) -o $@ $(filter-out $(LLAMA_BINS),$^) $(TEST_LIBS) $(PKG_LIBS) $(REF_CUDA_LIBS) $(LDLIBS)
+
 $(BUILD)/tests/cupti: $(CTEST_SRCS) $(filter-out $(BUILD)/cupti/inject.pic.o,$(CUPTI_OBJS)) | deps
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) $(CUPTI_CFLAGS) -o $@ $(filter %.c %.o,$^) $(TEST_LIBS) $(CUPTI_LIBS) $(LDLIBS)

@@ -572,21 +572,16 @@ static void ssl_attach(struct socktrace *st, pid_t pid)
 		sslprobe_attach_pid(st->probes, st->skel, pid);
 }
 
-/* The step probe on pid's step function, when it has one (exe: the
- * program it is about to run; NULL: the one it runs). */
-static void attach_steps(struct socktrace *st, pid_t pid, const char *exe)
+/* The step probe on site for pid. */
+static void attach_site(struct socktrace *st, pid_t pid,
+			const struct stepprobe_site *site)
 {
 	struct sock_bpf *k = st->skel;
-	struct stepprobe_site site;
-	int n;
-
 	struct target_ent *t = target_find(st, pid);
 	struct stat sb;
+	int n;
 
-	if (!st->o.on_step || st->o.no_step_probe ||
-	    stepprobe_find(pid, exe, st->o.step_site, &site))
-		return;
-	if (stat(site.path, &sb))
+	if (stat(site->path, &sb))
 		return;
 	if (t && t->step_ino && t->step_dev == sb.st_dev &&
 	    t->step_ino == sb.st_ino && uprobe_set_has(st->probes, pid, 'p'))
@@ -595,10 +590,10 @@ static void attach_steps(struct socktrace *st, pid_t pid, const char *exe)
 	/* not needed: a process gone before it is probed (it exec'd or
 	   exited meanwhile) only has no steps from the probe */
 	const struct uprobe_spec p[] = {
-		{ k->progs.step_enter, site.sym, false, false },
-		{ k->progs.step_exit, site.sym, true, false },
+		{ k->progs.step_enter, site->sym, false, false },
+		{ k->progs.step_exit, site->sym, true, false },
 	};
-	n = uprobe_set_attach(st->probes, pid, 'p', site.path, p, 2);
+	n = uprobe_set_attach(st->probes, pid, 'p', site->path, p, 2);
 	if (n == 2 && t) {
 		t->step_dev = sb.st_dev;
 		t->step_ino = sb.st_ino;
@@ -608,8 +603,33 @@ static void attach_steps(struct socktrace *st, pid_t pid, const char *exe)
 	}
 	if (st->o.verbose)
 		fprintf(stderr, "tokentrace: pid %d: step probe on %s in %s: "
-			"%d of 2 uprobes\n", (int)pid, site.sym, site.path,
+			"%d of 2 uprobes\n", (int)pid, site->sym, site->path,
 			n);
+}
+
+/* The step probe on pid's step function, when it has one (exe: the
+ * program it is about to run; NULL: the one it runs). */
+static void attach_steps(struct socktrace *st, pid_t pid, const char *exe)
+{
+	struct stepprobe_site site;
+
+	if (st->o.on_step && !st->o.no_step_probe &&
+	    !stepprobe_find(pid, exe, st->o.step_site, &site))
+		attach_site(st, pid, &site);
+}
+
+/* A target without the step probe may have mapped its engine's library
+ * since (llama-server's libllama.so is mapped by the dynamic loader after
+ * the exec that was probed; an engine can load it later): looked for
+ * again at each sweep. */
+static void attach_steps_mapped(struct socktrace *st, pid_t pid)
+{
+	struct stepprobe_site site;
+
+	if (st->o.on_step && !st->o.no_step_probe && !st->o.step_site &&
+	    !uprobe_set_has(st->probes, pid, 'p') &&
+	    !stepprobe_find_mapped(pid, &site))
+		attach_site(st, pid, &site);
 }
 
 /* The hooks of pid: its libc's uprobes, or the syscall tracepoints (its
@@ -723,7 +743,8 @@ static void on_proc(struct socktrace *st, const struct tt_sock_hdr *h)
 }
 
 /* Forgets the processes that are gone (and their uprobes); looks again for
- * a libssl in those that had none (Python loads it on `import ssl`). */
+ * a libssl in those that had none (Python loads it on `import ssl`), and
+ * for an engine's library in those without the step probe. */
 static void targets_sweep(struct socktrace *st)
 {
 	size_t kept = 0;
@@ -735,6 +756,7 @@ static void targets_sweep(struct socktrace *st)
 		if (kill(p, 0) < 0 && errno == ESRCH)
 			continue;
 		ssl_attach(st, p);
+		attach_steps_mapped(st, p);
 		st->targets[kept++] = st->targets[i];
 	}
 	st->ntargets = kept;

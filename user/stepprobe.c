@@ -102,6 +102,15 @@ static bool try_maps(pid_t pid, struct stepprobe_site *s)
 	return hooks_each_mapped(pid, known_in_llama, s);
 }
 
+int stepprobe_find_mapped(pid_t pid, struct stepprobe_site *s)
+{
+	memset(s, 0, sizeof(*s));
+	if (try_maps(pid, s))
+		return 0;
+	memset(s, 0, sizeof(*s));
+	return -ENOENT;
+}
+
 int stepprobe_find(pid_t pid, const char *exe,
 		   const struct stepprobe_site *want,
 		   struct stepprobe_site *s)

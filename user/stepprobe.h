@@ -48,6 +48,10 @@ int stepprobe_find(pid_t pid, const char *exe,
 		   const struct stepprobe_site *want,
 		   struct stepprobe_site *s);
 
+/* Only the libraries pid maps now (a libllama*.so the dynamic loader
+ * mapped after the exec, or one loaded later): 0 with *s, or -ENOENT. */
+int stepprobe_find_mapped(pid_t pid, struct stepprobe_site *s);
+
 /* Help text of --step-probe. */
 #define STEPPROBE_HELP \
 "  --step-probe PATH:SYMBOL  the engine's step function, for exact step\n" \

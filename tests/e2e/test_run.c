@@ -234,6 +234,38 @@ Test(run, exit_code_is_the_command_s)
 					  30000)), 128 + 9);
 }
 
+/*
+ * llama.cpp's shape: llama_decode in a libllama.so that the dynamic loader
+ * maps after the exec (llama-server), or that the engine loads later
+ * itself. The program waits until a uprobe is on llama_decode, then calls
+ * it 25 times: the step probe must be found in the library's mapping and
+ * count every call (without looking at the mappings again, the late one
+ * is never probed and the program gives up after 30 s).
+ */
+static void llama_shape(char *prog, char *extra)
+{
+	char *argv[] = { "build/tokentrace", "run", "--compute", "cpu", "--",
+			 prog, "25", extra, NULL };
+
+	e2e_need_root();
+	cr_assert_eq(e2e_exit_of(e2e_reap(e2e_spawn(argv, "llama.log", NULL),
+					  60000)), 0, "%s",
+		     e2e_tail("llama.log", 1000));
+	cr_expect(e2e_file_has("llama.log", "step probe: 25 steps in 1 "
+			       "process(es)"), "%s",
+		  e2e_tail("llama.log", 1000));
+}
+
+Test(run, step_probe_on_llama_decode_in_a_mapped_libllama)
+{
+	llama_shape("build/tests/llama/llama-engine", NULL);
+}
+
+Test(run, step_probe_on_a_libllama_loaded_after_the_start)
+{
+	llama_shape("build/tests/llama/llama-engine-dl", "--dlopen");
+}
+
 Test(run, sigterm_is_forwarded_and_the_run_ends)
 {
 	char sh[256];
