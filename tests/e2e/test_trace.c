@@ -247,21 +247,36 @@ Test(trace, a_run_killed_with_sigkill_leaves_a_trace_that_reports)
 	e2e_track(server, true);
 	load = e2e_spawn(lg, "load.log", NULL);
 	/* killed once the trace, read while it is written, has two whole
-	 * blocks (a tick each second writes one) */
+	 * blocks (a tick each second writes one) holding over a second of
+	 * served requests and the server's CPU time: what the report of the
+	 * killed run's trace must then still show (the first blocks can hold
+	 * the start alone on a slow host) */
 	for (int w = 0;; w += 200) {
-		double ok = -1;
+		double ok = -1, win = 0, busy = 0;
+		int nreq = 0;
 
 		if (report_json("K.tt", "R0.json", "r0.log") == 0) {
 			cJSON *r0 = e2e_load_json("R0.json", NULL);
+			const cJSON *d;
 
 			ok = e2e_num_or(cJSON_GetObjectItem(r0, "trace"),
 					"blocks_ok", -1);
+			win = e2e_num_or(r0, "window_ns", 0);
+			nreq = cJSON_GetArraySize(cJSON_GetObjectItem(r0,
+						  "requests"));
+			cJSON_ArrayForEach(d, cJSON_GetObjectItem(r0,
+								  "devices"))
+				if (cJSON_IsTrue(cJSON_GetObjectItem(d,
+						 "attributed")))
+					busy += e2e_num_or(d, "busy_ns", 0);
 			cJSON_Delete(r0);
 		}
-		if (ok >= 2)
+		if (ok >= 2 && win > 1e9 && nreq > 0 && busy > 0)
 			break;
 		cr_assert_lt(w, 30000, "the running trace never held two "
-			     "blocks (%g)", ok);
+			     "blocks of a second of work (%g blocks, window "
+			     "%.0f ns, %d requests, busy %.0f ns)", ok, win,
+			     nreq, busy);
 		e2e_msleep(200);
 	}
 	kill(tt, SIGKILL);
