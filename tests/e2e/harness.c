@@ -548,6 +548,9 @@ double e2e_intervals(const struct e2e_iv *v, int n, const char *name,
 			      name, i);
 		if (v[i].lo < 0 || got <= 0)
 			continue;
+		cr_expect(v[i].lo <= v[i].got && v[i].got <= v[i].hi, "%s: "
+			  "request %d: %.0f ns outside its interval %.0f-%.0f",
+			  name, i, v[i].got, v[i].lo, v[i].hi);
 		in += v[i].lo / got <= t && t <= v[i].hi / got;
 		if (v[i].got > 0)
 			w[k++] = (v[i].hi - v[i].lo) / v[i].got;
