@@ -177,8 +177,8 @@ $(BUILD)/tests/llama/llama-engine: tests/e2e/llama/engine.c $(BUILD)/tests/llama
 $(BUILD)/tests/llama/llama-engine-dl: tests/e2e/llama/engine.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< -ldl
-$(BUILD)/tests/e2e: $(E2E_OBJS) $(USER_LIB) $(REF_LIB) $(LG_LIB) $(LLAMA_BINS)
-	$(CC) $(SAN) -o $@ $(filter-out $(LLAMA_BINS),$^) $(TEST_LIBS) $(PKG_LIBS) $(REF_CUDA_LIBS) $(LDLIBS)
+$(BUILD)/tests/e2e: $(E2E_OBJS) $(USER_LIB) $(REF_LIB) $(LG_LIB) | $(LLAMA_BINS)
+	$(CC) $(SAN) -o $@ $^ $(TEST_LIBS) $(PKG_LIBS) $(REF_CUDA_LIBS) $(LDLIBS)
 
 $(BUILD)/tests/cupti: $(CTEST_SRCS) $(filter-out $(BUILD)/cupti/inject.pic.o,$(CUPTI_OBJS)) | deps
 	@mkdir -p $(@D)

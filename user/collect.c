@@ -692,12 +692,17 @@ int collect_load(struct collect *c, const char *path, FILE *log,
 		*header = hdr;
 	if (!l.have_window)
 		window_from_data(c);
-	c->trace_blocks_ok = st.blocks_ok;
-	c->trace_blocks_skipped = st.blocks_skipped;
-	c->trace_bytes_skipped = st.bytes_skipped;
-	c->trace_records_skipped = st.records_skipped;
-	c->trace_cut = st.cut;
+	collect_count_read(c, &st);
 	return 0;
+}
+
+void collect_count_read(struct collect *c, const struct tracefile_stats *st)
+{
+	c->trace_blocks_ok += st->blocks_ok;
+	c->trace_blocks_skipped += st->blocks_skipped;
+	c->trace_bytes_skipped += st->bytes_skipped;
+	c->trace_records_skipped += st->records_skipped;
+	c->trace_cut |= st->cut;
 }
 
 /* ---- one file of several ------------------------------------------------- */
@@ -929,11 +934,7 @@ int collect_load_part(struct collect *c, const char *path, FILE *log,
 		if (first || l.end_ns > c->end_ns)
 			c->end_ns = l.end_ns;
 	}
-	c->trace_blocks_ok += st.blocks_ok;
-	c->trace_blocks_skipped += st.blocks_skipped;
-	c->trace_bytes_skipped += st.bytes_skipped;
-	c->trace_records_skipped += st.records_skipped;
-	c->trace_cut |= st.cut;
+	collect_count_read(c, &st);
 	return 0;
 }
 

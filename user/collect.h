@@ -244,6 +244,11 @@ struct tracefile_header;
 int collect_load(struct collect *c, const char *path, FILE *log,
 		 struct tracefile_header *header);
 
+/* The counts of a read of a trace file (blocks and records skipped, a
+ * cut end) added to c's trace_ counts. */
+struct tracefile_stats;
+void collect_count_read(struct collect *c, const struct tracefile_stats *st);
+
 /* How one file of several is read into a collect (user/chain.c). */
 struct collect_part {
 	int64_t shift_ns;	/* added to every time: the file's clock on the

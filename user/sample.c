@@ -478,10 +478,6 @@ int sample_load(struct collect *c, struct collect *mix, const char *path,
 	c->start_ns = info->start_ns[0] - lead;
 	c->end_ns = info->start_ns[n - 1] + win;
 	c->window_closed = true;
-	c->trace_blocks_ok = st.blocks_ok;
-	c->trace_blocks_skipped = st.blocks_skipped;
-	c->trace_bytes_skipped = st.bytes_skipped;
-	c->trace_records_skipped = st.records_skipped;
-	c->trace_cut = st.cut;
+	collect_count_read(c, &st);	/* c was empty */
 	return 0;
 }

@@ -480,35 +480,18 @@ static uint64_t work_start(const struct steps_input *in,
 			   const struct steps_result *r, uint64_t from,
 			   uint64_t to)
 {
-	size_t lo = 0, hi = in->nprobe;
+	size_t i;
 
-	if (r->source == STEPS_FROM_PROBE) {
-		while (lo < hi) {
-			size_t mid = lo + (hi - lo) / 2;
-
-			if (in->probe[mid].end_ns < to)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-		if (lo < in->nprobe && in->probe[lo].end_ns == to)
-			return in->probe[lo].start_ns > from ?
-			       in->probe[lo].start_ns : from;
+	if (r->source == STEPS_FROM_PROBE && to) {
+		i = span_after(in->probe, in->nprobe, to - 1);
+		if (i < in->nprobe && in->probe[i].end_ns == to)
+			return in->probe[i].start_ns > from ?
+			       in->probe[i].start_ns : from;
 	}
-	lo = 0;
-	hi = r->nbusy;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (r->busy[mid].end_ns <= from)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo == r->nbusy || r->busy[lo].start_ns >= to)
+	i = span_after(r->busy, r->nbusy, from);
+	if (i == r->nbusy || r->busy[i].start_ns >= to)
 		return to;
-	return r->busy[lo].start_ns > from ? r->busy[lo].start_ns : from;
+	return r->busy[i].start_ns > from ? r->busy[i].start_ns : from;
 }
 
 /* The first step a request arriving at `ns` can take part in: the one in

@@ -166,7 +166,7 @@ static inline void sy_run(struct sy_engine *g, const struct sy_cfg *c,
 			continue;
 		}
 		struct sy_step *s = &g->steps[g->nsteps++];
-		double cost = c->fixed_ns, ce[SY_MAXR], noisy = 0;
+		double cost = c->fixed_ns, ce[SY_MAXR];
 		for (uint32_t j = 0; j < nr; j++) {
 			uint32_t i = run[j];
 			struct attr_entry *e = &s->e[j];
@@ -201,8 +201,6 @@ static inline void sy_run(struct sy_engine *g, const struct sy_cfg *c,
 			for (uint32_t j = 0; j < nr; j++)
 				ce[j] += c->fixed_ns / nr;
 		}
-		for (uint32_t j = 0; j < nr; j++)
-			noisy += ce[j];
 		s->n = nr;
 		s->waiting = inflight - nr;
 		s->start_ns = prev_end;
@@ -211,7 +209,7 @@ static inline void sy_run(struct sy_engine *g, const struct sy_cfg *c,
 		s->end_ns = e_ns;
 		s->busy_ns = g->busy_ns - before;
 		for (uint32_t j = 0; j < nr; j++)
-			g->truth_ns[run[j]] += (double)s->busy_ns * ce[j] / noisy;
+			g->truth_ns[run[j]] += (double)s->busy_ns * ce[j] / cost;
 		for (uint32_t j = 0, nw = 0; j < nr; j++) {
 			uint32_t i = run[j];
 			uint64_t w = e_ns + SY_TOKEN_DELAY + nw * c->spread_ns;

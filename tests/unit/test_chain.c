@@ -22,6 +22,7 @@
 #include "../../user/collect.h"
 #include "../../user/report.h"
 #include "../../user/tracefile.h"
+#include "slot_engine.h"
 
 #define MS		1000000ull
 #define S		(1000 * MS)
@@ -42,22 +43,10 @@ struct gen {
 	uint64_t arrival[4096], end[4096];
 };
 
-struct slot {
-	long req;
-	uint64_t arrival, tok[16];
-	uint32_t n, want;
-};
-
-static void gen_request(struct gen *g, const struct slot *s)
+static void gen_request(void *ctx, const struct slot *s)
 {
-	struct tt_request q = { .pid = g->pid, .conn_id = (uint64_t)s->req + 1,
-		.stream = true, .http_status = 200, .max_tokens = s->want,
-		.arrival_ns = s->arrival, .first_token_ns = s->tok[0],
-		.end_ns = s->tok[s->n - 1] + 100000, .token_events = s->n,
-		.token_ns = s->tok, .token_ns_len = s->n,
-		.prompt_tokens = 64 + s->req % 5 * 32,
-		.completion_tokens = s->n, .tokens_source = TT_TOKENS_USAGE,
-		.end = TT_END_COMPLETE };
+	struct gen *g = ctx;
+	struct tt_request q = slot_request(s, g->pid);
 
 	snprintf(q.id, sizeof(q.id), "%s-r%ld", g->hostname, s->req);
 	snprintf(q.model, sizeof(q.model), "m");
@@ -153,8 +142,7 @@ static void gen_run(struct gen *g, const char *path0)
 		k.device(k.ctx, &gpu);
 		k.name(k.ctx, g->pid, 1, "gemm");
 	}
-	for (int i = 0; i < BATCH; i++)
-		s[i].req = -1;
+	slots_init(s, BATCH);
 	for (uint64_t t = g->t0 + 10 * MS; t + STEP < g->t0 + g->secs * S;
 	     t += STEP) {
 		if (g->c[1] && g->rotate_every &&
@@ -171,19 +159,7 @@ static void gen_run(struct gen *g, const char *path0)
 				collect_set_sock_losses(g->c[i],
 					(t - g->t0) / S, 3 * ((t - g->t0) / S));
 		gen_step(g, t);
-		for (int i = 0; i < BATCH; i++) {
-			if (s[i].req < 0) {
-				s[i].req = next++;
-				s[i].arrival = t - MS;
-				s[i].n = 0;
-				s[i].want = 4 + (uint32_t)(s[i].req * 7 % 13);
-			}
-			s[i].tok[s[i].n++] = t + STEP - 5 * MS + 100000;
-			if (s[i].n == s[i].want) {
-				gen_request(g, &s[i]);
-				s[i].req = -1;
-			}
-		}
+		slots_step(s, BATCH, t, STEP, &next, gen_request, g);
 	}
 	for (int i = 0; i < 2; i++)
 		if (g->c[i])

@@ -16,30 +16,19 @@
 #include "../../user/report.h"
 #include "../../user/sample.h"
 #include "../../user/tracefile.h"
+#include "slot_engine.h"
 
 #define MS		1000000ull
 #define T0		(5000ull * 1000 * MS)
 #define STEP		(50 * MS)
 #define BATCH		4
 
-struct slot {
-	long req;
-	uint64_t arrival, tok[16];
-	uint32_t n, want;
-};
-
 static long total;	/* requests written */
 
-static void put_request(struct tracefile_writer *w, const struct slot *s)
+static void put_request(void *ctx, const struct slot *s)
 {
-	struct tt_request q = { .pid = 7, .conn_id = (uint64_t)s->req + 1,
-		.stream = true, .http_status = 200, .max_tokens = s->want,
-		.arrival_ns = s->arrival, .first_token_ns = s->tok[0],
-		.end_ns = s->tok[s->n - 1] + 100000, .token_events = s->n,
-		.token_ns = s->tok, .token_ns_len = s->n,
-		.prompt_tokens = 64 + s->req % 5 * 32,
-		.completion_tokens = s->n, .tokens_source = TT_TOKENS_USAGE,
-		.end = TT_END_COMPLETE };
+	struct tracefile_writer *w = ctx;
+	struct tt_request q = slot_request(s, 7);
 
 	snprintf(q.id, sizeof(q.id), "r%ld", s->req);
 	snprintf(q.model, sizeof(q.model), "m");
@@ -84,23 +73,10 @@ static void write_trace(const char *path, uint64_t secs)
 	cr_assert_eq(tracefile_put_compute(w, "cupti", BATCH), 0);
 	cr_assert_eq(tracefile_put_device(w, &gpu), 0);
 	cr_assert_eq(tracefile_put_name(w, 7, 1, "gemm"), 0);
-	for (int i = 0; i < BATCH; i++)
-		s[i].req = -1;
+	slots_init(s, BATCH);
 	for (uint64_t t = T0; t < T0 + secs * 1000 * MS; t += STEP) {
 		put_step(w, t);
-		for (int i = 0; i < BATCH; i++) {
-			if (s[i].req < 0) {
-				s[i].req = next++;
-				s[i].arrival = t - MS;
-				s[i].n = 0;
-				s[i].want = 4 + (uint32_t)(s[i].req * 7 % 13);
-			}
-			s[i].tok[s[i].n++] = t + STEP - 5 * MS + 100000;
-			if (s[i].n == s[i].want) {
-				put_request(w, &s[i]);
-				s[i].req = -1;
-			}
-		}
+		slots_step(s, BATCH, t, STEP, &next, put_request, w);
 	}
 	cr_assert_eq(tracefile_close(w), 0);
 }

@@ -506,21 +506,39 @@ static struct steps_span *probe_of(const struct sy_engine *g)
 	return w;
 }
 
-/* The steps of c's engine cut with its step function's windows (*w) at
- * hand, as src asks. */
-static struct sy_engine *probe_run(const struct sy_cfg *c,
-				   enum steps_source src,
-				   struct steps_span **w,
-				   struct steps_result *r)
+/* The steps of engine g (run as c) cut with its step function's windows
+ * (*w) at hand, as src asks. */
+static void probe_cut(const struct sy_engine *g, const struct sy_cfg *c,
+		      enum steps_source src, struct steps_span **w,
+		      struct steps_result *r)
 {
-	struct sy_engine *g = engine(c);
 	struct steps_input in = input_of(g, c, src);
 
 	*w = probe_of(g);
 	in.probe = *w;
 	in.nprobe = g->nsteps;
 	cr_assert_eq(steps_find(&in, r), 0);
+}
+
+/* probe_cut on c's engine of three requests. */
+static struct sy_engine *probe_run(const struct sy_cfg *c,
+				   enum steps_source src,
+				   struct steps_span **w,
+				   struct steps_result *r)
+{
+	struct sy_engine *g = engine(c);
+
+	probe_cut(g, c, src, w, r);
 	return g;
+}
+
+static void probe_done(struct sy_engine *g, struct steps_span *w,
+		       struct steps_result *r)
+{
+	steps_free(r);
+	free(w);
+	sy_free(g);
+	free(g);
 }
 
 /* On the CPU the probe's windows show the steps of chunks alone too. */
@@ -528,20 +546,14 @@ Test(steps, chunked_prefill_placed_in_the_probe_s_steps_on_the_cpu)
 {
 	struct sy_cfg c;
 	struct sy_engine *g = chunked_engine(&c, true);
-	struct steps_span *w = probe_of(g);
+	struct steps_span *w;
 	struct steps_result r;
-	struct steps_input in = input_of(g, &c, STEPS_FROM_PROBE);
 
-	in.probe = w;
-	in.nprobe = g->nsteps;
-	cr_assert_eq(steps_find(&in, &r), 0);
+	probe_cut(g, &c, STEPS_FROM_PROBE, &w, &r);
 	cr_expect_eq(r.source, STEPS_FROM_PROBE);
 	cr_expect_eq(r.chunk_tokens, 128, "chunks of %u", r.chunk_tokens);
 	expect_entries(g, &r);
-	steps_free(&r);
-	free(w);
-	sy_free(g);
-	free(g);
+	probe_done(g, w, &r);
 }
 
 Test(steps, probe_windows_cut_the_engine_s_steps_on_the_cpu)
@@ -561,10 +573,7 @@ Test(steps, probe_windows_cut_the_engine_s_steps_on_the_cpu)
 		sum += r.steps[k].busy_ns;
 	}
 	cr_expect_eq(sum, r.busy_ns, "every busy ns in some step");
-	steps_free(&r);
-	free(w);
-	sy_free(g);
-	free(g);
+	probe_done(g, w, &r);
 }
 
 Test(steps, auto_takes_the_probe_where_no_copies_cut)
@@ -577,18 +586,12 @@ Test(steps, auto_takes_the_probe_where_no_copies_cut)
 	struct sy_engine *g = probe_run(&c, STEPS_AUTO, &w, &r);
 	cr_expect_eq(r.source, STEPS_FROM_PROBE);
 	cr_expect_eq(r.nsteps, g->nsteps);
-	steps_free(&r);
-	free(w);
-	sy_free(g);
-	free(g);
+	probe_done(g, w, &r);
 	/* on a GPU the copies still cut, the probe beside them */
 	c = sy_default();
 	g = probe_run(&c, STEPS_AUTO, &w, &r);
 	cr_expect_eq(r.source, STEPS_FROM_COPIES);
-	steps_free(&r);
-	free(w);
-	sy_free(g);
-	free(g);
+	probe_done(g, w, &r);
 }
 
 /* Tokens written late (the writer stalled past the next call's return)
