@@ -10,9 +10,11 @@
  * server); the open loops also replayed (the plan given the very requests
  * the client sent, at their times). Goals: throughput and TTFT/ITL p50
  * within 10%, p99 within 20%, saturation within 10%; logged against every
- * run, and the test fails at twice them. One tail is logged only: the
- * TTFT p99 of a Poisson run at 85% (a 10 s run's p99 swings 2x between
- * runs; the replay of that run is checked instead).
+ * run, and the test fails at twice them. The open loop at 85% runs for
+ * 6000 requests (100 s): near capacity the TTFT tail is a few excursions
+ * of the queue, and the p99 of a 10 s run there swings 3x from one run
+ * to the next (the plan's range for such a run: 62-194 ms around 111),
+ * so no figure of a short run can be held to 20%.
  *
  * In:  build/tokentrace, build/refserver (with the CUPTI headers),
  *      build/loadgen; run from the repository root.
@@ -36,7 +38,7 @@
 
 #include "harness.h"
 
-#define PL_MAX_REQS	4096
+#define PL_MAX_REQS	8192
 #define PL_MIX		"--prompt-len", "16-600", "--max-tokens", "8-96"
 
 static void setup(void)
@@ -49,7 +51,7 @@ static void teardown(void)
 	e2e_teardown(SIGKILL, true);
 }
 
-TestSuite(plan, .init = setup, .fini = teardown, .timeout = 240);
+TestSuite(plan, .init = setup, .fini = teardown, .timeout = 480);
 
 /* What a client saw over the middle of a run. */
 struct seen {
@@ -175,7 +177,10 @@ static void load(int port, int conc, double rate, int requests,
 		argv[n++] = c;
 	}
 	argv[n] = NULL;
-	cr_assert_eq(e2e_run(argv, log, NULL, 120000), 0, "loadgen: %s",
+	/* an open loop takes requests / rate; a minute more for the drain
+	 * and a slow host */
+	cr_assert_eq(e2e_run(argv, log, NULL, rate > 0 ? (int)(1500 * requests /
+				rate) + 60000 : 120000), 0, "loadgen: %s",
 		     e2e_tail(log, 800));
 }
 
@@ -238,29 +243,18 @@ static void within(const char *what, const char *k, double got, double real,
 	within_ex(what, k, got, real, tol, true);
 }
 
-enum { TTFT_TAIL_LOGGED = 1 };
-
-/* The plan's figures against the client's; the tails named in logged
- * are logged only. */
-static void compare_ex(const char *what, const cJSON *pl, struct seen s,
-		       unsigned logged)
+/* The plan's figures against the client's. */
+static void compare(const char *what, const cJSON *pl, struct seen s)
 {
 	const cJSON *p = cJSON_GetObjectItem(pl, "predicted");
 	const cJSON *t = cJSON_GetObjectItem(p, "ttft_ms");
 	const cJSON *i = cJSON_GetObjectItem(p, "itl_ms");
 
-	within_ex(what, "tokens/s", e2e_num(p, "throughput_tok_s"), s.tok_s,
-		  0.10, true);
-	within_ex(what, "TTFT p50", e2e_num(t, "p50"), s.ttft_p50, 0.10, true);
-	within_ex(what, "TTFT p99", e2e_num(t, "p99"), s.ttft_p99, 0.20,
-		  !(logged & TTFT_TAIL_LOGGED));
-	within_ex(what, "ITL p50", e2e_num(i, "p50"), s.itl_p50, 0.10, true);
-	within_ex(what, "ITL p99", e2e_num(i, "p99"), s.itl_p99, 0.20, true);
-}
-
-static void compare(const char *what, const cJSON *pl, struct seen s)
-{
-	compare_ex(what, pl, s, 0);
+	within(what, "tokens/s", e2e_num(p, "throughput_tok_s"), s.tok_s, 0.10);
+	within(what, "TTFT p50", e2e_num(t, "p50"), s.ttft_p50, 0.10);
+	within(what, "TTFT p99", e2e_num(t, "p99"), s.ttft_p99, 0.20);
+	within(what, "ITL p50", e2e_num(i, "p50"), s.itl_p50, 0.10);
+	within(what, "ITL p99", e2e_num(i, "p99"), s.itl_p99, 0.20);
 }
 
 /* Where the client's TTFT p99 fell in the plan's range for a run of
@@ -318,15 +312,14 @@ Test(plan, a_light_load_predicts_heavier_closed_and_open_loops)
 	       real_run(flags, 64, 0, 1000).tok_s, 0.10);
 	/*
 	 * Open loop at 50 % and 85 % of capacity, two ways. The client's
-	 * Poisson arrivals over a run of 10 s are off the rate asked by
-	 * several % (one sd is 5 % at 370 arrivals), so the plan is asked for
-	 * the rate the client really sent, over as many requests. Near
-	 * capacity the TTFT tail of a 10 s run is a few excursions of the
-	 * queue, and swings by 2x from one such run to the next (for the
-	 * plan's runs as for the real ones): there the plan's p99 is logged
-	 * with the range a run of that length falls in. The replay is the
-	 * strict check: the plan is given the very requests the client sent,
-	 * at their times (--arrivals), and must match every figure.
+	 * Poisson arrivals are off the rate asked by a few % (one sd is 5 %
+	 * at 370 arrivals), so the plan is asked for the rate the client
+	 * really sent, over as many requests. The run at 50 % is 10 s; the
+	 * one at 85 % is 6000 requests, as its TTFT tail needs (see the top
+	 * of this file; the plan's range for a run of that length, logged,
+	 * is some -15 % to +35 % of its median). The replay is the second
+	 * check: the plan is given the very requests the client sent, at
+	 * their times (--arrivals), and must match every figure.
 	 */
 	for (int k = 0; k < 2; k++) {
 		double f = k ? 0.85 : 0.5;
@@ -336,7 +329,7 @@ Test(plan, a_light_load_predicts_heavier_closed_and_open_loops)
 		const char *const replay[] = { "--max-batch", "16",
 					       "--arrivals", arr, NULL };
 		struct seen s = real_run(flags, 0, f * cap,
-					 (int)(f * cap * 10));
+					 k ? 6000 : (int)(f * cap * 10));
 		struct seen all = client_saw_ex("real.jsonl", "real.log",
 						true);
 
@@ -346,7 +339,7 @@ Test(plan, a_light_load_predicts_heavier_closed_and_open_loops)
 		snprintf(what, sizeof(what), "open loop at %.0f%% of capacity "
 			 "(%.1f requests/s sent)", 100 * f, s.rate);
 		o = plan(args);
-		compare_ex(what, o, s, k ? TTFT_TAIL_LOGGED : 0);
+		compare(what, o, s);
 		log_spread(what, o, s);
 		cJSON_Delete(o);
 		snprintf(what, sizeof(what), "replay of the open loop at "
