@@ -88,7 +88,7 @@ ifeq ($(HAVE_CUPTI),1)
 TARGETS += $(CUPTI_LIB)
 endif
 
-.PHONY: all deps deps-test demo test test-unit test-e2e test-cupti bench soak clean
+.PHONY: all deps deps-test demo test test-unit test-e2e test-cupti test-llama bench soak clean
 # Generated BPF objects and skeletons are kept, not removed as intermediates.
 .SECONDARY: $(BPF_OBJS) $(BPF_SKELS)
 .DEFAULT_GOAL := all
@@ -168,15 +168,24 @@ $(BUILD)/tests/unit: $(UNIT_OBJS) $(USER_LIB) $(REF_LIB) $(LG_LIB)
 # dynamic loader maps), for the step probe's end-to-end test.
 LLAMA_BINS := $(BUILD)/tests/llama/libllama.so $(BUILD)/tests/llama/llama-engine \
 	      $(BUILD)/tests/llama/llama-engine-dl
-$(BUILD)/tests/llama/libllama.so: tests/e2e/llama/libllama.c
+$(BUILD)/tests/llama/libllama.so: tests/e2e/llama/libllama.c tests/e2e/llama/batch.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -shared -fPIC -o $@ $<
-$(BUILD)/tests/llama/llama-engine: tests/e2e/llama/engine.c $(BUILD)/tests/llama/libllama.so
+$(BUILD)/tests/llama/llama-engine: tests/e2e/llama/engine.c tests/e2e/llama/batch.h $(BUILD)/tests/llama/libllama.so
 	$(CC) $(CFLAGS) -DENGINE_LINKED -o $@ $< -L$(BUILD)/tests/llama -lllama \
 	  -Wl,-rpath,'$$ORIGIN' -ldl
-$(BUILD)/tests/llama/llama-engine-dl: tests/e2e/llama/engine.c
+$(BUILD)/tests/llama/llama-engine-dl: tests/e2e/llama/engine.c tests/e2e/llama/batch.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< -ldl
+# For llama.cpp's own llama-server (make test-llama): a tiny model, and the
+# truth of its llama_decode calls.
+LLAMA_TRUTH := $(BUILD)/tests/llama/tinygguf $(BUILD)/tests/llama/libdecodelog.so
+$(BUILD)/tests/llama/tinygguf: tests/e2e/llama/tinygguf.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $<
+$(BUILD)/tests/llama/libdecodelog.so: tests/e2e/llama/decodelog.c tests/e2e/llama/batch.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -shared -fPIC -o $@ $< -ldl
 $(BUILD)/tests/e2e: $(E2E_OBJS) $(USER_LIB) $(REF_LIB) $(LG_LIB) | $(LLAMA_BINS)
 	$(CC) $(SAN) -o $@ $^ $(TEST_LIBS) $(PKG_LIBS) $(REF_CUDA_LIBS) $(LDLIBS)
 
@@ -206,11 +215,19 @@ endif
 E2E_SYSCALLS_SUITES := @(record|faults|trace|agent|views)/*
 E2E_LIBC_SUITES     := @(run|tracefs)/*
 test-e2e: all $(BUILD)/tests/e2e
-	$(BUILD)/tests/e2e --jobs 1
+	$(BUILD)/tests/e2e --jobs 1 --filter '!(llama)/*'
 	TOKENTRACE_HOOKS=syscalls $(BUILD)/tests/e2e --jobs 1 \
 	  --filter '$(E2E_SYSCALLS_SUITES)'
 	TOKENTRACE_HOOKS=libc $(BUILD)/tests/e2e --jobs 1 \
 	  --filter '$(E2E_LIBC_SUITES)'
+
+# llama.cpp's own llama-server under tokentrace: tools/llama.sh builds it
+# from the llama.cpp source the npm package node-llama-cpp carries (some
+# 5 minutes on 2 cores, once, and the package from the npm registry), so
+# it is not part of `make test`.
+test-llama: all $(BUILD)/tests/e2e $(LLAMA_TRUTH)
+	tools/llama.sh $(BUILD)/llama
+	$(BUILD)/tests/e2e --jobs 1 --filter 'llama/*'
 
 # ---- the main job and benchmarks -------------------------------------------
 

@@ -995,22 +995,156 @@ int BPF_KRETPROBE(ssl_ret, long ret)
  * function (llama.cpp's llama_decode, the reference server's
  * rs_engine_step, or one named by --step-probe) and another on its
  * return. A call that returns is one step window, sent as a
- * TT_SOCK_EV_STEP record. A thread killed inside the call leaves its entry
- * time to age out of the LRU map.
+ * TT_SOCK_EV_STEP record. On llama_decode (llama_enter) the record also
+ * carries the call's batch as runs of one sequence each (sock.h). A
+ * thread killed inside the call leaves its entry to age out of the LRU
+ * map.
  */
+struct step_rec {
+	struct tt_sock_hdr h;
+	struct tt_sock_step s;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, 1024);
 	__type(key, __u64);		/* pid_tgid */
-	__type(value, __u64);		/* entry time */
+	__type(value, struct step_rec);	/* its entry, its batch */
 } step_entry SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct step_rec);
+} step_scratch SEC(".maps");
+
+/* This CPU's scratch record, its entry time set and no batch. */
+static __always_inline struct step_rec *step_begin(void)
+{
+	__u32 zero = 0;
+	struct step_rec *r = bpf_map_lookup_elem(&step_scratch, &zero);
+
+	if (!r)
+		return NULL;
+	r->s.start_ns = bpf_ktime_get_ns();
+	r->s.n_tokens = 0;
+	r->s.nruns = 0;
+	r->s.flags = 0;
+	return r;
+}
 
 SEC("uprobe")
 int step_enter(struct pt_regs *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
+	__u64 id = bpf_get_current_pid_tgid();
+	struct step_rec *r = step_begin();
 
-	bpf_map_update_elem(&step_entry, &id, &now, BPF_ANY);
+	if (r)
+		bpf_map_update_elem(&step_entry, &id, r, BPF_ANY);
+	return 0;
+}
+
+/* struct llama_batch of llama.h, as the x86-64 ABI lays it out */
+struct llama_batch_abi {
+	__s32 n_tokens;
+	__u32 pad;
+	__u64 token, embd, pos, n_seq_id, seq_id, logits;
+};
+
+struct batch_walk {
+	__u64 pos, seq_id, logits;
+	__u32 n;
+};
+
+/* Token i of the batch into the scratch record's runs; 1 stops. */
+static long walk_token(__u32 i, void *data)
+{
+	struct batch_walk *w = data;
+	__u32 zero = 0;
+	struct step_rec *r = bpf_map_lookup_elem(&step_scratch, &zero);
+	__s32 seq = 0, pos = -1;
+	__u64 p = 0;
+	__s8 out = 0;
+	__u16 k;
+
+	if (!r || i >= w->n)
+		return 1;
+	if (w->seq_id &&
+	    (bpf_probe_read_user(&p, sizeof(p), (void *)(w->seq_id + 8ull * i)) ||
+	     !p || bpf_probe_read_user(&seq, sizeof(seq), (void *)p)))
+		goto cut;
+	if (w->pos && bpf_probe_read_user(&pos, sizeof(pos),
+					  (void *)(w->pos + 4ull * i)))
+		goto cut;
+	if (!w->logits)
+		out = i + 1 == w->n;	/* llama.cpp: the last token only */
+	else if (bpf_probe_read_user(&out, sizeof(out),
+				     (void *)(w->logits + i)))
+		goto cut;
+	k = r->s.nruns;
+	if (k > 0 && k <= TT_SOCK_STEP_RUNS) {
+		struct tt_sock_run *last = &r->s.runs[(k - 1) &
+						      (TT_SOCK_STEP_RUNS - 1)];
+
+		if (last->seq == seq &&
+		    (pos < 0 || last->pos + (__s32)last->tokens == pos)) {
+			last->tokens++;
+			last->out += out != 0;
+			return 0;
+		}
+	}
+	if (k >= TT_SOCK_STEP_RUNS)
+		goto cut;
+	struct tt_sock_run *n = &r->s.runs[k & (TT_SOCK_STEP_RUNS - 1)];
+
+	n->seq = seq;
+	n->pos = pos;
+	n->tokens = 1;
+	n->out = out != 0;
+	r->s.nruns = k + 1;
+	return 0;
+cut:
+	r->s.flags |= TT_SOCK_STEP_CUT;
+	return 1;
+}
+
+SEC("uprobe")
+int llama_enter(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct step_rec *r = step_begin();
+
+	if (!r)
+		return 0;
+#if defined(__TARGET_ARCH_x86)
+	/* a struct of 56 bytes is passed in memory: above the return
+	   address at the entry */
+	struct llama_batch_abi b;
+
+	if (!bpf_probe_read_user(&b, sizeof(b),
+				 (void *)(PT_REGS_SP(ctx) + 8)) &&
+	    b.n_tokens > 0) {
+		struct batch_walk w = { .pos = b.pos, .seq_id = b.seq_id,
+					.logits = b.logits,
+					.n = (__u32)b.n_tokens };
+
+		r->s.n_tokens = (__u32)b.n_tokens;
+		r->s.flags = TT_SOCK_STEP_BATCH;
+		if (w.n > TT_SOCK_STEP_TOKENS) {
+			w.n = TT_SOCK_STEP_TOKENS;
+			r->s.flags |= TT_SOCK_STEP_CUT;
+		}
+		bpf_loop(w.n, walk_token, &w, 0);
+		/* the walk used this CPU's scratch: look it up again */
+		__u32 zero = 0;
+
+		r = bpf_map_lookup_elem(&step_scratch, &zero);
+		if (!r)
+			return 0;
+	}
+#endif
+	bpf_map_update_elem(&step_entry, &id, r, BPF_ANY);
 	return 0;
 }
 
@@ -1018,22 +1152,28 @@ SEC("uretprobe")
 int BPF_KRETPROBE(step_exit, long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u64 *t0 = bpf_map_lookup_elem(&step_entry, &id);
-	struct { struct tt_sock_hdr h; struct tt_sock_step s; } r = {};
+	struct step_rec *r = bpf_map_lookup_elem(&step_entry, &id);
+	__u32 n, size;
 
-	if (!t0)
+	if (!r)
 		return 0;
-	r.h.version = TT_SOCK_VERSION;
-	r.h.type = TT_SOCK_EV_STEP;
-	r.h.size = sizeof(r);
-	r.h.ts_ns = bpf_ktime_get_ns();
-	r.h.tgid = id >> 32;
-	r.h.tid = (__u32)id;
-	r.h.fd = -1;
-	r.s.start_ns = *t0;
-	r.s.ret = ret;
-	bpf_map_delete_elem(&step_entry, &id);
-	if (bpf_ringbuf_output(&events, &r, sizeof(r), 0))
+	r->h.version = TT_SOCK_VERSION;
+	r->h.type = TT_SOCK_EV_STEP;
+	r->h.ts_ns = bpf_ktime_get_ns();
+	r->h.conn_id = 0;
+	r->h.tgid = id >> 32;
+	r->h.tid = (__u32)id;
+	r->h.fd = -1;
+	r->h.flags = 0;
+	r->s.ret = ret;
+	n = r->s.nruns;
+	if (n > TT_SOCK_STEP_RUNS)
+		n = TT_SOCK_STEP_RUNS;
+	size = sizeof(r->h) + __builtin_offsetof(struct tt_sock_step, runs) +
+	       n * sizeof(struct tt_sock_run);
+	r->h.size = size;
+	if (bpf_ringbuf_output(&events, r, size, 0))
 		count_loss(0);
+	bpf_map_delete_elem(&step_entry, &id);
 	return 0;
 }

@@ -194,11 +194,11 @@ void attach_init(struct attach *a, const struct attach_opts *o)
 }
 
 static void on_step(void *ctx, uint32_t pid, uint32_t tid, uint64_t start_ns,
-		    uint64_t end_ns)
+		    uint64_t end_ns, const struct tt_sock_step *batch)
 {
 	struct attach *a = ctx;
 
-	collect_add_step(&a->c, pid, tid, start_ns, end_ns);
+	collect_add_step(&a->c, pid, tid, start_ns, end_ns, batch);
 }
 
 static int open_socktrace(struct attach *a)

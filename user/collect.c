@@ -29,6 +29,7 @@
 
 #include "collect.h"
 #include "tracefile.h"
+#include "tokentrace/sock.h"
 
 #define COLLECT_TICK_NS	1000000000ull
 
@@ -131,15 +132,26 @@ static void add_interval(struct collect *c, const struct tt_interval *iv)
 }
 
 void collect_add_step(struct collect *c, uint32_t pid, uint32_t tid,
-		      uint64_t start_ns, uint64_t end_ns)
+		      uint64_t start_ns, uint64_t end_ns,
+		      const struct tt_sock_step *batch)
 {
 	struct tt_interval iv = {
 		.start_ns = start_ns, .end_ns = end_ns,
 		.device = TT_STEP_DEVICE, .pid = pid, .tid = tid,
-		.kind = TT_IV_STEP,
+		.kind = TT_IV_STEP, .bytes = batch ? batch->n_tokens : 0,
 	};
 
 	add_interval(c, &iv);
+	for (uint32_t i = 0; batch && i < batch->nruns; i++) {
+		const struct tt_sock_run *u = &batch->runs[i];
+
+		iv.kind = TT_IV_SEQ;
+		iv.stream = (uint32_t)u->seq;
+		iv.correlation = (uint32_t)u->pos;
+		iv.bytes = u->tokens;
+		iv.name_id = u->out;
+		add_interval(c, &iv);
+	}
 }
 
 static void add_name(struct collect *c, uint32_t pid, uint32_t id,

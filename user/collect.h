@@ -126,9 +126,12 @@ void collect_sink(struct collect *c, struct tt_compute_sink *sink);
 
 /* Keep a finished request; token_ns is copied. 0 or -ENOMEM. */
 int collect_add_request(struct collect *c, const struct tt_request *q);
-/* A step window of pid's engine (the step probe): a TT_IV_STEP interval. */
+/* A step window of pid's engine (the step probe): a TT_IV_STEP interval,
+ * and with its batch (NULL: none) a TT_IV_SEQ interval per run. */
+struct tt_sock_step;
 void collect_add_step(struct collect *c, uint32_t pid, uint32_t tid,
-		      uint64_t start_ns, uint64_t end_ns);
+		      uint64_t start_ns, uint64_t end_ns,
+		      const struct tt_sock_step *batch);
 
 /* The compute source and the engine's batch limit. */
 void collect_set_compute(struct collect *c, const char *source,

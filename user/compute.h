@@ -26,7 +26,15 @@ enum tt_interval_kind {
 	TT_IV_GRAPH = 4,	/* a whole CUDA graph launch as one record */
 	TT_IV_STEP = 5,		/* an engine's step function ran (the step
 				   probe): a window, not work; always on
-				   TT_STEP_DEVICE */
+				   TT_STEP_DEVICE. bytes: the tokens of
+				   its batch when it was read (0: not) */
+	TT_IV_SEQ = 6,		/* one sequence's run of tokens in a step
+				   whose batch was read (llama_decode): the
+				   step's window on TT_STEP_DEVICE; stream:
+				   the sequence id, correlation: the
+				   position of its first token, bytes: its
+				   tokens, name_id: of them, those whose
+				   logits were asked (outputs) */
 };
 
 /* The device id of step windows: no device's work, so that nothing that

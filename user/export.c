@@ -185,6 +185,7 @@ static const char *iv_name(const struct pf *p, const struct tt_interval *iv)
 	case TT_IV_CPU: return "on-CPU";
 	case TT_IV_GRAPH: return "graph";
 	case TT_IV_STEP: return "step function";
+	case TT_IV_SEQ: return "sequence";
 	default: return "kernel";
 	}
 }
@@ -320,6 +321,7 @@ static const char *iv_cat(uint8_t kind)
 		[TT_IV_KERNEL] = "kernel", [TT_IV_MEMCPY] = "memcpy",
 		[TT_IV_MEMSET] = "memset", [TT_IV_CPU] = "cpu",
 		[TT_IV_GRAPH] = "graph", [TT_IV_STEP] = "step",
+		[TT_IV_SEQ] = "sequence",
 	};
 
 	return kind < sizeof(cats) / sizeof(cats[0]) ? cats[kind] : "other";

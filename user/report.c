@@ -110,7 +110,7 @@ static int collect_devices(const struct report_input *in, struct report *r)
 			r->devs[r->ndevs++].dev = in->devs[i];
 	for (size_t i = 0; i < in->nivs; i++) {
 		const struct tt_interval *iv = &in->ivs[i];
-		if (iv->kind == TT_IV_STEP || find_dev(r, iv->device))
+		if (iv->device == TT_STEP_DEVICE || find_dev(r, iv->device))
 			continue;
 		if (r->ndevs == cap) {
 			struct report_device *p;
@@ -767,6 +767,49 @@ static int probe_windows(const struct report_input *in, uint32_t pid,
 	return 0;
 }
 
+/* The runs of the batches the step probe read for pid (0: any), sorted
+ * by their call's end, in *out (NULL when there are none). 0 or
+ * -ENOMEM. */
+static int probe_seqs(const struct report_input *in, uint32_t pid,
+		      struct steps_seq **out, size_t *n)
+{
+	struct steps_seq *w = NULL;
+	size_t k = 0, cap = 0;
+
+	*out = NULL;
+	*n = 0;
+	for (size_t i = 0; i < in->nivs; i++) {
+		const struct tt_interval *iv = &in->ivs[i];
+
+		if (iv->kind != TT_IV_SEQ || (pid && iv->pid != pid))
+			continue;
+		if (k == cap) {
+			struct steps_seq *g;
+
+			cap = cap ? 2 * cap : 256;
+			g = realloc(w, cap * sizeof(*w));
+			if (!g) {
+				free(w);
+				return -ENOMEM;
+			}
+			w = g;
+		}
+		w[k++] = (struct steps_seq){
+			.end_ns = iv->end_ns, .seq = (int32_t)iv->stream,
+			.pos = (int32_t)iv->correlation,
+			.tokens = (uint32_t)iv->bytes, .out = iv->name_id,
+		};
+	}
+	if (k && sort_by_u64(w, k, sizeof(*w), offsetof(struct steps_seq,
+							 end_ns))) {
+		free(w);
+		return -ENOMEM;
+	}
+	*out = w;
+	*n = k;
+	return 0;
+}
+
 static int find_steps_with(const struct report_input *in,
 			   struct report_device *d, struct steps_input *si_in)
 {
@@ -816,16 +859,26 @@ static int find_steps(const struct report_input *in, struct report_device *d)
 		.pid = d->req_pid, .copy_device = d->steps_dev,
 	};
 	struct steps_span *probe;
+	struct steps_seq *seqs = NULL;
 	int err;
 
 	err = probe_windows(in, d->req_pid, &probe, &si.nprobe);
-	if (err)
+	if (!err)
+		err = probe_seqs(in, d->req_pid, &seqs, &si.nseqs);
+	if (err) {
+		free(probe);
 		return err;
+	}
 	si.probe = probe;
+	si.seqs = seqs;
 	if (d->dev.kind == TT_DEV_CPU && si.nprobe >= 2)
 		si.source = STEPS_FROM_PROBE;
+	/* a batch says where every prompt's chunks went */
+	if (si.nseqs)
+		si.no_chunks = true;
 	err = find_steps_with(in, d, &si);
 	free(probe);
+	free(seqs);
 	return err;
 }
 
@@ -1701,6 +1754,10 @@ static cJSON *device_json(const struct report *r,
 				steps_source_name(d->steps.source));
 	/* prompts inferred prefilled in chunks of this many tokens; 0: not */
 	num(o, "prefill_chunk_tokens", d->steps.chunk_tokens);
+	/* steps whose work was read from the engine's batch, and the
+	 * requests tied to its sequences */
+	num(o, "batch_steps", d->steps.batch_steps);
+	num(o, "batch_requests", d->steps.batch_requests);
 	if (d->steps_dev) {
 		const struct report_device *l = find_dev(r, d->steps_dev);
 
@@ -2122,6 +2179,10 @@ static void text_devices(const struct report *r, FILE *f)
 			fprintf(f, "; prompts prefilled in chunks of ~%u tokens, "
 				"placed in the steps before their first token",
 				d->steps.chunk_tokens);
+		if (d->steps.batch_steps)
+			fprintf(f, "; %u steps' work read from the engine's "
+				"batch, %u requests tied to its sequences",
+				d->steps.batch_steps, d->steps.batch_requests);
 		fputs(")\n", f);
 	}
 }

@@ -353,11 +353,11 @@ static void on_request(void *ctx, const struct tt_request *q)
 }
 
 static void on_step(void *ctx, uint32_t pid, uint32_t tid, uint64_t start_ns,
-		    uint64_t end_ns)
+		    uint64_t end_ns, const struct tt_sock_step *batch)
 {
 	struct run_state *rs = ctx;
 
-	collect_add_step(&rs->c, pid, tid, start_ns, end_ns);
+	collect_add_step(&rs->c, pid, tid, start_ns, end_ns, batch);
 }
 
 /* ---- sources ------------------------------------------------------------- */
@@ -733,8 +733,15 @@ static void print_text(struct run_state *rs, const struct report *r)
 		socktrace_stats(rs->st, &ss);
 		if (ss.step_procs)
 			fprintf(stderr, "  step probe: %llu steps in %u "
-				"process(es)\n", (unsigned long long)ss.steps,
+				"process(es)", (unsigned long long)ss.steps,
 				ss.step_procs);
+		if (ss.step_procs && (ss.step_batches || ss.step_batches_cut))
+			fprintf(stderr, ", %llu with their batch read, %llu "
+				"batches too big to read whole",
+				(unsigned long long)ss.step_batches,
+				(unsigned long long)ss.step_batches_cut);
+		if (ss.step_procs)
+			fputc('\n', stderr);
 	}
 	fprintf(stderr, "  requests %zu, unattributed %.3f s; lost: cpu %llu, "
 		"sockets %llu events %llu bytes, cupti %llu\n", r->nreqs,

@@ -17,6 +17,7 @@
  *      a dead server's open requests end at once.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -271,13 +272,21 @@ static void on_data(struct socktrace *st, struct conn_ent *c,
 static void on_step(struct socktrace *st, const struct tt_sock_hdr *h)
 {
 	const struct tt_sock_step *s = (const void *)(h + 1);
+	const size_t head = sizeof(*h) + offsetof(struct tt_sock_step, runs);
+	bool batch;
 
-	if (h->size < sizeof(*h) + sizeof(*s) || s->start_ns > h->ts_ns)
+	if (h->size < head || s->start_ns > h->ts_ns)
 		return;
+	batch = (s->flags & TT_SOCK_STEP_BATCH) &&
+		!(s->flags & TT_SOCK_STEP_CUT) && s->nruns &&
+		s->nruns <= TT_SOCK_STEP_RUNS &&
+		h->size >= head + s->nruns * sizeof(s->runs[0]);
 	st->s.steps++;
+	st->s.step_batches += batch;
+	st->s.step_batches_cut += !!(s->flags & TT_SOCK_STEP_CUT);
 	if (st->o.on_step)
 		st->o.on_step(st->o.step_ctx, h->tgid, h->tid, s->start_ns,
-			      h->ts_ns);
+			      h->ts_ns, batch ? s : NULL);
 }
 
 static int handle_record(void *ctx, void *data, size_t size)
@@ -589,8 +598,10 @@ static void attach_site(struct socktrace *st, pid_t pid,
 	uprobe_set_drop(st->probes, pid, 'p');
 	/* not needed: a process gone before it is probed (it exec'd or
 	   exited meanwhile) only has no steps from the probe */
+	/* llama_decode's batch is read on the way in */
 	const struct uprobe_spec p[] = {
-		{ k->progs.step_enter, site->sym, false, false },
+		{ strcmp(site->sym, "llama_decode") ? k->progs.step_enter :
+		  k->progs.llama_enter, site->sym, false, false },
 		{ k->progs.step_exit, site->sym, true, false },
 	};
 	n = uprobe_set_attach(st->probes, pid, 'p', site->path, p, 2);

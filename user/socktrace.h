@@ -20,9 +20,13 @@ struct socktrace;
 struct stepprobe_site;
 
 /* The step probe: an engine's step function ran on thread tid of pid from
- * start_ns to end_ns (CLOCK_MONOTONIC). */
+ * start_ns to end_ns (CLOCK_MONOTONIC); batch: llama_decode's batch as
+ * sock.h's runs (batch->nruns of them), NULL when it was not read (another
+ * step function) or not whole (TT_SOCK_STEP_CUT). */
+struct tt_sock_step;
 typedef void (*socktrace_step_cb)(void *ctx, uint32_t pid, uint32_t tid,
-				  uint64_t start_ns, uint64_t end_ns);
+				  uint64_t start_ns, uint64_t end_ns,
+				  const struct tt_sock_step *batch);
 
 /* Raw data hook: every captured piece of every connection (those the
  * target connect()ed too), before reqtrack. */
@@ -67,6 +71,8 @@ struct socktrace_stats {
 	unsigned ringbuf_kb, capture_cap;
 	unsigned step_procs;		/* targets with the step probe, ever */
 	uint64_t steps;			/* step windows seen */
+	uint64_t step_batches;		/* of them, with llama_decode's batch */
+	uint64_t step_batches_cut;	/* batches too big to read whole */
 };
 
 /*

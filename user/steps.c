@@ -1493,6 +1493,309 @@ out:
 	return err;
 }
 
+/*
+ * The batches the step probe read (llama_decode's, in->seqs) make each
+ * step's entries exact: a sequence's run of tokens up to its first output
+ * is a prefill chunk of that many tokens at context pos, an output run
+ * after it one decode (or a few, speculated) at context pos + its tokens
+ * (the tokens fed in count, as in entry_of). A
+ * sequence's session (one request on one llama-server slot) begins where
+ * its positions do not follow on from its last run, or with a prefill
+ * after outputs. The session is the request whose first token was
+ * written first after the session's first output, among those that had
+ * arrived when the session began, a request with the session's prompt
+ * length first, within two steps. Steps without a batch, and requests
+ * tied to no session, keep the entries of their token writes; a session
+ * tied to no request (a warm-up, a client not seen) leaves its share of
+ * its steps unattributed.
+ */
+#define BATCH_SCAN	64	/* candidates looked at per session */
+#define BATCH_NONE	UINT32_MAX
+
+struct sess {
+	uint32_t first_step, out_step;	/* out_step: its first output */
+	uint32_t prompt;		/* positions up to that output */
+	uint32_t prefill_runs;
+	uint32_t req;
+};
+
+struct seq_state {
+	int32_t seq;
+	int64_t next_pos;
+	bool had_out;
+	uint32_t sess;
+};
+
+struct batch_work {
+	uint32_t *run_sess, *run_step;	/* per in->seqs entry */
+	struct sess *sess;
+	uint32_t nsess;
+	struct seq_state *st;
+	uint32_t nst, capst;
+	uint32_t *cand;			/* requests by first token */
+	uint32_t ncand;
+	bool *tied;			/* per request */
+};
+
+static uint64_t first_token_of(const struct steps_input *in, uint32_t q)
+{
+	return in->reqs[q].token_ns[0];
+}
+
+static int cmp_cand(const void *a, const void *b, void *ctx)
+{
+	const struct steps_input *in = ctx;
+	uint64_t x = first_token_of(in, *(const uint32_t *)a);
+	uint64_t y = first_token_of(in, *(const uint32_t *)b);
+
+	return x < y ? -1 : x > y;
+}
+
+static struct seq_state *seq_state_of(struct batch_work *w, int32_t seq)
+{
+	for (uint32_t i = 0; i < w->nst; i++)
+		if (w->st[i].seq == seq)
+			return &w->st[i];
+	if (w->nst == w->capst) {
+		uint32_t cap = w->capst ? 2 * w->capst : 64;
+		struct seq_state *p = realloc(w->st, cap * sizeof(*p));
+
+		if (!p)
+			return NULL;
+		w->st = p;
+		w->capst = cap;
+	}
+	w->st[w->nst] = (struct seq_state){ .seq = seq, .next_pos = -1,
+					   .sess = BATCH_NONE };
+	return &w->st[w->nst++];
+}
+
+/* Each run's step and session. 0 or -ENOMEM. */
+static int batch_sessions(const struct steps_input *in,
+			  const struct steps_result *r, struct batch_work *w)
+{
+	size_t j = 0;
+
+	for (uint32_t k = 0; k < r->nsteps; k++) {
+		uint64_t e = r->steps[k].end_ns;
+
+		for (; j < in->nseqs && in->seqs[j].end_ns < e; j++)
+			w->run_step[j] = BATCH_NONE;
+		for (; j < in->nseqs && in->seqs[j].end_ns == e; j++) {
+			const struct steps_seq *u = &in->seqs[j];
+			struct seq_state *q = seq_state_of(w, u->seq);
+
+			if (!q)
+				return -ENOMEM;
+			w->run_step[j] = k;
+			if (q->sess == BATCH_NONE || u->pos < 0 ||
+			    u->pos != q->next_pos ||
+			    (q->had_out && u->out < u->tokens)) {
+				q->sess = w->nsess++;
+				w->sess[q->sess] = (struct sess){
+					.first_step = k, .out_step = BATCH_NONE,
+					.req = BATCH_NONE };
+				q->had_out = false;
+			}
+			struct sess *z = &w->sess[q->sess];
+
+			w->run_sess[j] = q->sess;
+			q->next_pos = u->pos < 0 ? -1 : (int64_t)u->pos + u->tokens;
+			if (z->out_step == BATCH_NONE) {
+				z->prefill_runs++;
+				if (u->out) {
+					z->out_step = k;
+					z->prompt = u->pos < 0 ? 0 :
+						    (uint32_t)u->pos + u->tokens;
+				}
+			}
+			q->had_out |= u->out > 0;
+		}
+	}
+	for (; j < in->nseqs; j++)
+		w->run_step[j] = BATCH_NONE;
+	return 0;
+}
+
+/* Session z's request: the first untied one whose first token followed
+ * z's first output within two steps, arrived when z began, and (exact)
+ * with z's prompt length. */
+static void tie_one(const struct steps_input *in, const struct steps_result *r,
+		    struct batch_work *w, struct sess *z, bool exact)
+{
+	uint64_t t = r->steps[z->out_step].end_ns;
+	uint64_t began = r->steps[z->first_step].end_ns;
+	uint64_t limit = z->out_step + 2 < r->nsteps ?
+			 r->steps[z->out_step + 2].end_ns : UINT64_MAX;
+	uint32_t lo = 0, hi = w->ncand, seen = 0;
+
+	if (z->req != BATCH_NONE)
+		return;
+	while (lo < hi) {
+		uint32_t m = lo + (hi - lo) / 2;
+
+		if (first_token_of(in, w->cand[m]) < t)
+			lo = m + 1;
+		else
+			hi = m;
+	}
+	for (uint32_t c = lo; c < w->ncand && seen < BATCH_SCAN; c++) {
+		uint32_t q = w->cand[c];
+
+		if (first_token_of(in, q) > limit)
+			break;
+		if (w->tied[q] || in->reqs[q].arrival_ns > began)
+			continue;
+		seen++;
+		if (!exact || in->reqs[q].prompt_tokens == (int64_t)z->prompt) {
+			z->req = q;
+			w->tied[q] = true;
+			return;
+		}
+	}
+}
+
+/* Ties sessions to requests (see above). 0 or -ENOMEM. */
+static int batch_tie(const struct steps_input *in,
+		     const struct steps_result *r, struct batch_work *w)
+{
+	uint64_t *order = malloc((w->nsess ? w->nsess : 1) * sizeof(*order));
+	uint32_t n = 0;
+
+	if (!order)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < in->nreqs; i++)
+		if (takes_part(in, i) && in->reqs[i].token_ns &&
+		    in->reqs[i].token_ns_len)
+			w->cand[w->ncand++] = i;
+	qsort_r(w->cand, w->ncand, sizeof(*w->cand), cmp_cand, (void *)in);
+	/* sessions by their first output, then as they began */
+	for (uint32_t i = 0; i < w->nsess; i++)
+		if (w->sess[i].out_step != BATCH_NONE)
+			order[n++] = (uint64_t)w->sess[i].out_step << 32 | i;
+	if (sort_u64(order, n))
+		qsort(order, n, sizeof(*order), cmp_u64);
+	for (int exact = 1; exact >= 0; exact--)
+		for (uint32_t o = 0; o < n; o++)
+			tie_one(in, r, w, &w->sess[(uint32_t)order[o]], exact);
+	free(order);
+	return 0;
+}
+
+static struct attr_entry batch_entry(const struct steps_seq *u,
+				     const struct sess *z, uint32_t k)
+{
+	struct attr_entry e = {
+		.request = z->req, .tokens = u->tokens,
+		.context = u->pos > 0 ? (uint32_t)u->pos : 0,
+	};
+
+	if (z->out_step == BATCH_NONE || k <= z->out_step) {
+		e.phase = ATTR_PREFILL;
+		e.chunk = z->prefill_runs > 1;
+	} else {
+		/* as entry_of counts it: the token fed in is context */
+		e.phase = ATTR_DECODE;
+		e.context += u->tokens;
+	}
+	return e;
+}
+
+/* The entries again, from the batches where there are some. */
+static int batch_entries(const struct steps_input *in, struct steps_result *r,
+			 const struct batch_work *w)
+{
+	size_t cap = r->nentries + in->nseqs + 1, j = 0;
+	struct attr_entry *e = malloc(cap * sizeof(*e));
+	uint64_t *tok = malloc(cap * sizeof(*tok));
+	uint64_t *prev = malloc(cap * sizeof(*prev));
+	uint32_t n = 0;
+
+	if (!e || !tok || !prev) {
+		free(e);
+		free(tok);
+		free(prev);
+		return -ENOMEM;
+	}
+	for (uint32_t k = 0; k < r->nsteps; k++) {
+		struct steps_step *s = &r->steps[k];
+		uint32_t first = n, of = s->first, on = s->n;
+		bool batch = false;
+
+		for (; j < in->nseqs && (w->run_step[j] == BATCH_NONE ||
+					 w->run_step[j] < k); j++)
+			;
+		for (; j < in->nseqs && w->run_step[j] == k; j++) {
+			const struct sess *z = &w->sess[w->run_sess[j]];
+
+			batch = true;
+			if (z->req == BATCH_NONE)
+				continue;
+			e[n] = batch_entry(&in->seqs[j], z, k);
+			tok[n] = prev[n] = 0;
+			for (uint32_t i = of; i < of + on; i++)
+				if (r->entries[i].request == z->req) {
+					tok[n] = r->entry_token_ns[i];
+					prev[n] = r->entry_prev_ns[i];
+				}
+			n++;
+		}
+		for (uint32_t i = of; i < of + on; i++) {
+			if (batch && w->tied[r->entries[i].request])
+				continue;
+			e[n] = r->entries[i];
+			tok[n] = r->entry_token_ns[i];
+			prev[n++] = r->entry_prev_ns[i];
+		}
+		r->batch_steps += batch;
+		s->first = first;
+		s->n = n - first;
+		s->prefill_tokens = s->decode_tokens = 0;
+		for (uint32_t i = first; i < n; i++) {
+			if (e[i].phase == ATTR_PREFILL)
+				s->prefill_tokens += e[i].tokens;
+			else
+				s->decode_tokens += e[i].tokens;
+		}
+	}
+	free(r->entries);
+	free(r->entry_token_ns);
+	free(r->entry_prev_ns);
+	r->entries = e;
+	r->entry_token_ns = tok;
+	r->entry_prev_ns = prev;
+	r->nentries = n;
+	return 0;
+}
+
+static int apply_batches(const struct steps_input *in, struct steps_result *r)
+{
+	struct batch_work w = { 0 };
+	size_t ns = in->nseqs;
+	int err = -ENOMEM;
+
+	w.run_sess = malloc(ns * sizeof(*w.run_sess));
+	w.run_step = malloc(ns * sizeof(*w.run_step));
+	w.sess = malloc(ns * sizeof(*w.sess));
+	w.cand = malloc((in->nreqs ? in->nreqs : 1) * sizeof(*w.cand));
+	w.tied = calloc(in->nreqs ? in->nreqs : 1, sizeof(*w.tied));
+	if (w.run_sess && w.run_step && w.sess && w.cand && w.tied)
+		err = batch_sessions(in, r, &w);
+	if (!err)
+		err = batch_tie(in, r, &w);
+	if (!err)
+		err = batch_entries(in, r, &w);
+	for (uint32_t i = 0; !err && i < w.nsess; i++)
+		r->batch_requests += w.sess[i].req != BATCH_NONE;
+	free(w.run_sess);
+	free(w.run_step);
+	free(w.sess);
+	free(w.st);
+	free(w.cand);
+	free(w.tied);
+	return err;
+}
+
 /* Room for n tokens in *t. 0 or -ENOMEM (*t kept). */
 static int grow_toks(struct tok **t, size_t n)
 {
@@ -1551,6 +1854,8 @@ int steps_find(const struct steps_input *in, struct steps_result *r)
 	}
 	if (!err)
 		err = build_entries(in, t, nt, r, &ch);
+	if (!err && r->source == STEPS_FROM_PROBE && in->nseqs)
+		err = apply_batches(in, r);
 	if (!err)
 		err = finish_steps(in, r);
 out:

@@ -38,6 +38,15 @@ struct steps_span {
 	uint64_t end_ns;
 };
 
+/* One sequence's run of tokens in a step whose batch the step probe read
+ * (llama_decode, TT_IV_SEQ): end_ns is the call's return, its window's
+ * end. */
+struct steps_seq {
+	uint64_t end_ns;
+	int32_t seq, pos;		/* sequence id, its first position */
+	uint32_t tokens, out;		/* tokens, and of them outputs */
+};
+
 struct steps_step {
 	uint64_t start_ns, end_ns;	/* the step's window */
 	uint64_t busy_ns;		/* device busy time inside the window */
@@ -67,6 +76,12 @@ struct steps_input {
 					   end; with STEPS_FROM_PROBE or
 					   AUTO, where no copies cut */
 	size_t nprobe;
+	const struct steps_seq *seqs;	/* the probed calls' batches, sorted
+					   by end: with them, each step's
+					   entries are its batch's runs (a
+					   call with none keeps the entries
+					   of the token writes) */
+	size_t nseqs;
 	uint32_t pid_lo, pid_hi;	/* with pid 0 and pid_hi set: only
 					   requests with pids in [lo, hi) (a
 					   host's, of several) */
@@ -91,6 +106,9 @@ struct steps_result {
 					   them counted once); 0 also when
 					   STEPS_FROM_TOKENS was asked for */
 	uint64_t burst_gap_ns;		/* the gap that separates bursts */
+	uint32_t batch_steps;		/* steps whose entries are their
+					   batch's (steps_input.seqs) */
+	uint32_t batch_requests;	/* requests tied to a sequence */
 	uint32_t chunk_tokens;		/* prompts seen prefilled in chunks
 					   of this many tokens, placed in the
 					   steps before their first token; 0:

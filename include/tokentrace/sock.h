@@ -15,7 +15,8 @@
  *                          function the loader looks for, and whose hooks
  *                          it picks again when they were libc's
  *      TT_SOCK_EV_STEP  -> struct tt_sock_step: an engine's step function
- *                          returned (ts_ns; tid: the thread that ran it)
+ *                          returned (ts_ns; tid: the thread that ran it);
+ *                          for llama_decode, with the runs of its batch
  * Assumes: both sides are compiled for the same little-endian host. Every
  *      record starts with a version and its total size in bytes, so a
  *      reader skips records it does not know. Fields are fixed-size and
@@ -126,9 +127,35 @@ struct tt_sock_data {
 	__u64 total;		/* bytes the syscall moved in all */
 };
 
+/*
+ * llama_decode's batch (llama.h's struct llama_batch, read at the call's
+ * entry) as runs: consecutive tokens of one sequence at consecutive
+ * positions. llama-server puts each slot's tokens together, so a run is
+ * one slot's prefill chunk or its one decoded token.
+ */
+#define TT_SOCK_STEP_RUNS	64	/* runs kept per call */
+#define TT_SOCK_STEP_TOKENS	8192	/* tokens looked at per call */
+
+struct tt_sock_run {
+	__s32 seq;		/* sequence id (llama-server: the slot) */
+	__s32 pos;		/* position of its first token */
+	__u32 tokens;
+	__u32 out;		/* of them, tokens whose logits were asked */
+};
+
+enum {
+	TT_SOCK_STEP_BATCH = 1,	/* the batch was read: n_tokens and runs */
+	TT_SOCK_STEP_CUT = 2,	/* more runs or tokens than were kept */
+};
+
 struct tt_sock_step {
 	__u64 start_ns;		/* its entry; the header's ts_ns: its return */
 	__s64 ret;		/* what it returned */
+	__u32 n_tokens;		/* the batch's tokens */
+	__u16 nruns;		/* runs that follow (the record's size says
+				   the same) */
+	__u16 flags;		/* TT_SOCK_STEP_* */
+	struct tt_sock_run runs[TT_SOCK_STEP_RUNS];
 };
 
 /* Per-CPU loss counters (map `losses`): what the ring buffer refused. */

@@ -27,7 +27,9 @@
 #include <cJSON.h>
 #include <criterion/criterion.h>
 
+#include "../../user/collect.h"
 #include "harness.h"
+#include "llama/batch.h"
 
 static void setup(void)
 {
@@ -240,20 +242,55 @@ Test(run, exit_code_is_the_command_s)
  * itself. The program waits until a uprobe is on llama_decode, then calls
  * it 25 times: the step probe must be found in the library's mapping and
  * count every call (without looking at the mappings again, the late one
- * is never probed and the program gives up after 30 s).
+ * is never probed and the program gives up after 30 s), and read each
+ * call's llama_batch: its tokens, and its two runs (a prefill chunk and
+ * a decode, tests/e2e/llama/batch.h), exactly.
  */
 static void llama_shape(char *prog, char *extra)
 {
-	char *argv[] = { "build/tokentrace", "run", "--compute", "cpu", "--",
-			 prog, "25", extra, NULL };
+	char trace[128];
+	char *argv[] = { "build/tokentrace", "run", "--compute", "cpu", "-o",
+			 trace, "--", prog, "25", extra, NULL };
+	struct tt_interval step[25];
+	struct collect c;
+	int n = 0;
 
 	e2e_need_root();
+	e2e_path(trace, sizeof(trace), "llama.tt");
 	cr_assert_eq(e2e_exit_of(e2e_reap(e2e_spawn(argv, "llama.log", NULL),
 					  60000)), 0, "%s",
 		     e2e_tail("llama.log", 1000));
 	cr_expect(e2e_file_has("llama.log", "step probe: 25 steps in 1 "
-			       "process(es)"), "%s",
+			       "process(es), 25 with their batch read"), "%s",
 		  e2e_tail("llama.log", 1000));
+	collect_init(&c);
+	cr_assert_eq(collect_load(&c, trace, stderr, NULL), 0);
+	for (size_t i = 0; i < c.nivs && n < 25; i++)
+		if (c.ivs[i].kind == TT_IV_STEP)
+			step[n++] = c.ivs[i];
+	cr_assert_eq(n, 25, "%d steps in the trace", n);
+	for (int i = 0; i < n; i++) {
+		int chunk = STANDIN_CHUNK(i), runs = 0;
+
+		cr_expect_eq(step[i].bytes, (uint64_t)chunk + 1, "call %d", i);
+		for (size_t j = 0; j < c.nivs; j++) {
+			const struct tt_interval *u = &c.ivs[j];
+			bool pre;
+
+			if (u->kind != TT_IV_SEQ || u->end_ns != step[i].end_ns)
+				continue;
+			pre = runs++ == 0;
+			cr_expect_eq(u->stream, pre ? (uint32_t)STANDIN_SEQ(i) :
+				     STANDIN_DECODE_SEQ, "call %d", i);
+			cr_expect_eq(u->correlation, pre ? 100u * i : (uint32_t)i,
+				     "call %d", i);
+			cr_expect_eq(u->bytes, pre ? (uint64_t)chunk : 1,
+				     "call %d", i);
+			cr_expect_eq(u->name_id, 1, "call %d", i);
+		}
+		cr_expect_eq(runs, 2, "call %d: %d runs", i, runs);
+	}
+	collect_free(&c);
 }
 
 Test(run, step_probe_on_llama_decode_in_a_mapped_libllama)

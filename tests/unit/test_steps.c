@@ -625,3 +625,109 @@ Test(steps, probe_steps_place_late_writes_in_their_own_step)
 	}
 	steps_free(&r);
 }
+
+/*
+ * The runs of every step's batch as the step probe reads llama_decode's:
+ * each request on its own sequence (10 + its index), in the reverse of
+ * the engine's order, and in the first step a warm-up sequence (99) that
+ * is no request's.
+ */
+static struct steps_seq *batches_of(const struct sy_engine *g, size_t *n)
+{
+	struct steps_seq *v = calloc(g->nsteps * (SY_MAXR + 1), sizeof(*v));
+	size_t k = 0;
+
+	cr_assert_not_null(v);
+	for (uint32_t s = 0; s < g->nsteps; s++) {
+		const struct sy_step *t = &g->steps[s];
+
+		if (!s)
+			v[k++] = (struct steps_seq){ t->end_ns, 99, 0, 3, 1 };
+		for (uint32_t i = t->n; i-- > 0;) {
+			const struct attr_entry *e = &t->e[i];
+			uint32_t p = g->reqs[e->request].prompt_tokens;
+			bool dec = e->phase == ATTR_DECODE;
+
+			v[k++] = (struct steps_seq){
+				t->end_ns, 10 + (int32_t)e->request,
+				(int32_t)(dec ? e->context - 1 : e->context),
+				e->tokens, dec || e->context + e->tokens >= p };
+		}
+	}
+	*n = k;
+	return v;
+}
+
+/* Every step's entries are the engine's, in any order. */
+static void expect_entries_as_set(const struct sy_engine *g,
+				  const struct steps_result *r)
+{
+	cr_assert_eq(r->nsteps, g->nsteps);
+	for (uint32_t k = 0; k < r->nsteps; k++) {
+		const struct steps_step *s = &r->steps[k];
+		const struct sy_step *t = &g->steps[k];
+
+		cr_assert_eq(s->n, t->n, "step %u: batch %u, engine %u", k,
+			     s->n, t->n);
+		for (uint32_t i = 0; i < t->n; i++) {
+			const struct attr_entry *e = NULL;
+
+			for (uint32_t j = 0; j < s->n; j++)
+				if (r->entries[s->first + j].request ==
+				    t->e[i].request)
+					e = &r->entries[s->first + j];
+			cr_assert_not_null(e, "step %u: no entry of request %u",
+					   k, t->e[i].request);
+			cr_expect_eq(e->phase, t->e[i].phase, "step %u", k);
+			cr_expect_eq(e->tokens, t->e[i].tokens, "step %u", k);
+			cr_expect_eq(e->context, t->e[i].context, "step %u", k);
+		}
+	}
+}
+
+/* With llama_decode's batches read, the steps' entries are the engine's
+ * exactly, chunks and all, with chunk inference off (as the report runs
+ * it then); a warm-up sequence ties to no request and takes none. */
+Test(steps, batches_read_by_the_probe_give_every_step_s_work_exactly)
+{
+	struct sy_cfg c;
+	struct sy_engine *g = chunked_engine(&c, true);
+	struct steps_input in = input_of(g, &c, STEPS_FROM_PROBE);
+	struct steps_span *w = probe_of(g);
+	struct steps_result r;
+	struct steps_seq *b;
+	size_t nb;
+
+	in.probe = w;
+	in.nprobe = g->nsteps;
+	in.no_chunks = true;
+	/* without the batches, each prompt lands whole with its first token */
+	cr_assert_eq(steps_find(&in, &r), 0);
+	bool whole = false;
+
+	for (uint32_t i = 0; i < r.nentries; i++)
+		whole |= r.entries[i].phase == ATTR_PREFILL &&
+			 r.entries[i].tokens > 128;
+	cr_expect(whole, "a prompt over one chunk in one entry");
+	steps_free(&r);
+
+	b = batches_of(g, &nb);
+	in.seqs = b;
+	in.nseqs = nb;
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.source, STEPS_FROM_PROBE);
+	cr_expect_eq(r.batch_steps, g->nsteps);
+	cr_expect_eq(r.batch_requests, g->nreqs, "%u of %u requests tied",
+		     r.batch_requests, g->nreqs);
+	expect_entries_as_set(g, &r);
+	for (uint32_t i = 0; i < r.nentries; i++)
+		cr_expect_eq(r.entries[i].chunk,
+			     r.entries[i].phase == ATTR_PREFILL &&
+			     g->reqs[r.entries[i].request].prompt_tokens > 128,
+			     "entry %u", i);
+	steps_free(&r);
+	free(b);
+	free(w);
+	sy_free(g);
+	free(g);
+}

@@ -6,7 +6,7 @@
  * process's mappings again. It waits until a uprobe is on llama_decode
  * (the function's first instruction changes: a breakpoint is written
  * there), lets the second probe (on its return) follow, calls
- * llama_decode N times, and exits.
+ * llama_decode N times with the batches of batch.h, and exits.
  *
  * Usage: llama-engine N [--dlopen] (built with ENGINE_LINKED it links
  * libllama.so; without, only --dlopen has one)
@@ -17,11 +17,33 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef int decode_fn(void *ctx, int n_tokens);
+#include "batch.h"
+
+typedef int decode_fn(void *ctx, struct llama_batch batch);
 
 #ifdef ENGINE_LINKED
-int llama_decode(void *ctx, int n_tokens);	/* in libllama.so */
+int llama_decode(void *ctx, struct llama_batch batch);	/* in libllama.so */
 #endif
+
+/* Call i's batch (batch.h's STANDIN_*), in the arrays given. */
+static struct llama_batch batch_of(int i, int32_t *tok, int32_t *pos,
+				   int32_t *nseq, int32_t *seq, int32_t **seqp,
+				   int8_t *out)
+{
+	int c = STANDIN_CHUNK(i), n = c + 1;
+
+	for (int k = 0; k < n; k++) {
+		tok[k] = 5 + k;
+		pos[k] = k < c ? 100 * i + k : i;
+		seq[k] = k < c ? STANDIN_SEQ(i) : STANDIN_DECODE_SEQ;
+		nseq[k] = 1;
+		seqp[k] = &seq[k];
+		out[k] = k == c - 1 || k == c;
+	}
+	return (struct llama_batch){ .n_tokens = n, .token = tok, .pos = pos,
+				     .n_seq_id = nseq, .seq_id = seqp,
+				     .logits = out };
+}
 
 /* libllama.so from the folder of this program, opened late. */
 static decode_fn *open_late(const char *self)
@@ -72,9 +94,13 @@ int main(int argc, char **argv)
 		usleep(10000);
 	}
 	usleep(300000);
-	for (int i = 0; i < n; i++)
-		if (decode(NULL, i % 8 + 1))
+	for (int i = 0; i < n; i++) {
+		int32_t tok[8], pos[8], nseq[8], seq[8], *seqp[8];
+		int8_t out[8];
+
+		if (decode(NULL, batch_of(i, tok, pos, nseq, seq, seqp, out)))
 			return 1;
+	}
 	printf("llama-engine: %d calls\n", n);
 	return 0;
 }

@@ -1,9 +1,12 @@
 /*
  * libllama.c - a stand-in for llama.cpp's libllama.so, for the step
  * probe's end-to-end test: a shared library named like llama.cpp's that
- * exports llama_decode, which does one "step" of work and returns.
+ * exports llama_decode, which does one "step" of work (longer for more
+ * tokens in its batch) and returns.
  */
 #include <time.h>
+
+#include "batch.h"
 
 static double burn(long ns)
 {
@@ -21,9 +24,9 @@ static double burn(long ns)
 }
 
 __attribute__((visibility("default"), noinline))
-int llama_decode(void *ctx, int n_tokens)
+int llama_decode(void *ctx, struct llama_batch batch)
 {
 	(void)ctx;
-	burn(200000L + 1000L * n_tokens);
+	burn(200000L + 1000L * batch.n_tokens);
 	return 0;
 }
