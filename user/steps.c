@@ -1507,7 +1507,9 @@ out:
  * length first, within two steps. Steps without a batch, and requests
  * tied to no session, keep the entries of their token writes; a session
  * tied to no request (a warm-up, a client not seen) leaves its share of
- * its steps unattributed.
+ * its steps unattributed. A sequence first seen decoding (the probe came
+ * on mid-request) is the request then in flight whose tokens so far put
+ * its decode at that position.
  */
 #define BATCH_SCAN	64	/* candidates looked at per session */
 #define BATCH_NONE	UINT32_MAX
@@ -1517,6 +1519,9 @@ struct sess {
 	uint32_t prompt;		/* positions up to that output */
 	uint32_t prefill_runs;
 	uint32_t req;
+	int32_t pos;			/* of its first run */
+	bool joined;			/* first seen decoding: its request
+					   was in flight before the probe */
 };
 
 struct seq_state {
@@ -1591,10 +1596,14 @@ static int batch_sessions(const struct steps_input *in,
 			if (q->sess == BATCH_NONE || u->pos < 0 ||
 			    u->pos != q->next_pos ||
 			    (q->had_out && u->out < u->tokens)) {
-				q->sess = w->nsess++;
-				w->sess[q->sess] = (struct sess){
+				w->sess[w->nsess] = (struct sess){
 					.first_step = k, .out_step = BATCH_NONE,
-					.req = BATCH_NONE };
+					.req = BATCH_NONE, .pos = u->pos,
+					/* a sequence not seen before, decoding */
+					.joined = q->sess == BATCH_NONE &&
+						  u->pos > 0 && u->out &&
+						  u->out == u->tokens };
+				q->sess = w->nsess++;
 				q->had_out = false;
 			}
 			struct sess *z = &w->sess[q->sess];
@@ -1655,6 +1664,37 @@ static void tie_one(const struct steps_input *in, const struct steps_result *r,
 	}
 }
 
+/*
+ * A session first seen decoding (its request began before the probe was
+ * on, or before the trace): the request in flight then whose tokens so
+ * far say it decodes at that position, prompt + tokens written - 1.
+ */
+static bool tie_joined(const struct steps_input *in,
+		       const struct steps_result *r, struct batch_work *w,
+		       struct sess *z)
+{
+	uint64_t t = r->steps[z->first_step].end_ns;
+
+	for (uint32_t i = 0; i < w->ncand; i++) {
+		const struct tt_request *q = &in->reqs[w->cand[i]];
+		uint32_t k = 0;
+
+		if (q->token_ns[0] >= t)
+			break;		/* by first token: none further */
+		if (w->tied[w->cand[i]] || q->prompt_tokens <= 0 ||
+		    q->token_ns[q->token_ns_len - 1] < t)
+			continue;
+		k = (uint32_t)count_le(q->token_ns, q->token_ns_len, t - 1);
+		if (k < q->token_ns_len &&
+		    (int64_t)z->pos == q->prompt_tokens + (int64_t)k - 1) {
+			z->req = w->cand[i];
+			w->tied[w->cand[i]] = true;
+			return true;
+		}
+	}
+	return false;
+}
+
 /* Ties sessions to requests (see above). 0 or -ENOMEM. */
 static int batch_tie(const struct steps_input *in,
 		     const struct steps_result *r, struct batch_work *w)
@@ -1675,6 +1715,9 @@ static int batch_tie(const struct steps_input *in,
 			order[n++] = (uint64_t)w->sess[i].out_step << 32 | i;
 	if (sort_u64(order, n))
 		qsort(order, n, sizeof(*order), cmp_u64);
+	for (uint32_t i = 0; i < w->nsess; i++)
+		if (w->sess[i].joined && !tie_joined(in, r, w, &w->sess[i]))
+			w->sess[i].joined = false;	/* a prompt of one token */
 	for (int exact = 1; exact >= 0; exact--)
 		for (uint32_t o = 0; o < n; o++)
 			tie_one(in, r, w, &w->sess[(uint32_t)order[o]], exact);
@@ -1690,7 +1733,7 @@ static struct attr_entry batch_entry(const struct steps_seq *u,
 		.context = u->pos > 0 ? (uint32_t)u->pos : 0,
 	};
 
-	if (z->out_step == BATCH_NONE || k <= z->out_step) {
+	if (!z->joined && (z->out_step == BATCH_NONE || k <= z->out_step)) {
 		e.phase = ATTR_PREFILL;
 		e.chunk = z->prefill_runs > 1;
 	} else {

@@ -731,3 +731,64 @@ Test(steps, batches_read_by_the_probe_give_every_step_s_work_exactly)
 	sy_free(g);
 	free(g);
 }
+
+/* The probe on from step `from` only: the requests then in flight show
+ * first as sequences decoding, and are tied by their tokens so far. */
+Test(steps, batches_of_requests_begun_before_the_probe_are_tied_too)
+{
+	struct sy_cfg c;
+	struct sy_engine *g = chunked_engine(&c, true);
+	struct steps_input in = input_of(g, &c, STEPS_FROM_PROBE);
+	struct steps_span *w = probe_of(g);
+	struct steps_result r;
+	struct steps_seq *b;
+	size_t nb, skip = 0;
+	uint32_t from = 0, live = 0;
+
+	/* the first step after the first request's prefill, with a decode */
+	for (uint32_t k = 0; k < g->nsteps && !from; k++)
+		for (uint32_t i = 0; i < g->steps[k].n; i++)
+			if (g->steps[k].e[i].phase == ATTR_DECODE)
+				from = k;
+	cr_assert_gt(from, 0);
+	b = batches_of(g, &nb);
+	while (skip < nb && b[skip].end_ns < g->steps[from].end_ns)
+		skip++;
+	for (uint32_t q = 0; q < g->nreqs; q++)
+		live += g->reqs[q].token_ns[g->reqs[q].token_ns_len - 1] >
+			g->steps[from].end_ns;
+	in.probe = w + from;
+	in.nprobe = g->nsteps - from;
+	in.seqs = b + skip;
+	in.nseqs = nb - skip;
+	in.no_chunks = true;
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.batch_requests, live, "%u of %u requests in flight "
+		     "tied", r.batch_requests, live);
+	cr_assert_eq(r.nsteps, g->nsteps - from);
+	for (uint32_t k = 0; k < r.nsteps; k++) {
+		const struct steps_step *s = &r.steps[k];
+		const struct sy_step *t = &g->steps[from + k];
+
+		cr_expect_eq(s->n, t->n, "step %u", from + k);
+		for (uint32_t i = 0; i < t->n && i < s->n; i++) {
+			const struct attr_entry *e = NULL;
+
+			for (uint32_t j = 0; j < s->n; j++)
+				if (r.entries[s->first + j].request ==
+				    t->e[i].request)
+					e = &r.entries[s->first + j];
+			cr_assert_not_null(e, "step %u", from + k);
+			cr_expect_eq(e->phase, t->e[i].phase, "step %u", from + k);
+			cr_expect_eq(e->tokens, t->e[i].tokens, "step %u",
+				     from + k);
+			cr_expect_eq(e->context, t->e[i].context, "step %u",
+				     from + k);
+		}
+	}
+	steps_free(&r);
+	free(b);
+	free(w);
+	sy_free(g);
+	free(g);
+}
