@@ -216,17 +216,25 @@ static int finish_step(struct sim *m)
 	return 0;
 }
 
-static void admit(struct sim *m)
+/* Takes in what has arrived, up to the batch limit; how many. */
+static uint32_t admit(struct sim *m)
 {
+	uint32_t n = 0;
+
 	while (m->nrun < m->load->max_batch && m->wh < m->wt &&
-	       m->req[m->wait[m->wh]].arrival_ns <= m->t)
+	       m->req[m->wait[m->wh]].arrival_ns <= m->t) {
 		m->run[m->nrun++] = m->wait[m->wh++];
+		n++;
+	}
+	return n;
 }
 
 static int run(struct sim *m)
 {
+	uint32_t taken = 0;
+
 	while (m->done < m->until) {
-		admit(m);
+		taken += admit(m);
 		if (!m->nrun) {
 			if (m->wh == m->wt)
 				return -EINVAL;	/* nothing will come */
@@ -236,7 +244,10 @@ static int run(struct sim *m)
 		double busy = step_ns(m);
 		bool counted = in_window(m);
 
-		double host = m->mix->host_ns + m->mix->host_ns_per_req * m->nrun;
+		double host = m->mix->host_ns + m->mix->host_ns_per_req * m->nrun +
+			      m->mix->host_ns_per_admit * taken;
+
+		taken = 0;
 
 		if (m->mix->nhost_resid)
 			host = fmax(host + m->mix->host_resid_ns[

@@ -39,6 +39,9 @@ struct plan_mix {
 	double noise_sd;		/* of log(measured / predicted) */
 	double host_ns;			/* step window - busy: at batch 0 */
 	double host_ns_per_req;		/* ... and per request in the step */
+	double host_ns_per_admit;	/* ... and per request the step takes
+					   in (its prompt tokenized, its slot
+					   set up before the step) */
 	const double *host_resid_ns;	/* the host's jitter around that line:
 					   each step's drawn from these */
 	size_t nhost_resid;

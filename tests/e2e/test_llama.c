@@ -11,7 +11,11 @@
  * llama_decode call, no call holds two, and no call after the first step
  * is missed; each step's batch holds as many tokens as the call's;
  * every request is tied to its sequence; every request's prompt and
- * completion tokens are the server's own usage.
+ * completion tokens are the server's own usage. Then `tokentrace plan`
+ * from that trace: its host time between steps against the gaps between
+ * the calls, and its prediction for eight clients against a real run of
+ * eight (goals as the plan suite's: throughput and TTFT p50 within 10%,
+ * p99 within 20%, failing at twice them).
  *
  * In:  build/tokentrace, build/loadgen, build/tests/llama/{tinygguf,
  *      libdecodelog.so}, build/llama/src/build/bin/llama-server (`make
@@ -20,6 +24,7 @@
  * Assumes: root (eBPF); loopback TCP.
  */
 #include <arpa/inet.h>
+#include <math.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -37,7 +42,7 @@
 #include "harness.h"
 
 #define LL_SERVER	"build/llama/src/build/bin/llama-server"
-#define LL_REQUESTS	60
+#define LL_REQUESTS	200
 #define LL_MAX_CALLS	200000
 
 static void setup(void)
@@ -118,6 +123,105 @@ static struct call *holder(struct call *c, int n, uint64_t s, uint64_t e)
 	return lo && c[lo - 1].end >= e ? &c[lo - 1] : NULL;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The figure's relative error, logged against the goal; fails at twice
+ * it (as the plan suite does: the client's own figures swing by 10-15%
+ * between runs on this host). */
+static void plan_within(const char *k, double got, double real, double tol)
+{
+	double e = got / real - 1;
+
+	cr_log_info("llama-server, 8 clients: %s: plan %.2f, real %.2f "
+		    "(%+.1f%%, goal within %.0f%%: %s)", k, got, real, 100 * e,
+		    100 * tol, fabs(e) <= tol ? "met" : "missed");
+	cr_expect(fabs(e) <= 2 * tol, "%s: plan %.2f, real %.2f", k, got,
+		  real);
+}
+
+/*
+ * `tokentrace plan` from the trace of four clients: the host's time
+ * between llama_decode calls it measured against decodelog's (the median
+ * gap between calls from the first probed one), and its prediction for
+ * eight clients against a real run of them, untraced.
+ */
+static void plan_against_the_server(const struct call *c, int n,
+				    uint64_t first, const char *model)
+{
+	static uint64_t gap[LL_MAX_CALLS];
+	char rec[128], out[128], port_s[16], url[64], line[256];
+	char *plan[] = { "build/tokentrace", "plan", rec, "--concurrency", "8",
+			 "--format", "json", "-o", out, NULL };
+	char *srv[] = { LL_SERVER, "-m", (char *)model, "--host", "127.0.0.1",
+			"--port", port_s, "-np", "4", "-c", "8192", "-t", "1",
+			"--ignore-eos", "-l", "0-inf", "-l", "1-inf", NULL };
+	const char *const flags[] = { "--stream", "--concurrency", "8",
+				      "--requests", "1000", "--prompt-len",
+				      "16-400", "--max-tokens", "8-64",
+				      "--seed", "4", NULL };
+	int ng = 0, port = free_port(), waited = 0;
+	double tok_s = 0, ttft50 = 0, ttft99 = 0;
+
+	for (int i = 1; i < n; i++)
+		if (c[i - 1].start >= first && c[i].start > c[i - 1].end &&
+		    c[i].start - c[i - 1].end < 5000000)
+			gap[ng++] = c[i].start - c[i - 1].end;
+	cr_assert_gt(ng, 100);
+	qsort(gap, ng, sizeof(gap[0]), cmp_u64);
+	e2e_path(rec, sizeof(rec), "rec.tt");
+	e2e_path(out, sizeof(out), "plan.json");
+	cr_assert_eq(e2e_run(plan, "plan.log", NULL, 60000), 0, "%s",
+		     e2e_tail("plan.log", 800));
+	cJSON *o = e2e_load_json("plan.json", "plan.log");
+	const cJSON *as = cJSON_GetObjectItem(o, "assumptions");
+	const cJSON *pr = cJSON_GetObjectItem(o, "predicted");
+	double host = e2e_num(as, "host_ns_between_steps");
+
+	cr_log_info("llama-server: the host between llama_decode calls: plan "
+		    "%.1f us (and %.1f us more per request taken in), "
+		    "decodelog's median %.1f us", host / 1e3,
+		    e2e_num(as, "host_ns_per_request_taken_in") / 1e3,
+		    gap[ng / 2] / 1e3);
+	cr_expect(host >= 0.5 * gap[ng / 2] && host <= 2.0 * gap[ng / 2],
+		  "host time between steps %.1f us, the calls' gap %.1f us",
+		  host / 1e3, gap[ng / 2] / 1e3);
+
+	snprintf(port_s, sizeof(port_s), "%d", port);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
+	pid_t p = e2e_spawn(srv, "real-server.log", NULL);
+
+	while (!http_ok(port, "/health")) {
+		cr_assert_lt(waited += 100, 60000, "llama-server did not come "
+			     "up: %s", e2e_tail("real-server.log", 2000));
+		e2e_msleep(100);
+	}
+	cr_assert_eq(e2e_finish(e2e_loadgen(url, "real.jsonl", NULL, flags,
+					    "real.log", NULL), 180000), 0,
+		     "%s", e2e_tail("real.log", 800));
+	e2e_stop(p, SIGTERM, 20000);
+	FILE *f = fopen(e2e_tpath("real.log"), "r");
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		sscanf(line, "throughput: %*f requests/s, %lf completion "
+		       "tokens/s", &tok_s);
+		sscanf(line, "ttft: p50 %lf ms, p99 %lf ms", &ttft50, &ttft99);
+	}
+	fclose(f);
+	cr_assert_gt(tok_s, 0, "%s", e2e_tail("real.log", 800));
+	plan_within("tokens/s", e2e_num(pr, "throughput_tok_s"), tok_s, 0.10);
+	plan_within("TTFT p50", e2e_num(cJSON_GetObjectItem(pr, "ttft_ms"),
+					"p50"), ttft50, 0.10);
+	plan_within("TTFT p99", e2e_num(cJSON_GetObjectItem(pr, "ttft_ms"),
+					"p99"), ttft99, 0.20);
+	cJSON_Delete(o);
+}
+
 Test(llama, llama_server_steps_from_llama_decode_and_its_usage)
 {
 	static struct call calls[LL_MAX_CALLS];
@@ -132,7 +236,7 @@ Test(llama, llama_server_steps_from_llama_decode_and_its_usage)
 			 "8192", "-t", "1", "--ignore-eos", "-l", "0-inf",
 			 "-l", "1-inf", NULL };
 	const char *const flags[] = { "--stream", "--concurrency", "4",
-				      "--requests", "60", "--prompt-len",
+				      "--requests", "200", "--prompt-len",
 				      "16-400", "--max-tokens", "8-64",
 				      "--seed", "3", NULL };
 	int port = free_port(), ncalls = 0, n;
@@ -270,4 +374,5 @@ Test(llama, llama_server_steps_from_llama_decode_and_its_usage)
 		  e2e_num(cpu, "batch_requests") <= LL_REQUESTS + 1,
 		  "%.0f requests tied", e2e_num(cpu, "batch_requests"));
 	cJSON_Delete(s);
+	plan_against_the_server(calls, ncalls, first, model);
 }
