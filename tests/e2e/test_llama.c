@@ -4,13 +4,18 @@
  * tiny random-weight model (tests/e2e/llama/tinygguf.c) to four streaming
  * clients, its steps cut by the step probe on llama_decode.
  *
+ * The server prefills in batches of 64 tokens (-b 64), so that a prompt
+ * runs over several calls, beside other slots' decodes.
+ *
  * Truth, independent of tokentrace: decodelog.so (LD_PRELOAD) logs the
  * start and end of every llama_decode call the server makes; loadgen logs
  * the usage the server sent with every request. Checked: the device's
  * steps come from the probe; every step window lies inside one
  * llama_decode call, no call holds two, and no call after the first step
  * is missed; each step's batch holds as many tokens as the call's;
- * every request is tied to its sequence; every request's prompt and
+ * every request is tied to its sequence, and the work the report gives
+ * it is its usage's exactly (prompt - cached tokens prefilled, a decode
+ * per completion token after the first); every request's prompt and
  * completion tokens are the server's own usage. Then `tokentrace plan`
  * from that trace: its host time between steps against the gaps between
  * the calls, and its prediction for eight clients against a real run of
@@ -39,6 +44,7 @@
 #include <criterion/logging.h>
 
 #include "../../user/collect.h"
+#include "../../user/report.h"
 #include "harness.h"
 
 #define LL_SERVER	"build/llama/src/build/bin/llama-server"
@@ -123,6 +129,76 @@ static struct call *holder(struct call *c, int n, uint64_t s, uint64_t e)
 	return lo && c[lo - 1].end >= e ? &c[lo - 1] : NULL;
 }
 
+/*
+ * The work the report gives each request from the batches, against the
+ * server's usage: prefill tokens = prompt - cached, and one decode per
+ * completion token after the first (which the prefill's step sampled).
+ * Returns how many requests of the client matched.
+ */
+static int work_matches_usage(struct collect *c, struct call *calls,
+			      int ncalls, int *steps_exact)
+{
+	static cJSON *v[LL_REQUESTS + 8];
+	struct report_input in;
+	struct report r;
+	int n = e2e_read_jsonl("client.jsonl", v, LL_REQUESTS + 8), ok = 0;
+
+	cr_assert_eq(collect_report_input(c, NULL, &in), 0);
+	cr_assert_eq(report_build(&in, &r), 0);
+	uint64_t *pre = calloc(r.nreqs + 1, sizeof(*pre));
+	uint64_t *dec = calloc(r.nreqs + 1, sizeof(*dec));
+
+	cr_assert(pre && dec);
+	*steps_exact = 0;
+	for (size_t d = 0; d < r.ndevs; d++) {
+		const struct steps_result *st = &r.devs[d].steps;
+
+		/* each step's work: its call's batch, token for token */
+		for (uint32_t k = 0; r.devs[d].attributed && k < st->nsteps;
+		     k++) {
+			const struct steps_step *x = &st->steps[k];
+			struct call *h = holder(calls, ncalls, x->start_ns,
+						x->end_ns);
+
+			*steps_exact += h && x->prefill_tokens +
+				x->decode_tokens == (uint32_t)h->tokens;
+		}
+
+		for (uint32_t i = 0; r.devs[d].attributed && i < st->nentries;
+		     i++) {
+			const struct attr_entry *e = &st->entries[i];
+
+			if (e->phase == ATTR_PREFILL)
+				pre[e->request] += e->tokens;
+			else
+				dec[e->request] += e->tokens;
+		}
+	}
+	for (int k = 0; k < n; k++) {
+		const char *id = e2e_str(v[k], "id");
+		double p = e2e_num(v[k], "prompt_tokens");
+		double cached = e2e_num_or(v[k], "cached_tokens", 0);
+		double comp = e2e_num(v[k], "completion_tokens");
+
+		for (size_t i = 0; i < r.nreqs; i++) {
+			if (strcmp(r.reqs[i].req.id, id))
+				continue;
+			bool good = pre[i] == p - cached && dec[i] == comp - 1;
+
+			ok += good;
+			cr_expect(good, "%s: prefilled %llu of %.0f - %.0f "
+				  "cached, decoded %llu for %.0f tokens", id,
+				  (unsigned long long)pre[i], p, cached,
+				  (unsigned long long)dec[i], comp);
+		}
+		cJSON_Delete(v[k]);
+	}
+	free(pre);
+	free(dec);
+	report_free(&r);
+	return ok;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -156,9 +232,11 @@ static void plan_against_the_server(const struct call *c, int n,
 	static uint64_t gap[LL_MAX_CALLS];
 	char rec[128], out[128], port_s[16], url[64], line[256];
 	char *plan[] = { "build/tokentrace", "plan", rec, "--concurrency", "8",
-			 "--format", "json", "-o", out, NULL };
+			 "--prefill-chunk", "64", "--format", "json", "-o",
+			 out, NULL };
 	char *srv[] = { LL_SERVER, "-m", (char *)model, "--host", "127.0.0.1",
-			"--port", port_s, "-np", "4", "-c", "8192", "-t", "1",
+			"--port", port_s, "-np", "4", "-c", "8192", "-b", "64", "-ub",
+			"64", "-t", "1",
 			"--ignore-eos", "-l", "0-inf", "-l", "1-inf", NULL };
 	const char *const flags[] = { "--stream", "--concurrency", "8",
 				      "--requests", "1000", "--prompt-len",
@@ -233,8 +311,8 @@ Test(llama, llama_server_steps_from_llama_decode_and_its_usage)
 			 "-o", rec, "--summary", sum, "--", "env", env_log,
 			 preload, LL_SERVER, "-m", model, "--host",
 			 "127.0.0.1", "--port", port_s, "-np", "4", "-c",
-			 "8192", "-t", "1", "--ignore-eos", "-l", "0-inf",
-			 "-l", "1-inf", NULL };
+			 "8192", "-b", "64", "-ub", "64", "-t", "1",
+			 "--ignore-eos", "-l", "0-inf", "-l", "1-inf", NULL };
 	const char *const flags[] = { "--stream", "--concurrency", "4",
 				      "--requests", "200", "--prompt-len",
 				      "16-400", "--max-tokens", "8-64",
@@ -345,6 +423,9 @@ Test(llama, llama_server_steps_from_llama_decode_and_its_usage)
 			batch_ok += iv->bytes == (uint64_t)h->tokens;
 		}
 	}
+	int steps_exact, exact = work_matches_usage(&c, calls, ncalls,
+						    &steps_exact);
+
 	collect_free(&c);
 	int twice = 0, missed = 0;
 
@@ -356,9 +437,15 @@ Test(llama, llama_server_steps_from_llama_decode_and_its_usage)
 		    "inside one call, %d calls with two, %d missed after the "
 		    "first step, %d with the call's batch size; %d requests, "
 		    "tokens from usage; %.0f steps' work from their batch, %.0f "
-		    "requests tied to a sequence", ncalls, steps, inside, twice,
+		    "requests tied to a sequence, %d with the prefill and "
+		    "decode work of their usage exactly, %d steps with the "
+		    "work of their call's batch", ncalls, steps, inside, twice,
 		    missed, batch_ok, matched, e2e_num(cpu, "batch_steps"),
-		    e2e_num(cpu, "batch_requests"));
+		    e2e_num(cpu, "batch_requests"), exact, steps_exact);
+	cr_expect_eq(exact, LL_REQUESTS);
+	/* all but the steps of a request the probe missed the start of */
+	cr_expect_geq(steps_exact, steps - 8, "%d of %d steps with their "
+		      "call's work", steps_exact, steps);
 	cr_expect_gt(steps, LL_REQUESTS, "%d steps", steps);
 	cr_expect_eq(inside, steps, "%d of %d steps inside a call", inside,
 		     steps);
