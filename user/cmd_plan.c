@@ -55,7 +55,7 @@ struct plan_args {
 	int ntraces;
 	uint32_t concurrency;
 	double rate, load, tokens_per_day;
-	uint32_t max_batch, prefill_chunk, devices, requests;
+	uint32_t max_batch, prefill_chunk, prefill_budget, devices, requests;
 	const char *arrivals;	/* --arrivals FILE */
 	bool replay;		/* --replay: the traces' own requests */
 	bool whole;		/* --whole: no sampling of long traces */
@@ -91,7 +91,8 @@ static void usage(FILE *f)
 "usage: tokentrace plan TRACE... [--concurrency N | --rate R | --load X |\n"
 "                       --tokens-per-day T | --arrivals FILE | --replay]\n"
 "                       [--speed X] [--whole] [--slo LIMITS] [--max-batch N]\n"
-"                       [--prefill-chunk N] [--devices N] [--price ...]\n"
+"                       [--prefill-chunk N] [--prefill-budget N]\n"
+"                       [--devices N] [--price ...]\n"
 "                       [--format text|json|html] [--seed S]\n"
 "                       [--requests N]\n"
 "                       [-o OUT]\n"
@@ -124,6 +125,9 @@ static void usage(FILE *f)
 "  --max-batch N     the engine's batch limit (default: the largest batch\n"
 "                    in the trace)\n"
 "  --prefill-chunk N prefill prompts in chunks of N tokens, one a step\n"
+"  --prefill-budget N at most N tokens a step, decodes first, then the\n"
+"                    prompts in order (llama.cpp's -b, vLLM's\n"
+"                    max_num_batched_tokens)\n"
 "  --devices N       spread the load over N devices (replicas of the\n"
 "                    trace's size)\n"
 "  --price X | NAME=USD,...  USD per device-hour (default: the trace's)\n"
@@ -187,7 +191,7 @@ static int num_arg(const char *name, const char *v, double *out)
 	return 0;
 }
 
-enum { P_CONC = 256, P_RATE, P_LOAD, P_TPD, P_SLO, P_BATCH, P_CHUNK,
+enum { P_CONC = 256, P_RATE, P_LOAD, P_TPD, P_SLO, P_BATCH, P_CHUNK, P_BUDGET,
        P_DEVICES, P_PRICE, P_FORMAT, P_SEED, P_REQUESTS, P_SPEED,
        P_ARRIVALS, P_REPLAY, P_WHOLE, P_HELP };
 
@@ -201,6 +205,7 @@ static int parse_args(int argc, char **argv, struct plan_args *a)
 		{ "slo", required_argument, NULL, P_SLO },
 		{ "max-batch", required_argument, NULL, P_BATCH },
 		{ "prefill-chunk", required_argument, NULL, P_CHUNK },
+		{ "prefill-budget", required_argument, NULL, P_BUDGET },
 		{ "devices", required_argument, NULL, P_DEVICES },
 		{ "price", required_argument, NULL, P_PRICE },
 		{ "format", required_argument, NULL, P_FORMAT },
@@ -263,6 +268,7 @@ static int parse_args(int argc, char **argv, struct plan_args *a)
 			case P_TPD: a->tokens_per_day = x; loads++; break;
 			case P_BATCH: a->max_batch = (uint32_t)x; break;
 			case P_CHUNK: a->prefill_chunk = (uint32_t)x; break;
+			case P_BUDGET: a->prefill_budget = (uint32_t)x; break;
 			case P_DEVICES: a->devices = (uint32_t)x; break;
 			case P_SEED: a->seed = (uint64_t)x; break;
 			case P_REQUESTS: a->requests = (uint32_t)x; break;
@@ -1070,6 +1076,7 @@ static int make_plan(const struct plan_args *a, const struct replica *rp,
 	struct plan_load base = {
 		.max_batch = a->max_batch ? a->max_batch : rp->max_batch_seen,
 		.prefill_chunk = a->prefill_chunk,
+		.prefill_budget = a->prefill_budget,
 		.requests = a->requests ? a->requests : 2000,
 		.seed = a->seed,
 	};
@@ -1218,6 +1225,7 @@ static cJSON *assumptions_json(const struct replica *rp,
 	cJSON_AddNumberToObject(o, "max_batch", p->load.max_batch);
 	cJSON_AddNumberToObject(o, "max_batch_in_trace", rp->max_batch_seen);
 	cJSON_AddNumberToObject(o, "prefill_chunk", p->load.prefill_chunk);
+	cJSON_AddNumberToObject(o, "prefill_budget", p->load.prefill_budget);
 	cJSON_AddNumberToObject(o, "mix_requests", (double)rp->mix.nreqs);
 	cJSON_AddNumberToObject(o, "mix_traces", a->ntraces);
 	cJSON_AddNumberToObject(o, "trace_span_s", rp->sample.span_ns / 1e9);
@@ -1343,9 +1351,13 @@ static void plan_text(FILE *f, const struct replica *rp,
 			rp->sample.windows, rp->sample.window_ns / 1e9,
 			rp->sample.span_ns / 1e9);
 	fprintf(f, "assumes: continuous batching, FIFO admission up to %u, "
-		"one step at a time%s; %u device%s a replica\n\n",
-		p->load.max_batch, p->load.prefill_chunk ?
-		", prefill in chunks" : ", whole prefills", rp->gpus,
+		"one step at a time%s", p->load.max_batch,
+		p->load.prefill_chunk ? ", prefill in chunks" :
+		", whole prefills");
+	if (p->load.prefill_budget)
+		fprintf(f, ", at most %u tokens a step",
+			p->load.prefill_budget);
+	fprintf(f, "; %u device%s a replica\n\n", rp->gpus,
 		rp->gpus == 1 ? "" : "s");
 	if (p->load.loop == PLAN_CLOSED)
 		fprintf(f, "load: closed loop, %u clients a replica, %u "

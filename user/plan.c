@@ -135,8 +135,17 @@ static double step_ns(struct sim *m)
 {
 	struct costmodel_obs o;
 	uint32_t chunk = m->load->prefill_chunk;
+	uint32_t left = m->load->prefill_budget, decodes = 0;
 
 	costmodel_obs_init(&o, 0);
+	/* a budget: the decodes' tokens first, and the prompts at least one
+	 * token (so that they are never starved) */
+	for (uint32_t i = 0; i < m->nrun; i++) {
+		const struct sreq *r = &m->req[m->run[i]];
+
+		decodes += r->prefilled >= (r->mix->prompt ? r->mix->prompt : 1);
+	}
+	left = left > decodes ? left - decodes : 1;
 	for (uint32_t i = 0; i < m->nrun; i++) {
 		struct sreq *r = &m->req[m->run[i]];
 		uint32_t prompt = r->mix->prompt ? r->mix->prompt : 1;
@@ -145,7 +154,14 @@ static double step_ns(struct sim *m)
 			r->chunk = prompt - r->prefilled;
 			if (chunk && r->chunk > chunk)
 				r->chunk = chunk;
-			costmodel_obs_prefill(&o, r->chunk, r->prefilled);
+			if (m->load->prefill_budget) {
+				if (r->chunk > left)
+					r->chunk = left;
+				left -= r->chunk;
+			}
+			if (r->chunk)
+				costmodel_obs_prefill(&o, r->chunk,
+						      r->prefilled);
 		} else {
 			r->chunk = 0;
 			costmodel_obs_decode(&o, prompt + r->generated);
@@ -184,7 +200,7 @@ static int finish_step(struct sim *m)
 		uint32_t prompt = r->mix->prompt ? r->mix->prompt : 1;
 		uint32_t want = r->mix->completion ? r->mix->completion : 1;
 
-		if (r->chunk) {
+		if (r->prefilled < prompt) {	/* waiting for budget: chunk 0 */
 			r->prefilled += r->chunk;
 			if (r->prefilled < prompt) {
 				m->run[keep++] = m->run[i];

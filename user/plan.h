@@ -11,7 +11,8 @@
  *      busy fraction, mean batch.
  * Assumes: one replica runs one step at a time over every running request
  *      (FIFO admission up to max batch; a prefill whole, or in chunks of
- *      prefill_chunk tokens, one chunk a step); a step's time is the model's
+ *      prefill_chunk tokens, one chunk a step, and at most prefill_budget
+ *      tokens a step with its decodes); a step's time is the model's
  *      prediction times a noise factor drawn from the measured spread,
  *      plus the measured host time between steps; a token reaches the
  *      client a write delay after its step (drawn from the trace's), and
@@ -71,6 +72,11 @@ struct plan_load {
 	double speed;
 	uint32_t max_batch;
 	uint32_t prefill_chunk;	/* 0: whole prompts */
+	uint32_t prefill_budget;	/* tokens a step takes in all (the
+					   decodes first, then prompts in
+					   order, as llama.cpp's n_batch or
+					   vLLM's max_num_batched_tokens);
+					   0: no limit */
 	uint32_t requests;	/* completions to simulate (after warm-up;
 				 * a replay simulates its own) */
 	uint64_t seed;

@@ -232,7 +232,7 @@ static void plan_against_the_server(const struct call *c, int n,
 	static uint64_t gap[LL_MAX_CALLS];
 	char rec[128], out[128], port_s[16], url[64], line[256];
 	char *plan[] = { "build/tokentrace", "plan", rec, "--concurrency", "8",
-			 "--prefill-chunk", "64", "--format", "json", "-o",
+			 "--prefill-budget", "64", "--format", "json", "-o",
 			 out, NULL };
 	char *srv[] = { LL_SERVER, "-m", (char *)model, "--host", "127.0.0.1",
 			"--port", port_s, "-np", "4", "-c", "8192", "-b", "64", "-ub",

@@ -212,3 +212,35 @@ Test(plan, the_hosts_jitter_is_drawn_into_every_step)
 	cr_expect_float_eq(r.ttft_ms.p50, 3.5, 1e-6);
 	cr_expect_float_eq(r.itl_ms.p50, 2.6, 1e-6);
 }
+
+/* A token budget a step: the decodes' tokens first, the prompts share
+ * the rest in order. */
+Test(plan, a_token_budget_shares_a_step_between_decodes_and_prompts)
+{
+	struct plan_mix m = mix();
+	struct plan_result one = sim(&m, (struct plan_load){
+		.concurrency = 1, .max_batch = 8, .prefill_budget = 30,
+		.requests = 100 });
+	struct plan_result big = sim(&m, (struct plan_load){
+		.concurrency = 1, .max_batch = 8, .prefill_budget = 1000,
+		.requests = 100 });
+
+	/* alone: 30 + 30 + 30 + 10 prompt tokens, four steps of 1 ms
+	 * fixed and 1 ms of prefill in all to the first token */
+	cr_expect_float_eq(one.ttft_ms.p50, 5.0, 1e-6, "%f", one.ttft_ms.p50);
+	/* a budget above the prompt is no limit */
+	cr_expect_float_eq(big.ttft_ms.p50, 2.0, 1e-6, "%f", big.ttft_ms.p50);
+
+	/* four clients: a prompt shares its steps' budget with the others'
+	 * decodes, so it takes more steps (each with its fixed cost) */
+	struct plan_result four = sim(&m, (struct plan_load){
+		.concurrency = 4, .max_batch = 4, .prefill_budget = 30,
+		.requests = 400 });
+	struct plan_result chunk = sim(&m, (struct plan_load){
+		.concurrency = 4, .max_batch = 4, .prefill_chunk = 30,
+		.requests = 400 });
+
+	cr_expect_lt(four.throughput_tok_s, chunk.throughput_tok_s,
+		     "budget %.1f, chunks of the budget %.1f tokens/s",
+		     four.throughput_tok_s, chunk.throughput_tok_s);
+}
