@@ -74,6 +74,8 @@ struct replica {
 	struct plan_req *reqs;
 	double *write_ns;
 	uint32_t max_batch_seen;
+	uint32_t budget_seen;	/* the engine's token budget a step, read
+				   from its batches (0: none seen) */
 	uint32_t gpus;		/* devices a replica uses */
 	double usd_per_hour;	/* of those devices together */
 	char device[64];
@@ -127,7 +129,8 @@ static void usage(FILE *f)
 "  --prefill-chunk N prefill prompts in chunks of N tokens, one a step\n"
 "  --prefill-budget N at most N tokens a step, decodes first, then the\n"
 "                    prompts in order (llama.cpp's -b, vLLM's\n"
-"                    max_num_batched_tokens)\n"
+"                    max_num_batched_tokens); default: the budget the\n"
+"                    trace's batches showed (llama_decode's), if any\n"
 "  --devices N       spread the load over N devices (replicas of the\n"
 "                    trace's size)\n"
 "  --price X | NAME=USD,...  USD per device-hour (default: the trace's)\n"
@@ -522,6 +525,7 @@ static int step_facts(const struct report_device *d, struct replica *rp)
 			   (double)st->busy_ns;
 		if (st->n > rp->max_batch_seen)
 			rp->max_batch_seen = st->n;
+		rp->budget_seen = s->batch_budget;
 	}
 	if (n > 1) {
 		double mean = sum / n;
@@ -1076,7 +1080,8 @@ static int make_plan(const struct plan_args *a, const struct replica *rp,
 	struct plan_load base = {
 		.max_batch = a->max_batch ? a->max_batch : rp->max_batch_seen,
 		.prefill_chunk = a->prefill_chunk,
-		.prefill_budget = a->prefill_budget,
+		.prefill_budget = a->prefill_budget ? a->prefill_budget :
+				  a->prefill_chunk ? 0 : rp->budget_seen,
 		.requests = a->requests ? a->requests : 2000,
 		.seed = a->seed,
 	};
@@ -1226,6 +1231,7 @@ static cJSON *assumptions_json(const struct replica *rp,
 	cJSON_AddNumberToObject(o, "max_batch_in_trace", rp->max_batch_seen);
 	cJSON_AddNumberToObject(o, "prefill_chunk", p->load.prefill_chunk);
 	cJSON_AddNumberToObject(o, "prefill_budget", p->load.prefill_budget);
+	cJSON_AddNumberToObject(o, "prefill_budget_in_trace", rp->budget_seen);
 	cJSON_AddNumberToObject(o, "mix_requests", (double)rp->mix.nreqs);
 	cJSON_AddNumberToObject(o, "mix_traces", a->ntraces);
 	cJSON_AddNumberToObject(o, "trace_span_s", rp->sample.span_ns / 1e9);

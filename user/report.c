@@ -1758,6 +1758,8 @@ static cJSON *device_json(const struct report *r,
 	 * requests tied to its sequences */
 	num(o, "batch_steps", d->steps.batch_steps);
 	num(o, "batch_requests", d->steps.batch_requests);
+	/* the engine's token budget a step, as the batches showed it */
+	num(o, "batch_token_budget", d->steps.batch_budget);
 	if (d->steps_dev) {
 		const struct report_device *l = find_dev(r, d->steps_dev);
 

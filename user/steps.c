@@ -1768,10 +1768,16 @@ static int batch_entries(const struct steps_input *in, struct steps_result *r,
 		for (; j < in->nseqs && (w->run_step[j] == BATCH_NONE ||
 					 w->run_step[j] < k); j++)
 			;
+		uint32_t held = 0;
+		bool waited = false;
+
 		for (; j < in->nseqs && w->run_step[j] == k; j++) {
 			const struct sess *z = &w->sess[w->run_sess[j]];
 
 			batch = true;
+			held += in->seqs[j].tokens;
+			/* a prompt's chunk that did not reach its output */
+			waited |= !in->seqs[j].out && in->seqs[j].tokens > 0;
 			if (z->req == BATCH_NONE)
 				continue;
 			e[n] = batch_entry(&in->seqs[j], z, k);
@@ -1791,6 +1797,8 @@ static int batch_entries(const struct steps_input *in, struct steps_result *r,
 			prev[n++] = r->entry_prev_ns[i];
 		}
 		r->batch_steps += batch;
+		if (waited && held > r->batch_budget)
+			r->batch_budget = held;
 		s->first = first;
 		s->n = n - first;
 		s->prefill_tokens = s->decode_tokens = 0;

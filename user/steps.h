@@ -109,6 +109,11 @@ struct steps_result {
 	uint32_t batch_steps;		/* steps whose entries are their
 					   batch's (steps_input.seqs) */
 	uint32_t batch_requests;	/* requests tied to a sequence */
+	uint32_t batch_budget;		/* the most tokens a batch held while
+					   a prompt waited for the next (part
+					   of it prefilled, the rest left):
+					   the engine's token budget; 0: no
+					   prompt waited */
 	uint32_t chunk_tokens;		/* prompts seen prefilled in chunks
 					   of this many tokens, placed in the
 					   steps before their first token; 0:

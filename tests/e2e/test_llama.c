@@ -5,7 +5,8 @@
  * clients, its steps cut by the step probe on llama_decode.
  *
  * The server prefills in batches of 64 tokens (-b 64), so that a prompt
- * runs over several calls, beside other slots' decodes.
+ * runs over several calls, beside other slots' decodes; the report must
+ * read that budget from the batches, and the plan use it.
  *
  * Truth, independent of tokentrace: decodelog.so (LD_PRELOAD) logs the
  * start and end of every llama_decode call the server makes; loadgen logs
@@ -58,7 +59,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	e2e_teardown(SIGKILL, false);
+	e2e_teardown(SIGKILL, true);
 }
 
 TestSuite(llama, .init = setup, .fini = teardown, .timeout = 300);
@@ -232,8 +233,7 @@ static void plan_against_the_server(const struct call *c, int n,
 	static uint64_t gap[LL_MAX_CALLS];
 	char rec[128], out[128], port_s[16], url[64], line[256];
 	char *plan[] = { "build/tokentrace", "plan", rec, "--concurrency", "8",
-			 "--prefill-budget", "64", "--format", "json", "-o",
-			 out, NULL };
+			 "--format", "json", "-o", out, NULL };
 	char *srv[] = { LL_SERVER, "-m", (char *)model, "--host", "127.0.0.1",
 			"--port", port_s, "-np", "4", "-c", "8192", "-b", "64", "-ub",
 			"64", "-t", "1",
@@ -259,6 +259,9 @@ static void plan_against_the_server(const struct call *c, int n,
 	const cJSON *as = cJSON_GetObjectItem(o, "assumptions");
 	const cJSON *pr = cJSON_GetObjectItem(o, "predicted");
 	double host = e2e_num(as, "host_ns_between_steps");
+
+	/* the server's -b, read from its batches and planned with */
+	cr_expect_eq(e2e_num(as, "prefill_budget"), 64);
 
 	cr_log_info("llama-server: the host between llama_decode calls: plan "
 		    "%.1f us (and %.1f us more per request taken in), "
@@ -367,6 +370,7 @@ Test(llama, llama_server_steps_from_llama_decode_and_its_usage)
 			cpu = d;
 	cr_assert_not_null(cpu, "no cpu device in the summary");
 	cr_expect_str_eq(e2e_str(cpu, "steps_source"), "probe");
+	cr_expect_eq(e2e_num(cpu, "batch_token_budget"), 64, "the server's -b");
 	n = e2e_read_jsonl("client.jsonl", client, LL_REQUESTS + 8);
 	cr_assert_eq(n, LL_REQUESTS, "%d requests in client.jsonl", n);
 	for (int i = 0; i < n; i++) {
