@@ -525,8 +525,8 @@ static int step_facts(const struct report_device *d, struct replica *rp)
 			   (double)st->busy_ns;
 		if (st->n > rp->max_batch_seen)
 			rp->max_batch_seen = st->n;
-		rp->budget_seen = s->batch_budget;
 	}
+	rp->budget_seen = s->batch_budget;
 	if (n > 1) {
 		double mean = sum / n;
 

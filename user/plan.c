@@ -140,12 +140,13 @@ static double step_ns(struct sim *m)
 	costmodel_obs_init(&o, 0);
 	/* a budget: the decodes' tokens first, and the prompts at least one
 	 * token (so that they are never starved) */
-	for (uint32_t i = 0; i < m->nrun; i++) {
+	for (uint32_t i = 0; left && i < m->nrun; i++) {
 		const struct sreq *r = &m->req[m->run[i]];
 
 		decodes += r->prefilled >= (r->mix->prompt ? r->mix->prompt : 1);
 	}
-	left = left > decodes ? left - decodes : 1;
+	if (left)
+		left = left > decodes ? left - decodes : 1;
 	for (uint32_t i = 0; i < m->nrun; i++) {
 		struct sreq *r = &m->req[m->run[i]];
 		uint32_t prompt = r->mix->prompt ? r->mix->prompt : 1;

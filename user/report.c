@@ -729,85 +729,70 @@ static int fit_sse(struct report_device *d, double *sse)
  */
 #define CHUNK_SSE_GAIN	0.8
 
-/* The step probe's windows of pid (0: of any), sorted by end, in *out
- * (NULL when there are none). 0 or -ENOMEM. */
-static int probe_windows(const struct report_input *in, uint32_t pid,
-			 struct steps_span **out, size_t *n)
+/* Room for one more of *n elements of size sz in *v (capacity *cap).
+ * 0 or -ENOMEM (*v kept). */
+static int grow_one(void **v, size_t *cap, size_t n, size_t sz)
 {
-	struct steps_span *w = NULL;
-	size_t k = 0, cap = 0;
+	void *g;
 
-	*out = NULL;
-	*n = 0;
-	for (size_t i = 0; i < in->nivs; i++) {
-		const struct tt_interval *iv = &in->ivs[i];
-
-		if (iv->kind != TT_IV_STEP || (pid && iv->pid != pid))
-			continue;
-		if (k == cap) {
-			struct steps_span *g;
-
-			cap = cap ? 2 * cap : 256;
-			g = realloc(w, cap * sizeof(*w));
-			if (!g) {
-				free(w);
-				return -ENOMEM;
-			}
-			w = g;
-		}
-		w[k++] = (struct steps_span){ iv->start_ns, iv->end_ns };
-	}
-	if (k && sort_by_u64(w, k, sizeof(*w), offsetof(struct steps_span,
-							 end_ns))) {
-		free(w);
+	if (n < *cap)
+		return 0;
+	g = realloc(*v, (*cap ? 2 * *cap : 256) * sz);
+	if (!g)
 		return -ENOMEM;
-	}
-	*out = w;
-	*n = k;
+	*v = g;
+	*cap = *cap ? 2 * *cap : 256;
 	return 0;
 }
 
-/* The runs of the batches the step probe read for pid (0: any), sorted
- * by their call's end, in *out (NULL when there are none). 0 or
- * -ENOMEM. */
-static int probe_seqs(const struct report_input *in, uint32_t pid,
-		      struct steps_seq **out, size_t *n)
+/*
+ * What the step probe saw of pid (0: of any), in one pass over the
+ * intervals: its windows in *w, and the runs of the batches it read
+ * (llama_decode's) in *q, each sorted by the end of its call (NULL when
+ * there are none). 0 or -ENOMEM (nothing kept).
+ */
+static int probe_of(const struct report_input *in, uint32_t pid,
+		    struct steps_span **w, size_t *nw,
+		    struct steps_seq **q, size_t *nq)
 {
-	struct steps_seq *w = NULL;
-	size_t k = 0, cap = 0;
+	size_t capw = 0, capq = 0;
+	int err = 0;
 
-	*out = NULL;
-	*n = 0;
-	for (size_t i = 0; i < in->nivs; i++) {
+	*w = NULL;
+	*q = NULL;
+	*nw = *nq = 0;
+	for (size_t i = 0; !err && i < in->nivs; i++) {
 		const struct tt_interval *iv = &in->ivs[i];
 
-		if (iv->kind != TT_IV_SEQ || (pid && iv->pid != pid))
+		if (pid && iv->pid != pid)
 			continue;
-		if (k == cap) {
-			struct steps_seq *g;
-
-			cap = cap ? 2 * cap : 256;
-			g = realloc(w, cap * sizeof(*w));
-			if (!g) {
-				free(w);
-				return -ENOMEM;
-			}
-			w = g;
-		}
-		w[k++] = (struct steps_seq){
-			.end_ns = iv->end_ns, .seq = (int32_t)iv->stream,
-			.pos = (int32_t)iv->correlation,
-			.tokens = (uint32_t)iv->bytes, .out = iv->name_id,
-		};
+		if (iv->kind == TT_IV_STEP &&
+		    !(err = grow_one((void **)w, &capw, *nw, sizeof(**w))))
+			(*w)[(*nw)++] = (struct steps_span){ iv->start_ns,
+							     iv->end_ns };
+		if (iv->kind == TT_IV_SEQ &&
+		    !(err = grow_one((void **)q, &capq, *nq, sizeof(**q))))
+			(*q)[(*nq)++] = (struct steps_seq){
+				.end_ns = iv->end_ns, .seq = (int32_t)iv->stream,
+				.pos = (int32_t)iv->correlation,
+				.tokens = (uint32_t)iv->bytes,
+				.out = iv->name_id,
+			};
 	}
-	if (k && sort_by_u64(w, k, sizeof(*w), offsetof(struct steps_seq,
-							 end_ns))) {
-		free(w);
-		return -ENOMEM;
+	if (!err && *nw)
+		err = sort_by_u64(*w, *nw, sizeof(**w),
+				  offsetof(struct steps_span, end_ns));
+	if (!err && *nq)
+		err = sort_by_u64(*q, *nq, sizeof(**q),
+				  offsetof(struct steps_seq, end_ns));
+	if (err) {
+		free(*w);
+		free(*q);
+		*w = NULL;
+		*q = NULL;
+		*nw = *nq = 0;
 	}
-	*out = w;
-	*n = k;
-	return 0;
+	return err;
 }
 
 static int find_steps_with(const struct report_input *in,
@@ -859,16 +844,12 @@ static int find_steps(const struct report_input *in, struct report_device *d)
 		.pid = d->req_pid, .copy_device = d->steps_dev,
 	};
 	struct steps_span *probe;
-	struct steps_seq *seqs = NULL;
+	struct steps_seq *seqs;
 	int err;
 
-	err = probe_windows(in, d->req_pid, &probe, &si.nprobe);
-	if (!err)
-		err = probe_seqs(in, d->req_pid, &seqs, &si.nseqs);
-	if (err) {
-		free(probe);
+	err = probe_of(in, d->req_pid, &probe, &si.nprobe, &seqs, &si.nseqs);
+	if (err)
 		return err;
-	}
 	si.probe = probe;
 	si.seqs = seqs;
 	if (d->dev.kind == TT_DEV_CPU && si.nprobe >= 2)

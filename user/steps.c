@@ -1498,13 +1498,13 @@ out:
  * step's entries exact: a sequence's run of tokens up to its first output
  * is a prefill chunk of that many tokens at context pos, an output run
  * after it one decode (or a few, speculated) at context pos + its tokens
- * (the tokens fed in count, as in entry_of). A
- * sequence's session (one request on one llama-server slot) begins where
- * its positions do not follow on from its last run, or with a prefill
- * after outputs. The session is the request whose first token was
- * written first after the session's first output, among those that had
- * arrived when the session began, a request with the session's prompt
- * length first, within two steps. Steps without a batch, and requests
+ * (the tokens fed in count, as in entry_of). A sequence's session (one
+ * request on one llama-server slot) begins where its positions do not
+ * follow on from its last run, or with a prefill after outputs. The
+ * session is the request whose first token was written first after the
+ * session's first output, within two steps, among those that had arrived
+ * when the session began: first among the requests with the session's
+ * prompt length, then among the rest. Steps without a batch, and requests
  * tied to no session, keep the entries of their token writes; a session
  * tied to no request (a warm-up, a client not seen) leaves its share of
  * its steps unattributed. A sequence first seen decoding (the probe came
