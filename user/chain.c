@@ -273,16 +273,33 @@ static bool all_before(const struct chain *ch, size_t i, uint64_t t)
 	return false;
 }
 
+uint64_t chain_mono_of(const struct chain *ch, const struct chain_time *t)
+{
+	return t && t->set ? mono_of(ch, t) : 0;
+}
+
 int chain_load(const struct chain *ch, struct collect *c,
 	       const struct chain_time *from, const struct chain_time *to,
 	       struct tracefile_header *first, FILE *log)
+{
+	return chain_load_with(ch, c, chain_mono_of(ch, from),
+			       chain_mono_of(ch, to), first, log, NULL,
+			       NULL, NULL);
+}
+
+int chain_load_with(const struct chain *ch, struct collect *c,
+		    uint64_t from_ns, uint64_t to_ns,
+		    struct tracefile_header *first, FILE *log,
+		    const struct collect_part *tmpl,
+		    int (*each)(void *ctx, size_t file, struct collect_part *p),
+		    void *ctx)
 {
 	struct collect_part p = { 0 };
 	int err = 0;
 
 	log = log ? log : stderr;
-	p.from_ns = from && from->set ? mono_of(ch, from) : 0;
-	p.to_ns = to && to->set ? mono_of(ch, to) : 0;
+	p.from_ns = from_ns;
+	p.to_ns = to_ns;
 	if (p.to_ns && p.to_ns <= p.from_ns) {
 		fprintf(log, "tokentrace: --to is not after --from\n");
 		return -EINVAL;
@@ -292,15 +309,27 @@ int chain_load(const struct chain *ch, struct collect *c,
 
 		if (p.from_ns && all_before(ch, i, p.from_ns))
 			continue;
+		if (tmpl) {
+			p = *tmpl;
+			p.from_ns = from_ns;
+			p.to_ns = to_ns;
+		}
 		p.shift_ns = f->shift_ns;
 		p.host = f->host;
+		if (each && (err = each(ctx, i, &p)) != 0) {
+			if (err < 0)
+				break;
+			err = 0;	/* nothing of it is wanted */
+			continue;
+		}
 		err = collect_load_part(c, f->path, log, NULL, &p);
 	}
 	if (err)
 		return err;
-	*first = ch->files[0].hdr;
-	c->host = first->host;
-	if (ch->nhosts > 1) {
+	if (first)
+		*first = ch->files[0].hdr;
+	c->host = ch->files[0].hdr.host;
+	if (ch->nhosts > 1 && !c->hosts) {
 		c->hosts = malloc(ch->nhosts * sizeof(*c->hosts));
 		if (!c->hosts)
 			return -ENOMEM;

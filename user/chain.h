@@ -84,6 +84,22 @@ int chain_load(const struct chain *ch, struct collect *c,
  * by collect_load as it always was. *nfiles: how many files were read
  * (may be NULL). 0 or an error said on log.
  */
+/*
+ * chain_load on the first file's monotonic clock ([from_ns, to_ns), 0:
+ * open), each file read as tmpl says (NULL: plainly), with each(ctx,
+ * file, part) called first to set what is the file's own (a negative
+ * errno stops, a positive return skips the file).
+ */
+int chain_load_with(const struct chain *ch, struct collect *c,
+		    uint64_t from_ns, uint64_t to_ns,
+		    struct tracefile_header *first, FILE *log,
+		    const struct collect_part *tmpl,
+		    int (*each)(void *ctx, size_t file, struct collect_part *p),
+		    void *ctx);
+
+/* A --from/--to time on the first file's monotonic clock; 0: not set. */
+uint64_t chain_mono_of(const struct chain *ch, const struct chain_time *t);
+
 int chain_read(struct collect *c, char *const *paths, int n,
 	       const struct chain_time *from, const struct chain_time *to,
 	       struct tracefile_header *hdr, FILE *log, size_t *nfiles);

@@ -35,6 +35,7 @@
 #include "html.h"
 #include "prices.h"
 #include "report.h"
+#include "shard.h"
 #include "tracefile.h"
 
 enum rc_format { RC_TEXT, RC_JSON, RC_HTML };
@@ -46,6 +47,9 @@ struct rc_args {
 	int nfiles;
 	struct chain_time from, to;
 	struct prices prices;
+	uint64_t shard_events;	/* 0: SHARD_EVENTS_DEFAULT */
+	int jobs;
+	bool shard_all_blocks;	/* the check of the block selection */
 };
 
 /* One loaded trace and its report. */
@@ -55,6 +59,12 @@ struct rc_trace {
 	struct report r;
 	bool built;
 	size_t nfiles;		/* trace files read */
+	/* reported by shards (user/shard.h): the requests as written, and
+	   the per-device counts of the shards */
+	FILE *requests;
+	size_t nrequests;
+	struct shard_trace st;
+	bool sharded;
 };
 
 static void report_usage(FILE *f)
@@ -83,6 +93,12 @@ static void report_usage(FILE *f)
 "                 cpu set the price of any GPU / the CPU device\n"
 "  --price-file F lines 'DEVICE NAME = USD' ('#' starts a comment)\n"
 "  -o OUT         write to OUT (mode 0600) instead of stdout\n"
+"  --jobs N       shards of a long trace reported at once (default 1)\n"
+"  --shard-events N  a trace of more events than N (default %llu) is\n"
+"                 read twice and reported a time range of at most N\n"
+"                 events at a time, in memory bounded by one range; each\n"
+"                 range has its own steps and cost model, and a request\n"
+"                 that spans ranges sums its parts; 0: never\n"
 "  --from T       only what overlaps the range from T (default: the\n"
 "  --to T         start) to T (default: the end); T is a time into the\n"
 "                 trace (90, 90s, 15m, 2h) or a UTC date and time\n"
@@ -91,6 +107,7 @@ static void report_usage(FILE *f)
 "\n"
 "Without a price a GPU costs %.2f USD/hour and the CPU device %.2f\n"
 "USD/hour; the text report marks such prices \"(default)\".\n",
+		(unsigned long long)SHARD_EVENTS_DEFAULT,
 		COLLECT_GPU_USD_PER_HOUR, COLLECT_CPU_USD_PER_HOUR);
 }
 
@@ -136,6 +153,9 @@ static int parse_args(int argc, char **argv, struct rc_args *a, int nfiles,
 		{ "output", required_argument, 0, 'o' },
 		{ "from", required_argument, 0, 'F' },
 		{ "to", required_argument, 0, 'T' },
+		{ "jobs", required_argument, 0, 'j' },
+		{ "shard-events", required_argument, 0, 'S' },
+		{ "shard-all-blocks", no_argument, 0, 'B' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0 }
 	};
@@ -176,6 +196,34 @@ static int parse_args(int argc, char **argv, struct rc_args *a, int nfiles,
 			if (parse_time("to", optarg, &a->to))
 				return -1;
 			break;
+		case 'j': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || end == optarg || v < 1 || v > 64) {
+				fprintf(stderr, "tokentrace: --jobs '%s': give "
+					"1 to 64\n", optarg);
+				return -1;
+			}
+			a->jobs = (int)v;
+			break;
+		}
+		case 'S': {
+			char *end;
+			unsigned long long v;
+
+			errno = 0;
+			v = strtoull(optarg, &end, 10);
+			if (errno || *end || end == optarg || *optarg == '-') {
+				fprintf(stderr, "tokentrace: --shard-events "
+					"'%s': give a count (0: never)\n",
+					optarg);
+				return -1;
+			}
+			a->shard_events = v ? v : UINT64_MAX;
+			break;
+		}
+		case 'B': a->shard_all_blocks = true; break;
 		case 'h': usage(stdout); return 1;
 		default: usage(stderr); return -1;
 		}
@@ -337,6 +385,67 @@ static void free_trace(struct rc_trace *t)
 	if (t->built)
 		report_free(&t->r);
 	collect_free(&t->c);
+	if (t->sharded) {
+		free(t->st.on_cpu_ns);
+		free(t->st.intervals);
+	}
+	if (t->requests)
+		fclose(t->requests);
+}
+
+/* A streamed report's request, done: written out for the JSON report. */
+static int put_request(void *ctx, const struct report_request *q)
+{
+	struct rc_trace *t = ctx;
+
+	if (!t->requests)
+		return 0;
+	if (t->nrequests++ && fputc(',', t->requests) == EOF)
+		return -EIO;
+	return report_request_write_json(q, t->requests);
+}
+
+/*
+ * A long trace, reported by shards: 0 (t filled), 1 (it fits in one:
+ * load_trace it), or an error (said).
+ */
+static int shard_trace(struct rc_trace *t, char *const *paths, int n,
+		       const struct rc_args *a, bool keep_requests)
+{
+	struct collect_prices p = prices_for_report(&a->prices);
+	struct shard_cfg cfg = {
+		.paths = paths, .npaths = n, .from = &a->from, .to = &a->to,
+		.prices = &p, .max_events = a->shard_events,
+		.jobs = a->jobs, .all_blocks = a->shard_all_blocks,
+		.log = stderr, .request = put_request, .ctx = t,
+	};
+	int err;
+
+	if (a->shard_events == UINT64_MAX ||
+	    shard_small(paths, n, a->shard_events))
+		return 1;
+	if (keep_requests && !(t->requests = tmpfile())) {
+		fprintf(stderr, "tokentrace: report: no temporary file for the "
+			"requests: %s\n", strerror(errno));
+		return -errno;
+	}
+	err = shard_report(&cfg, &t->st, &t->r);
+	if (err) {
+		if (t->requests)
+			fclose(t->requests);
+		t->requests = NULL;
+		t->nrequests = 0;
+		if (err < 0)
+			fprintf(stderr, "tokentrace: %s: cannot build the "
+				"report: %s\n", paths[0], strerror(-err));
+		return err;
+	}
+	t->c = t->st.c;
+	memset(&t->st.c, 0, sizeof(t->st.c));
+	t->hdr = t->st.hdr;
+	t->nfiles = t->st.nfiles;
+	t->built = t->sharded = true;
+	return 0;
 }
 
 /* "2026-11-27 03:48:36 UTC" for the header's wall clock. */
@@ -411,12 +520,18 @@ static void add_prices_json(cJSON *root, const struct rc_trace *t)
 
 static int write_json(const struct rc_trace *t, const char *path, FILE *f)
 {
-	cJSON *root = collect_report_json_shell(&t->c, &t->r);
+	cJSON *root = t->sharded ?
+		collect_report_json_shell_counted(&t->c, &t->r,
+						  t->st.on_cpu_ns,
+						  t->st.intervals) :
+		collect_report_json_shell(&t->c, &t->r);
 
 	if (!root)
 		return -ENOMEM;
 	add_trace_json(root, t, path);
 	add_prices_json(root, t);
+	if (t->sharded)
+		return report_print_json_from(root, t->requests, f);
 	return report_print_json(root, &t->r, f);
 }
 
@@ -451,6 +566,11 @@ static int write_text(const struct rc_trace *t, const struct rc_args *a,
 			t->c.trace_cut ? ", cut short" : "");
 	if (!t->c.window_closed)
 		fprintf(f, "; not closed: the window ends at the last block");
+	if (t->sharded)
+		fprintf(f, "; %llu events, reported in %u time ranges, each "
+			"with its own steps and cost model (the model shown "
+			"is the busiest range's)",
+			(unsigned long long)t->st.events, t->r.shards);
 	fprintf(f, "\n\n");
 	err = report_write_text(&t->r, f);
 	fprintf(f, "\nprices (USD per device-hour):");
@@ -473,7 +593,10 @@ int cmd_report(int argc, char **argv)
 		free_args(&a);
 		return ret > 0 ? TT_EXIT_OK : TT_EXIT_USAGE;
 	}
-	err = load_trace(&t, a.files, a.nfiles, &a);
+	err = a.format == RC_HTML ? 1 :
+	      shard_trace(&t, a.files, a.nfiles, &a, a.format == RC_JSON);
+	if (err > 0)
+		err = load_trace(&t, a.files, a.nfiles, &a);
 	if (!err && !(f = open_out(a.out)))
 		err = -EIO;
 	if (!err && a.format == RC_JSON)

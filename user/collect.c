@@ -723,7 +723,7 @@ struct part {
 	struct collect *c;
 	const struct collect_part *p;
 	uint32_t pid_add;
-	struct { uint32_t from, to; } *map;	/* the file's device ids */
+	struct collect_idmap *map;		/* the file's device ids */
 	size_t nmap, capmap;
 	bool have_window, closed;
 	uint64_t start_ns, end_ns;		/* the file's window, shifted */
@@ -731,7 +731,13 @@ struct part {
 	uint64_t lo, hi;			/* what the records span */
 	uint64_t *tok;				/* shifted token times */
 	bool oom;
+	uint64_t block;				/* offset of the block read */
 };
+
+static void pt_block(void *ctx, uint64_t off)
+{
+	((struct part *)ctx)->block = off;
+}
 
 static void pt_span(struct part *l, uint64_t s, uint64_t e)
 {
@@ -836,7 +842,11 @@ static void pt_interval(void *ctx, const struct tt_interval *iv)
 	u.pid = pt_pid(l, iv->pid);
 	u.device = pt_dev(l, iv->device, NULL);
 	pt_span(l, u.start_ns, u.end_ns);
-	add_interval(l->c, &u);
+	if (l->p->seen)
+		l->p->seen(l->p->seen_ctx, l->block, u.start_ns, u.end_ns,
+			   NULL, 0);
+	if (!l->p->meta_only)
+		add_interval(l->c, &u);
 }
 
 static void pt_request(void *ctx, const struct tt_request *q)
@@ -855,7 +865,11 @@ static void pt_request(void *ctx, const struct tt_request *q)
 		l->tok[i] = pt_time(l, q->token_ns[i]);
 	u.token_ns = l->tok;
 	pt_span(l, u.arrival_ns, u.end_ns);
-	if (collect_add_request(l->c, &u))
+	if (l->p->seen)
+		l->p->seen(l->p->seen_ctx, l->block, u.arrival_ns,
+			   u.end_ns > u.arrival_ns ? u.end_ns : u.arrival_ns,
+			   l->tok, q->token_ns_len);
+	if (!l->p->meta_only && collect_add_request(l->c, &u))
 		l->oom = true;
 }
 
@@ -915,18 +929,41 @@ int collect_load_part(struct collect *c, const char *path, FILE *log,
 		.interval = pt_interval, .name = pt_name,
 		.losses = pt_losses, .window = pt_window,
 		.compute = pt_compute, .hooks = pt_hooks, .ctx = &l,
-		.log = log ? log : stderr,
+		.log = log ? log : stderr, .block = pt_block,
+		.offsets = p->offsets, .noffsets = p->noffsets,
 	};
 	struct tracefile_header hdr;
 	struct tracefile_stats st;
 	bool first = !c->start_ns && !c->end_ns;
 	int err;
 
+	if (p->records_only) {
+		h.device = NULL;
+		h.name = NULL;
+		h.losses = NULL;
+		h.window = NULL;
+		h.compute = NULL;
+		h.hooks = NULL;
+	}
+	if (p->nmap_in) {
+		l.map = malloc(p->nmap_in * sizeof(*l.map));
+		if (!l.map)
+			return -ENOMEM;
+		memcpy(l.map, p->map_in, p->nmap_in * sizeof(*l.map));
+		l.nmap = l.capmap = p->nmap_in;
+	}
 	l.tok = malloc(TT_TOKEN_NS_MAX * sizeof(*l.tok));
-	if (!l.tok)
+	if (!l.tok) {
+		free(l.map);
 		return -ENOMEM;
+	}
 	err = tracefile_read(path, &h, &hdr, &st);
 	free(l.tok);
+	if (!err && p->map_out) {
+		*p->map_out = l.map;
+		*p->nmap_out = l.nmap;
+		l.map = NULL;
+	}
 	free(l.map);
 	if (err)
 		return err;
@@ -977,9 +1014,46 @@ static uint64_t count_intervals(const struct collect *c, uint32_t device)
 	return n;
 }
 
+/* Per device of c, counted by the shards of a streamed report (NULL:
+ * from c's own intervals). */
+struct store_counts {
+	const uint64_t *on_cpu_ns, *intervals;
+};
+
+static size_t dev_index(const struct collect *c, uint32_t id)
+{
+	for (size_t i = 0; i < c->ndevs; i++)
+		if (c->devs[i].id == id)
+			return i;
+	return SIZE_MAX;
+}
+
+static uint64_t on_cpu_of(const struct collect *c, const struct store_counts *k,
+			  uint32_t id)
+{
+	size_t i = k ? dev_index(c, id) : SIZE_MAX;
+
+	if (!k)
+		return collect_on_cpu_ns(c, id);
+	return i == SIZE_MAX ? 0 : k->on_cpu_ns[i];
+}
+
+static uint64_t count_intervals(const struct collect *c, uint32_t device);
+
+static uint64_t intervals_of(const struct collect *c,
+			     const struct store_counts *k, uint32_t id)
+{
+	size_t i = k ? dev_index(c, id) : SIZE_MAX;
+
+	if (!k)
+		return count_intervals(c, id);
+	return i == SIZE_MAX ? 0 : k->intervals[i];
+}
+
 /* What the store adds to a report object (see collect.h). */
 static cJSON *add_store_fields(const struct collect *c,
-			       const struct report *r, cJSON *root)
+			       const struct report *r, cJSON *root,
+			       const struct store_counts *k)
 {
 	cJSON *d, *los;
 	size_t i = 0;
@@ -998,9 +1072,9 @@ static cJSON *add_store_fields(const struct collect *c,
 			break;
 		if (r->devs[i].dev.kind == TT_DEV_CPU)
 			cJSON_AddNumberToObject(d, "on_cpu_ns", (double)
-				collect_on_cpu_ns(c, r->devs[i].dev.id));
+				on_cpu_of(c, k, r->devs[i].dev.id));
 		cJSON_AddNumberToObject(d, "intervals", (double)
-			count_intervals(c, r->devs[i].dev.id));
+			intervals_of(c, k, r->devs[i].dev.id));
 		i++;
 	}
 	return root;
@@ -1008,13 +1082,23 @@ static cJSON *add_store_fields(const struct collect *c,
 
 cJSON *collect_report_json(const struct collect *c, const struct report *r)
 {
-	return add_store_fields(c, r, report_json(r));
+	return add_store_fields(c, r, report_json(r), NULL);
 }
 
 cJSON *collect_report_json_shell(const struct collect *c,
 				 const struct report *r)
 {
-	return add_store_fields(c, r, report_json_shell(r));
+	return add_store_fields(c, r, report_json_shell(r), NULL);
+}
+
+cJSON *collect_report_json_shell_counted(const struct collect *c,
+					 const struct report *r,
+					 const uint64_t *on_cpu_ns,
+					 const uint64_t *intervals)
+{
+	struct store_counts k = { on_cpu_ns, intervals };
+
+	return add_store_fields(c, r, report_json_shell(r), &k);
 }
 
 int collect_write_report_json(const struct collect *c,

@@ -226,6 +226,12 @@ cJSON *collect_report_json(const struct collect *c, const struct report *r);
 /* The same over report_json_shell, for report_print_json(o, r, f). */
 cJSON *collect_report_json_shell(const struct collect *c,
 				 const struct report *r);
+/* The same for a streamed report (user/shard.h): c holds no intervals;
+ * on_cpu_ns and intervals are per device of c, as the shards counted. */
+cJSON *collect_report_json_shell_counted(const struct collect *c,
+					 const struct report *r,
+					 const uint64_t *on_cpu_ns,
+					 const uint64_t *intervals);
 
 /* That object written to path, created or truncated with mode 0600. 0, or
  * a negative errno with a message naming cmd and the file. */
@@ -260,6 +266,27 @@ struct collect_part {
 	uint64_t from_ns, to_ns;	/* after the shift: only requests and
 					   intervals that overlap [from, to)
 					   are kept; to_ns 0: no end */
+	/* a streamed report's two readings (user/shard.c); all zero for
+	   a plain read: */
+	bool meta_only;		/* requests and intervals are not kept */
+	bool records_only;	/* only requests and intervals are read */
+	const uint64_t *offsets;	/* only these blocks (tracefile.h) */
+	size_t noffsets;
+	/* each request and interval that overlaps [from, to), shifted:
+	   the offset of its block, its span, and a request's token times */
+	void (*seen)(void *ctx, uint64_t block, uint64_t start, uint64_t end,
+		     const uint64_t *tok, uint32_t ntok);
+	void *seen_ctx;
+	/* the file's device ids in c: given (map_in) or handed back at the
+	   end (*map_out, malloc'd) */
+	const struct collect_idmap *map_in;
+	size_t nmap_in;
+	struct collect_idmap **map_out;
+	size_t *nmap_out;
+};
+
+struct collect_idmap {
+	uint32_t from, to;
 };
 
 /*

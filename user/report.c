@@ -1670,8 +1670,237 @@ void report_free(struct report *r)
 	free(r->models);
 	free(r->hosts);
 	free(r->servers);
+	free(r->finding_shards);
 	findings_free(&r->findings);
 	memset(r, 0, sizeof(*r));
+}
+
+/* ---- a report of several shards (user/shard.c) ------------------------- */
+
+void report_request_finish(struct report_request *q)
+{
+	interval_of(q->gpu_ns, q->gpu_var, &q->gpu_ns_lo, &q->gpu_ns_hi);
+}
+
+void report_request_merge(struct report_request *into,
+			  const struct report_request *q)
+{
+	into->gpu_ns += q->gpu_ns;
+	into->prefill_ns += q->prefill_ns;
+	into->decode_ns += q->decode_ns;
+	into->gpu_var += q->gpu_var;
+	into->interval = into->interval && q->interval;
+	into->cost_usd += q->cost_usd;
+	into->cost_loaded_usd += q->cost_loaded_usd;
+	into->prompt_cost_usd += q->prompt_cost_usd;
+	into->completion_cost_usd += q->completion_cost_usd;
+	into->cached_cost_usd += q->cached_cost_usd;
+	into->cache_saved_ns += q->cache_saved_ns;
+	into->cache_saved_usd += q->cache_saved_usd;
+}
+
+static struct report_device *dev_by_id(struct report *r, uint32_t id)
+{
+	for (size_t i = 0; i < r->ndevs; i++)
+		if (r->devs[i].dev.id == id)
+			return &r->devs[i];
+	return NULL;
+}
+
+static void steps_merge(struct steps_result *a, const struct steps_result *b)
+{
+	if (!a->nsteps && b->nsteps)
+		a->source = b->source;
+	a->nsteps += b->nsteps;
+	a->estimated += b->estimated;
+	a->bursts += b->bursts;
+	a->copies += b->copies;
+	a->batch_steps += b->batch_steps;
+	a->batch_requests += b->batch_requests;
+	if (b->batch_budget > a->batch_budget)
+		a->batch_budget = b->batch_budget;
+	if (b->chunk_tokens > a->chunk_tokens)
+		a->chunk_tokens = b->chunk_tokens;
+	if (!a->burst_gap_ns)
+		a->burst_gap_ns = b->burst_gap_ns;
+	a->busy_ns += b->busy_ns;
+}
+
+/* A device of the shard into the same device of acc. */
+static void device_merge(struct report_device *a,
+			 const struct report_device *b)
+{
+	a->busy_ns += b->busy_ns;
+	a->idle_ns += b->idle_ns;
+	a->attributed |= b->attributed;
+	a->cache_candidates += b->cache_candidates;
+	a->cache_hits += b->cache_hits;
+	a->attributed_ns += b->attributed_ns;
+	a->unattributed_ns += b->unattributed_ns;
+	a->comm_ns += b->comm_ns;
+	if (a->pid != b->pid && b->busy_ns)
+		a->pid = a->busy_ns == b->busy_ns ? b->pid : 0;
+	/* the model shown: the one of the shard where it was busiest */
+	if (b->model.fitted && (!a->model.fitted || b->busy_ns > a->shard_busy)) {
+		a->model = b->model;
+		a->basis = b->basis;
+		a->shard_busy = b->busy_ns;
+	}
+	steps_merge(&a->steps, &b->steps);
+}
+
+/* A finding of the shard: kept when acc has none of its id, or one less
+ * severe (the first of the worst stands); counted per id. */
+static int finding_merge(struct report *acc, struct finding *f)
+{
+	for (size_t i = 0; i < acc->findings.n; i++) {
+		struct finding *g = &acc->findings.items[i];
+
+		if (strcmp(g->id, f->id))
+			continue;
+		acc->finding_shards[i]++;
+		if (f->severity > g->severity) {
+			cJSON_Delete(g->evidence);
+			*g = *f;
+			f->evidence = NULL;
+		}
+		return 0;
+	}
+	if (acc->findings.n == acc->findings.cap) {
+		size_t cap = acc->findings.cap ? 2 * acc->findings.cap : 16;
+		struct finding *v = realloc(acc->findings.items,
+					    cap * sizeof(*v));
+		uint32_t *k = realloc(acc->finding_shards, cap * sizeof(*k));
+
+		if (v)
+			acc->findings.items = v;
+		if (k)
+			acc->finding_shards = k;
+		if (!v || !k)
+			return -ENOMEM;
+		acc->findings.cap = cap;
+	}
+	acc->finding_shards[acc->findings.n] = 1;
+	acc->findings.items[acc->findings.n++] = *f;
+	f->evidence = NULL;
+	return 0;
+}
+
+int report_merge(struct report *acc, struct report *part)
+{
+	if (!acc->shards) {
+		/* the first: its devices, in their order, set the shape */
+		struct report_device *d = malloc((part->ndevs ? part->ndevs : 1)
+						 * sizeof(*d));
+
+		if (!d)
+			return -ENOMEM;
+		memcpy(d, part->devs, part->ndevs * sizeof(*d));
+		for (size_t i = 0; i < part->ndevs; i++) {
+			memset(&d[i].steps, 0, sizeof(d[i].steps));
+			steps_merge(&d[i].steps, &part->devs[i].steps);
+			d[i].shard_busy = d[i].busy_ns;
+		}
+		acc->devs = d;
+		acc->ndevs = part->ndevs;
+		acc->start_ns = part->start_ns;
+		snprintf(acc->compute, sizeof(acc->compute), "%s",
+			 part->compute);
+		snprintf(acc->hooks, sizeof(acc->hooks), "%s", part->hooks);
+		acc->losses = part->losses;
+	} else {
+		for (size_t i = 0; i < part->ndevs; i++) {
+			struct report_device *a = dev_by_id(acc,
+						      part->devs[i].dev.id);
+
+			if (a)
+				device_merge(a, &part->devs[i]);
+		}
+	}
+	acc->shards++;
+	if (part->end_ns > acc->end_ns)
+		acc->end_ns = part->end_ns;
+	acc->window_ns = acc->end_ns - acc->start_ns;
+	acc->busy_ns += part->busy_ns;
+	acc->unattributed_ns += part->unattributed_ns;
+	for (size_t i = 0; i < part->nservers; i++) {
+		const struct report_server *b = &part->servers[i];
+		struct report_server *a = find_server(acc, b->pid);
+
+		if (!a) {
+			a = realloc(acc->servers,
+				    (acc->nservers + 1) * sizeof(*a));
+			if (!a)
+				return -ENOMEM;
+			acc->servers = a;
+			a = &a[acc->nservers++];
+			*a = (struct report_server){ .pid = b->pid };
+		}
+		a->gpu_ns += b->gpu_ns;
+		a->busy_ns += b->busy_ns;
+		a->unattributed_ns += b->unattributed_ns;
+		a->comm_ns += b->comm_ns;
+	}
+	for (size_t i = 0; i < part->findings.n; i++) {
+		int err = finding_merge(acc, &part->findings.items[i]);
+
+		if (err)
+			return err;
+	}
+	pick_model_dev(acc);
+	return 0;
+}
+
+int report_add_request(struct report *r, const struct report_request *q)
+{
+	struct report_group *g;
+	struct report_server *s;
+
+	g = group_of(&r->tenants, &r->ntenants, report_tenant_of(&q->req));
+	if (!g)
+		return -ENOMEM;
+	group_add(g, q);
+	g = group_of(&r->models, &r->nmodels, report_model_of(&q->req));
+	if (!g)
+		return -ENOMEM;
+	group_add(g, q);
+	s = find_server(r, q->req.pid);
+	if (s)
+		s->requests++;
+	r->streamed_requests++;
+	r->streamed_gpu_ns += q->gpu_ns;
+	return 0;
+}
+
+int report_finish_merged(struct report *r)
+{
+	group_finish(r->tenants, r->ntenants);
+	group_finish(r->models, r->nmodels);
+	for (size_t i = 0; i < r->findings.n; i++) {
+		struct finding *f = &r->findings.items[i];
+		cJSON *e = f->evidence;
+		char was[sizeof(f->summary)];
+
+		if (r->finding_shards && r->shards > 1) {
+			snprintf(was, sizeof(was), "%s", f->summary);
+			snprintf(f->summary, sizeof(f->summary), "in %u of %u "
+				 "time ranges (the worst shown): %.250s",
+				 r->finding_shards[i], r->shards, was);
+		}
+		if (e && r->finding_shards) {
+			cJSON_AddNumberToObject(e, "shards_holding",
+						r->finding_shards[i]);
+			cJSON_AddNumberToObject(e, "shards", r->shards);
+		}
+	}
+	if (r->streamed_gpu_ns + r->unattributed_ns == r->busy_ns)
+		return 0;
+	fprintf(stderr, "tokentrace: report: conservation broken over the "
+		"shards: requests %llu + unattributed %llu != busy %llu ns\n",
+		(unsigned long long)r->streamed_gpu_ns,
+		(unsigned long long)r->unattributed_ns,
+		(unsigned long long)r->busy_ns);
+	return -EPROTO;
 }
 
 /* ---- JSON ---------------------------------------------------------------- */
@@ -2011,6 +2240,8 @@ static cJSON *report_json_ex(const struct report *r, bool with_requests)
 	cJSON_AddStringToObject(root, "compute", r->compute);
 	if (r->hooks[0])
 		cJSON_AddStringToObject(root, "hooks", r->hooks);
+	if (r->shards > 1)
+		num(root, "shards", r->shards);
 	add_array(root, "devices", r->ndevs, mk_dev, r);
 	add_array(root, "servers", r->nservers, mk_server, r);
 	num(root, "busy_ns", (double)r->busy_ns);
@@ -2075,6 +2306,39 @@ int report_print_json(cJSON *o, const struct report *r, FILE *f)
 		if (!err && fputs(s + head, f) < 0)
 			err = -EIO;
 	}
+	if (!err && fputc('\n', f) < 0)
+		err = -EIO;
+	free(s);
+	return err;
+}
+
+int report_print_json_from(cJSON *o, FILE *requests, FILE *f)
+{
+	char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+	char *slot = s ? strstr(s, REQUESTS_SLOT) : NULL;
+	char buf[65536];
+	size_t n, head;
+	int err = 0;
+
+	cJSON_Delete(o);
+	if (!s)
+		return -ENOMEM;
+	head = slot ? (size_t)(slot - s) + strlen(",\"requests\":[") :
+		      strlen(s);
+	if (fwrite(s, 1, head, f) != head)
+		err = -EIO;
+	if (slot && requests && !err) {
+		rewind(requests);
+		while ((n = fread(buf, 1, sizeof(buf), requests)) > 0)
+			if (fwrite(buf, 1, n, f) != n) {
+				err = -EIO;
+				break;
+			}
+		if (ferror(requests))
+			err = -EIO;
+	}
+	if (!err && fputs(s + head, f) < 0)
+		err = -EIO;
 	if (!err && fputc('\n', f) < 0)
 		err = -EIO;
 	free(s);
@@ -2323,7 +2587,7 @@ static void text_findings(const struct report *r, FILE *f)
 
 int report_write_text(const struct report *r, FILE *f)
 {
-	uint64_t sum = 0;
+	uint64_t sum = r->streamed_gpu_ns;
 
 	for (size_t i = 0; i < r->nreqs; i++)
 		sum += r->reqs[i].gpu_ns;

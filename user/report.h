@@ -111,6 +111,8 @@ struct report_device {
 	struct steps_result steps;	/* attributed devices only */
 	struct costmodel model;
 	int basis;			/* enum attr_basis */
+	uint64_t shard_busy;		/* merged: busy in the shard whose
+					   model is shown */
 };
 
 /* One server process and its attributed GPUs; several servers: data
@@ -171,6 +173,12 @@ struct report {
 	struct findings_list findings;
 	struct report_losses losses;
 	uint64_t *token_store;		/* the copied token times */
+	/* a report merged from shards of one trace (report_merge): their
+	   number, per finding how many held it, and the requests, which
+	   were written out as they were done instead of kept */
+	uint32_t shards;
+	uint32_t *finding_shards;
+	uint64_t streamed_requests, streamed_gpu_ns;
 };
 
 /*
@@ -181,6 +189,23 @@ struct report {
 int report_build(const struct report_input *in, struct report *out);
 
 void report_free(struct report *r);
+
+/*
+ * A report of a long trace from reports of its shards (consecutive time
+ * ranges, user/shard.c). report_merge adds a shard's devices, servers,
+ * busy and unattributed time and findings to acc (zeroed at first; the
+ * findings are moved out of part); its requests are not taken: each is
+ * merged over the shards it spans with report_request_merge, finished
+ * (report_request_finish: its interval) and counted into the tenants,
+ * models and servers with report_add_request; report_finish_merged
+ * closes the groups and checks conservation over the whole (-EPROTO).
+ */
+int report_merge(struct report *acc, struct report *part);
+void report_request_merge(struct report_request *into,
+			  const struct report_request *q);
+void report_request_finish(struct report_request *q);
+int report_add_request(struct report *r, const struct report_request *q);
+int report_finish_merged(struct report *r);
 
 /* The host index of a pid (0 with one host). */
 #define REPORT_HOST_OF_PID(pid)	((pid) / REPORT_HOST_PID_STRIDE)
@@ -206,6 +231,11 @@ int report_request_write_json(const struct report_request *q, FILE *f);
  * written into its empty "requests" array. 0, -ENOMEM or -EIO.
  */
 int report_print_json(cJSON *o, const struct report *r, FILE *f);
+
+/* report_print_json for a report whose requests were written out as
+ * they were done (report_request_write_json, comma-separated) to the
+ * file requests: its contents fill the array. */
+int report_print_json_from(cJSON *o, FILE *requests, FILE *f);
 
 /* A table for people. 0 or -EIO. */
 int report_write_text(const struct report *r, FILE *f);

@@ -652,7 +652,26 @@ struct rd {
 	struct tracefile_stats *st;
 	const char *name;
 	uint64_t *tok;			/* token times of one request */
+	const uint8_t *map;		/* the file's mapping (tracefile_read):
+					   pages read are dropped behind */
+	size_t dropped;			/* bytes of it dropped so far */
 };
+
+/* Pages of a mapped file that reading has passed are given back every
+ * TF_DROP_EVERY bytes, so that reading a file costs no more resident
+ * memory than that, however long it is. */
+#define TF_DROP_EVERY	(32u << 20)
+
+static void drop_behind(struct rd *r, size_t pos)
+{
+	size_t upto = pos & ~(size_t)(TF_DROP_EVERY - 1);
+
+	if (!r->map || upto <= r->dropped)
+		return;
+	madvise((void *)(r->map + r->dropped), upto - r->dropped,
+		MADV_DONTNEED);
+	r->dropped = upto;
+}
 
 static void say(const struct rd *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -953,6 +972,8 @@ static bool read_block(struct rd *r, const uint8_t *p, size_t len,
 		return false;
 	}
 	*used = TRACEFILE_BLOCK_HDR + stored;
+	if (r->h->block)
+		r->h->block(r->h->ctx, off);
 	if (!(flags & TF_FLAG_ZSTD)) {
 		read_records(r, pl, stored, off);
 		return true;
@@ -1001,12 +1022,36 @@ static void progress(const char *name, size_t done, size_t total,
 		progress_fn(progress_ctx, name, done, total, records);
 }
 
-int tracefile_read_mem(const void *buf, size_t len, const char *name,
-		       const struct tracefile_handlers *h,
-		       struct tracefile_header *hdr,
-		       struct tracefile_stats *st)
+/* Only the blocks at h->offsets. */
+static void read_some(struct rd *r, const uint8_t *p, size_t len)
 {
-	struct rd r = { h, st, name, NULL };
+	const struct tracefile_handlers *h = r->h;
+
+	for (size_t i = 0; i < h->noffsets; i++) {
+		uint64_t off = h->offsets[i];
+		size_t used = 0;
+
+		if (off < len && len - off >= 4 &&
+		    get_le(&(struct cur){ p + off, 4, false }, 4) ==
+		    TRACEFILE_BLOCK_MAGIC &&
+		    read_block(r, p + off, len - off, off, &used)) {
+			r->st->blocks_ok++;
+			drop_behind(r, off + used);
+			continue;
+		}
+		say(r, "offset %llu: no valid block starts here",
+		    (unsigned long long)off);
+		r->st->blocks_skipped++;
+	}
+}
+
+static int read_mem(struct rd *rp, const void *buf, size_t len,
+		    struct tracefile_header *hdr)
+{
+	struct rd r = *rp;
+	const struct tracefile_handlers *h = r.h;
+	struct tracefile_stats *st = r.st;
+	const char *name = r.name;
 	const uint8_t *p = buf;
 	size_t pos;
 	int err;
@@ -1018,6 +1063,11 @@ int tracefile_read_mem(const void *buf, size_t len, const char *name,
 	r.tok = malloc(TT_TOKEN_NS_MAX * sizeof(uint64_t));
 	if (!r.tok)
 		return -ENOMEM;
+	if (h->noffsets) {
+		read_some(&r, p, len);
+		free(r.tok);
+		return 0;
+	}
 	pos = hdr->header_size;
 	while (pos < len) {
 		size_t used = 0, next;
@@ -1030,6 +1080,7 @@ int tracefile_read_mem(const void *buf, size_t len, const char *name,
 		else if (read_block(&r, p + pos, len - pos, pos, &used)) {
 			st->blocks_ok++;
 			pos += used;
+			drop_behind(&r, pos);
 			progress(name, pos, len, st->records);
 			continue;
 		}
@@ -1049,6 +1100,16 @@ int tracefile_read_mem(const void *buf, size_t len, const char *name,
 	progress(name, len, len, st->records);
 	free(r.tok);
 	return 0;
+}
+
+int tracefile_read_mem(const void *buf, size_t len, const char *name,
+		       const struct tracefile_handlers *h,
+		       struct tracefile_header *hdr,
+		       struct tracefile_stats *st)
+{
+	struct rd r = { h, st, name, NULL, NULL, 0 };
+
+	return read_mem(&r, buf, len, hdr);
 }
 
 int tracefile_read_header(const char *path, struct tracefile_header *hdr,
@@ -1101,8 +1162,9 @@ int tracefile_read(const char *path, const struct tracefile_handlers *h,
 		}
 	}
 	close(fd);
-	err = tracefile_read_mem(map ? map : "", map ? sb.st_size : 0, path,
-				 h, hdr, st);
+	struct rd r = { h, st, path, NULL, map, 0 };
+
+	err = read_mem(&r, map ? map : "", map ? sb.st_size : 0, hdr);
 	if (map)
 		munmap(map, sb.st_size);
 	return err;

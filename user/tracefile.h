@@ -161,6 +161,13 @@ struct tracefile_handlers {
 	void *ctx;
 	FILE *log;		/* problems, one line each; NULL: not shown */
 	void (*hooks)(void *ctx, const char *hooks);	/* may be NULL */
+	/* before each block's records: its byte offset (may be NULL) */
+	void (*block)(void *ctx, uint64_t offset);
+	/* with noffsets: only the blocks at these offsets (ascending, as
+	   the block hook gave them) are read, the rest not even looked at;
+	   an offset where no valid block starts is said and counted */
+	const uint64_t *offsets;
+	size_t noffsets;
 };
 
 struct tracefile_stats {

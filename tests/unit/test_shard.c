@@ -1,0 +1,289 @@
+/*
+ * A long trace reported a time range at a time (user/shard.c): reading
+ * only a range's blocks, or every block, or several ranges at once gives
+ * the same report byte for byte; against the whole trace in memory the
+ * device time, its conservation, the requests and their tokens are the
+ * same, and the attribution stays close.
+ */
+#include <cJSON.h>
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../user/collect.h"
+#include "../../user/report.h"
+#include "../../user/shard.h"
+#include "../../user/tracefile.h"
+
+struct out {
+	char *buf;
+	size_t len;
+	FILE *f;
+	size_t n;
+};
+
+static int put(void *ctx, const struct report_request *q)
+{
+	struct out *o = ctx;
+
+	if (o->n++)
+		fputc(',', o->f);
+	return report_request_write_json(q, o->f);
+}
+
+/* The sharded report as text: its JSON shell, then its requests. */
+static char *sharded(const char *path, uint64_t max, int jobs, bool all,
+		     struct report *r, uint32_t *nshards)
+{
+	char *paths[] = { (char *)path };
+	struct collect_prices p = { NULL, 0, -1, -1 };
+	struct out o = { 0 };
+	struct shard_cfg cfg = { .paths = paths, .npaths = 1, .prices = &p,
+				 .max_events = max, .jobs = jobs,
+				 .all_blocks = all, .log = stderr,
+				 .request = put, .ctx = &o };
+	struct shard_trace t;
+	char *shell, *s;
+	size_t n;
+
+	o.f = open_memstream(&o.buf, &o.len);
+	cr_assert(o.f);
+	cr_assert_eq(shard_report(&cfg, &t, r), 0, "%s: not sharded", path);
+	fclose(o.f);
+	*nshards = t.nshards;
+	shell = cJSON_PrintUnformatted(report_json_shell(r));
+	n = strlen(shell) + o.len + 2;
+	s = malloc(n);
+	snprintf(s, n, "%s\n%s", shell, o.buf);
+	free(shell);
+	free(o.buf);
+	shard_trace_free(&t);
+	return s;
+}
+
+static void whole(const char *path, struct collect *c, struct report *r)
+{
+	struct collect_prices p = { NULL, 0, -1, -1 };
+	struct report_input in;
+
+	collect_init(c);
+	cr_assert_eq(collect_load(c, path, stderr, NULL), 0);
+	cr_assert_eq(collect_report_input(c, &p, &in), 0);
+	cr_assert_eq(report_build(&in, r), 0);
+}
+
+static const struct report_group *group(const struct report *r,
+					const char *name)
+{
+	for (size_t i = 0; i < r->ntenants; i++)
+		if (!strcmp(r->tenants[i].name, name))
+			return &r->tenants[i];
+	return NULL;
+}
+
+/* What must hold between a sharded report and the whole. */
+static void same_totals(const char *what, const struct report *s,
+			const struct report *w, double tenant_tol)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < w->nreqs; i++)
+		sum += w->reqs[i].gpu_ns;
+	cr_expect_eq(s->busy_ns, w->busy_ns, "%s: busy", what);
+	cr_expect_eq(s->window_ns, w->window_ns, "%s: window", what);
+	cr_expect_eq(s->streamed_gpu_ns + s->unattributed_ns, s->busy_ns,
+		     "%s: conservation", what);
+	cr_expect_eq(s->streamed_requests, w->nreqs, "%s: requests", what);
+	cr_assert_eq(s->ndevs, w->ndevs, "%s: devices", what);
+	for (size_t i = 0; i < w->ndevs; i++) {
+		cr_expect_eq(s->devs[i].busy_ns, w->devs[i].busy_ns,
+			     "%s: device %zu busy", what, i);
+		cr_expect_eq(s->devs[i].idle_ns, w->devs[i].idle_ns,
+			     "%s: device %zu idle", what, i);
+	}
+	cr_assert_eq(s->ntenants, w->ntenants, "%s: tenants", what);
+	for (size_t i = 0; i < w->ntenants; i++) {
+		const struct report_group *a = &w->tenants[i];
+		const struct report_group *b = group(s, a->name);
+
+		cr_assert(b, "%s: tenant %s missing", what, a->name);
+		cr_expect_eq(b->requests, a->requests, "%s", what);
+		cr_expect_eq(b->prompt_tokens, a->prompt_tokens, "%s", what);
+		cr_expect_eq(b->completion_tokens, a->completion_tokens, "%s",
+			     what);
+		double off = a->gpu_ns ? fabs((double)b->gpu_ns - a->gpu_ns) /
+					 a->gpu_ns : 0;
+		fprintf(stderr, "shard: %s: tenant %s: %llu ns in ranges, %llu "
+			"whole (%.2f%% apart)\n", what, a->name,
+			(unsigned long long)b->gpu_ns,
+			(unsigned long long)a->gpu_ns, 100 * off);
+		cr_expect_leq(off, tenant_tol, "%s: tenant %s %.2f%% off",
+			      what, a->name, 100 * off);
+	}
+}
+
+Test(shard, reading_only_a_range_s_blocks_or_several_at_once_changes_nothing)
+{
+	const char *path = "tests/data/gpu-sim-tp2.tt";
+	struct report a, b, c, w;
+	struct collect wc;
+	uint32_t na, nb, nc;
+	char *sa = sharded(path, 8000, 1, false, &a, &na);
+	char *sb = sharded(path, 8000, 1, true, &b, &nb);
+	char *sc = sharded(path, 8000, 3, false, &c, &nc);
+
+	cr_expect_geq(na, 3, "only %u ranges", na);
+	cr_expect_eq(na, nb);
+	cr_expect_eq(na, nc);
+	cr_expect_str_eq(sa, sb, "its blocks alone against every block");
+	cr_expect_str_eq(sa, sc, "one range at a time against three");
+	whole(path, &wc, &w);
+	same_totals("gpu-sim-tp2", &a, &w, 0.05);
+	free(sa);
+	free(sb);
+	free(sc);
+	report_free(&a);
+	report_free(&b);
+	report_free(&c);
+	report_free(&w);
+	collect_free(&wc);
+}
+
+/* A clean engine, as tools/bench/gentrace writes, but with 7 ms steps
+ * that the ranges' edges (tenths of a second) cut anywhere: 4 kernels and the copy of
+ * the sampled ids a step, one token to each of 8 requests in flight. */
+static void write_engine(const char *path, int requests, int tokens)
+{
+	struct tt_hostinfo host = { .cpus = 1 };
+	struct tracefile_writer *w;
+	struct tt_device d = { .id = 1, .kind = TT_DEV_GPU, .pid = 100 };
+	uint64_t t = 1000ull * 1000000000ull, *tok[8];
+	long req[8], next = 0, done = 0;
+	uint64_t arr[8];
+	int ntok[8];
+
+	snprintf(d.name, sizeof(d.name), "test GPU");
+	snprintf(d.uuid, sizeof(d.uuid), "GPU-test");
+	unlink(path);
+	cr_assert_eq(tracefile_create(path, &host, 1, true, &w), 0);
+	cr_assert_eq(tracefile_put_device(w, &d), 0);
+	cr_assert_eq(tracefile_put_compute(w, "cupti", 8), 0);
+	for (int i = 0; i < 8; i++) {
+		req[i] = -1;
+		tok[i] = calloc(tokens, sizeof(uint64_t));
+	}
+	while (done < requests) {
+		struct tt_interval iv = { .device = 1, .pid = 100, .tid = 100,
+					  .stream = 7, .kind = TT_IV_KERNEL };
+		/* the steps grow with the batch's context */
+		uint64_t k_ns = 1200000 + 3000 * (uint64_t)(next % 50);
+
+		for (int k = 0; k < 4; k++) {
+			iv.start_ns = t + k * k_ns;
+			iv.end_ns = iv.start_ns + k_ns;
+			iv.name_id = k + 1;
+			cr_assert_eq(tracefile_put_interval(w, &iv), 0);
+		}
+		iv.start_ns = t + 4 * k_ns;
+		iv.end_ns = iv.start_ns + 20000;
+		iv.kind = TT_IV_MEMCPY;
+		iv.copy_kind = TT_COPY_DTOH;
+		iv.bytes = 8;
+		iv.name_id = 0;
+		cr_assert_eq(tracefile_put_interval(w, &iv), 0);
+		for (int i = 0; i < 8; i++) {
+			if (req[i] < 0 && next < requests) {
+				req[i] = next++;
+				arr[i] = t > 1000000 ? t - 1000000 : t;
+				ntok[i] = 0;
+			}
+			if (req[i] < 0)
+				continue;
+			tok[i][ntok[i]++] = iv.end_ns + 50000;
+			if (ntok[i] < tokens)
+				continue;
+			struct tt_request q = {
+				.pid = 100, .conn_id = (uint64_t)req[i] + 1,
+				.stream = true, .http_status = 200,
+				.max_tokens = tokens, .arrival_ns = arr[i],
+				.first_token_ns = tok[i][0],
+				.end_ns = tok[i][tokens - 1] + 100000,
+				.token_events = (uint32_t)tokens,
+				.token_ns = tok[i],
+				.token_ns_len = (uint32_t)tokens,
+				.prompt_tokens = 64 + 16 * (req[i] % 5),
+				.completion_tokens = tokens,
+				.tokens_source = TT_TOKENS_USAGE,
+			};
+			q.ttft_ms = (q.first_token_ns - q.arrival_ns) / 1e6;
+			snprintf(q.id, sizeof(q.id), "cmpl-%ld", req[i]);
+			snprintf(q.tenant, sizeof(q.tenant), "tenant-%ld",
+				 req[i] % 3);
+			snprintf(q.model, sizeof(q.model), "m");
+			cr_assert_eq(tracefile_put_request(w, &q), 0);
+			req[i] = -1;
+			done++;
+		}
+		t += 7000000;
+	}
+	cr_assert_eq(tracefile_put_window(w, 1000ull * 1000000000ull, t, true),
+		     0);
+	cr_assert_eq(tracefile_close(w), 0);
+	for (int i = 0; i < 8; i++)
+		free(tok[i]);
+}
+
+Test(shard, requests_that_span_ranges_get_their_parts_summed)
+{
+	char path[] = "/tmp/tt-shard-XXXXXX";
+	int fd = mkstemp(path);
+	struct report s, w;
+	struct collect wc;
+	uint32_t n;
+	char *text;
+
+	cr_assert_geq(fd, 0);
+	close(fd);
+	write_engine(path, 3000, 16);
+	text = sharded(path, 20000, 2, false, &s, &n);
+	whole(path, &wc, &w);
+	unlink(path);
+	cr_expect_geq(n, 4, "only %u ranges", n);
+	same_totals("engine", &s, &w, 0.01);
+
+	/* every request, found again by its id in the sharded output */
+	char *arr = malloc(strlen(text) + 3);
+	sprintf(arr, "[%s]", strchr(text, '\n') + 1);
+	cJSON *got = cJSON_Parse(arr);
+	cr_assert(got, "the requests written are not JSON");
+	cr_expect_eq((size_t)cJSON_GetArraySize(got), w.nreqs);
+	size_t within = 0, seen = 0;
+	cJSON *q;
+	cJSON_ArrayForEach(q, got) {
+		const char *id = cJSON_GetObjectItem(q, "id")->valuestring;
+		double g = cJSON_GetObjectItem(q, "gpu_ns")->valuedouble;
+
+		for (size_t i = 0; i < w.nreqs; i++) {
+			if (strcmp(w.reqs[i].req.id, id))
+				continue;
+			seen++;
+			within += fabs(g - (double)w.reqs[i].gpu_ns) <=
+				  0.05 * (double)w.reqs[i].gpu_ns;
+			break;
+		}
+	}
+	fprintf(stderr, "shard: engine: %u ranges, %zu of %zu requests "
+		"within 5%% of the whole trace's report\n", n, within, seen);
+	cr_expect_eq(seen, w.nreqs);
+	cr_expect_geq(within, 0.95 * seen, "%zu of %zu within 5%%", within,
+		      seen);
+	cJSON_Delete(got);
+	free(arr);
+	free(text);
+	report_free(&s);
+	report_free(&w);
+	collect_free(&wc);
+}

@@ -1,0 +1,77 @@
+/*
+ * shard.h - the report of a trace too long to hold: read twice, reported
+ * a time range (a shard) at a time, in memory bounded by one shard.
+ *
+ * In:  trace files read as one (user/chain.h), a --from/--to range,
+ *      prices, the most events a shard holds, how many shards are built
+ *      at once.
+ * Out: one report merged from the shards' (report_merge), each request
+ *      handed to a callback once every shard it spans is done; the trace
+ *      as read (header, losses, window) in a collect without requests or
+ *      intervals.
+ * Assumes: one host (traces of several are reported whole); the trace's
+ *      blocks are written in about time order (as record writes them), so
+ *      that a shard's records lie in few blocks.
+ *
+ * The first reading keeps no request or interval: it notes each block's
+ * time span and the events of each second, and the devices, names,
+ * window and losses. The window is then cut into shards of at most
+ * SHARD_EVENTS_DEFAULT events (whole tenths of a second), and each shard is read
+ * from only the blocks that overlap it, as `report --from --to` would
+ * read it, and reported with the same code: its own steps and cost
+ * model. A request that spans a shard's edge has its device time inside
+ * each shard; its parts are summed.
+ */
+#ifndef TT_SHARD_H
+#define TT_SHARD_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "chain.h"
+#include "collect.h"
+#include "report.h"
+
+#define SHARD_EVENTS_DEFAULT	2000000ull
+
+struct shard_cfg {
+	char *const *paths;
+	int npaths;
+	const struct chain_time *from, *to;
+	const struct collect_prices *prices;
+	uint64_t max_events;	/* per shard; 0: SHARD_EVENTS_DEFAULT */
+	int jobs;		/* shards built at once (threads) */
+	bool all_blocks;	/* read every block for each shard (the check
+				   that reading only its blocks loses
+				   nothing) */
+	FILE *log;
+	/* each request, done: 0 or a negative errno (stops) */
+	int (*request)(void *ctx, const struct report_request *q);
+	void *ctx;
+};
+
+struct shard_trace {
+	struct collect c;		/* no requests or intervals */
+	struct tracefile_header hdr;
+	size_t nfiles;
+	uint32_t nshards;
+	uint64_t events;		/* requests, token times, intervals */
+	uint64_t *on_cpu_ns, *intervals;	/* per device of c */
+};
+
+/*
+ * 0 with *out the merged report (report_free it) and *t the trace
+ * (shard_trace_free), 1 when the trace fits in one shard or is of
+ * several hosts (nothing is kept: report it whole), or a negative errno
+ * (said on cfg->log).
+ */
+int shard_report(const struct shard_cfg *cfg, struct shard_trace *t,
+		 struct report *out);
+
+void shard_trace_free(struct shard_trace *t);
+
+/* Whether the trace files (and folders' files) come to fewer bytes than
+ * a shard's events: too small to shard, without reading them. */
+bool shard_small(char *const *paths, int n, uint64_t max_events);
+
+#endif
