@@ -43,6 +43,7 @@
 #include "commands.h"
 #include "requests.h"
 #include "rotate.h"
+#include "shard.h"
 #include "socktrace.h"
 #include "summary.h"
 #include "tracefile.h"
@@ -287,6 +288,20 @@ static int finish(struct record_ctx *rc)
 			"incomplete: %s\n", path,
 			strerror(-rc->at.c.write_error));
 		ret = TT_EXIT_FAIL;
+	}
+	if (trace && ret == TT_EXIT_OK) {
+		/* a long recording is reported a time range at a time */
+		err = shard_end_of_run(path, rc->a.summary, stderr, "record");
+		if (err <= 0) {
+			print_counts(rc);
+			if (!err && rc->a.summary)
+				fprintf(stderr, "tokentrace: summary in %s\n",
+					rc->a.summary);
+			if (!err)
+				fprintf(stderr, "tokentrace: trace in %s "
+					"(tokentrace report %s)\n", path, path);
+			return err ? TT_EXIT_FAIL : ret;
+		}
 	}
 	if (trace && rotate_reload(&rc->a.rot, &rc->at.c, stderr))
 		ret = TT_EXIT_FAIL;

@@ -69,6 +69,7 @@
 #include "report.h"
 #include "requests.h"
 #include "rotate.h"
+#include "shard.h"
 #include "socktrace.h"
 #include "stepprobe.h"
 #include "tenant.h"
@@ -766,6 +767,21 @@ static int report(struct run_state *rs)
 			"incomplete: %s\n", rs->a.out_path,
 			strerror(-rs->c.write_error));
 		ret = TT_EXIT_FAIL;
+	}
+	if (rs->a.out_path && !rs->out && !ret) {
+		/* a long run is reported a time range at a time */
+		err = shard_end_of_run(rs->a.out_path, rs->a.summary, stderr,
+				       "run");
+		if (err <= 0) {
+			if (!err && rs->a.summary)
+				fprintf(stderr, "tokentrace: summary in %s\n",
+					rs->a.summary);
+			if (!err)
+				fprintf(stderr, "tokentrace: trace in %s "
+					"(tokentrace report %s)\n",
+					rs->a.out_path, rs->a.out_path);
+			return err ? TT_EXIT_FAIL : ret;
+		}
 	}
 	if (rs->a.out_path && !rs->out &&
 	    rotate_reload(&rs->a.rot, &rs->c, stderr))

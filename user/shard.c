@@ -2,10 +2,12 @@
  * shard.c - a long trace reported a shard at a time; see shard.h.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "shard.h"
 
@@ -565,5 +567,93 @@ out:
 		shard_trace_free(t);
 		t->events = events;	/* what the first reading counted */
 	}
+	return err;
+}
+
+/* ---- the end of a recording -------------------------------------------- */
+
+struct json_out {
+	FILE *f;		/* NULL: no summary */
+	size_t n;
+};
+
+static int put_json(void *ctx, const struct report_request *q)
+{
+	struct json_out *o = ctx;
+
+	if (!o->f)
+		return 0;
+	if (o->n++ && fputc(',', o->f) == EOF)
+		return -EIO;
+	return report_request_write_json(q, o->f);
+}
+
+static int write_summary(const struct shard_trace *t, const struct report *r,
+			 FILE *requests, const char *path)
+{
+	cJSON *o = collect_report_json_shell_counted(&t->c, r, t->on_cpu_ns,
+						     t->intervals);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	FILE *f = fd >= 0 && !fchmod(fd, 0600) ? fdopen(fd, "w") : NULL;
+	int err;
+
+	if (!f) {
+		err = -errno;
+		if (fd >= 0)
+			close(fd);
+		cJSON_Delete(o);
+		return err ? err : -EIO;
+	}
+	err = o ? report_print_json_from(o, requests, f) : -ENOMEM;
+	if (fclose(f) && !err)
+		err = -EIO;
+	return err;
+}
+
+int shard_end_of_run(const char *path, const char *summary, FILE *text,
+		     const char *cmd)
+{
+	char *paths[] = { (char *)path };
+	FILE *req = summary ? tmpfile() : NULL;
+	struct json_out o = { req, 0 };
+	struct shard_cfg cfg = { .paths = paths, .npaths = 1, .log = stderr,
+				 .request = put_json, .ctx = &o, .jobs = 1 };
+	const char *env = getenv("TOKENTRACE_SHARD_EVENTS");
+	struct shard_trace t;
+	struct report r;
+	int err;
+
+	cfg.max_events = env ? strtoull(env, NULL, 10) : 0;
+	if (env && !cfg.max_events)
+		cfg.max_events = UINT64_MAX;	/* 0: never */
+	if (cfg.max_events == UINT64_MAX ||
+	    shard_small(paths, 1, cfg.max_events) || (summary && !req)) {
+		if (req)
+			fclose(req);
+		return 1;
+	}
+	err = shard_report(&cfg, &t, &r);
+	if (err) {
+		if (req)
+			fclose(req);
+		return err;
+	}
+	fprintf(text, "tokentrace %s: %llu events, reported in %u time "
+		"ranges, each with its own steps and cost model\n", cmd,
+		(unsigned long long)t.events, r.shards);
+	err = report_write_text(&r, text);
+	if (summary) {
+		int e = write_summary(&t, &r, req, summary);
+
+		if (e)
+			fprintf(stderr, "tokentrace %s: cannot write the "
+				"summary %s: %s\n", cmd, summary,
+				strerror(-e));
+		err = err ? err : e;
+	}
+	if (req)
+		fclose(req);
+	report_free(&r);
+	shard_trace_free(&t);
 	return err;
 }

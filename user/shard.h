@@ -32,7 +32,7 @@
 #include "collect.h"
 #include "report.h"
 
-#define SHARD_EVENTS_DEFAULT	2000000ull
+#define SHARD_EVENTS_DEFAULT	1500000ull
 
 struct shard_cfg {
 	char *const *paths;
@@ -73,5 +73,15 @@ void shard_trace_free(struct shard_trace *t);
 /* Whether the trace files (and folders' files) come to fewer bytes than
  * a shard's events: too small to shard, without reading them. */
 bool shard_small(char *const *paths, int n, uint64_t max_events);
+
+/*
+ * The end-of-run report of a recording written to path (a trace file or
+ * a chain's folder), by shards: the text on text, the JSON report to
+ * summary (NULL: none), cmd naming the command in messages; shards of
+ * TOKENTRACE_SHARD_EVENTS events where that is set (0: never). 0, 1 when
+ * it fits in one shard (read it back whole), or a negative errno.
+ */
+int shard_end_of_run(const char *path, const char *summary, FILE *text,
+		     const char *cmd);
 
 #endif

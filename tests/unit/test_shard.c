@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../../user/collect.h"
@@ -46,6 +47,7 @@ static char *sharded(const char *path, uint64_t max, int jobs, bool all,
 				 .all_blocks = all, .log = stderr,
 				 .request = put, .ctx = &o };
 	struct shard_trace t;
+	cJSON *js;
 	char *shell, *s;
 	size_t n;
 
@@ -54,7 +56,9 @@ static char *sharded(const char *path, uint64_t max, int jobs, bool all,
 	cr_assert_eq(shard_report(&cfg, &t, r), 0, "%s: not sharded", path);
 	fclose(o.f);
 	*nshards = t.nshards;
-	shell = cJSON_PrintUnformatted(report_json_shell(r));
+	js = report_json_shell(r);
+	shell = cJSON_PrintUnformatted(js);
+	cJSON_Delete(js);
 	n = strlen(shell) + o.len + 2;
 	s = malloc(n);
 	snprintf(s, n, "%s\n%s", shell, o.buf);
@@ -284,6 +288,71 @@ Test(shard, requests_that_span_ranges_get_their_parts_summed)
 	free(arr);
 	free(text);
 	report_free(&s);
+	report_free(&w);
+	collect_free(&wc);
+}
+
+/* The end of a long recording: the text says it went by ranges, the
+ * summary is one JSON report with every request and the whole trace's
+ * device time; TOKENTRACE_SHARD_EVENTS=0 hands it back to be read whole. */
+Test(shard, the_end_of_a_long_recording_is_reported_by_ranges)
+{
+	char path[] = "/tmp/tt-shard-XXXXXX", sum[] = "/tmp/tt-sum-XXXXXX";
+	int fd = mkstemp(path), sfd = mkstemp(sum);
+	char *text = NULL, *js;
+	size_t tlen = 0, jlen = 0;
+	FILE *tf = open_memstream(&text, &tlen), *jf;
+	struct report w;
+	struct collect wc;
+	struct stat st;
+	cJSON *o;
+
+	cr_assert_geq(fd, 0);
+	cr_assert_geq(sfd, 0);
+	close(fd);
+	close(sfd);
+	write_engine(path, 1500, 16);
+	setenv("TOKENTRACE_SHARD_EVENTS", "0", 1);
+	cr_expect_eq(shard_end_of_run(path, sum, tf, "record"), 1,
+		     "0 must mean: read it whole");
+	setenv("TOKENTRACE_SHARD_EVENTS", "20000", 1);
+	cr_assert_eq(shard_end_of_run(path, sum, tf, "record"), 0);
+	unsetenv("TOKENTRACE_SHARD_EVENTS");
+	fclose(tf);
+	cr_expect(strstr(text, "time ranges"), "the text does not say so");
+	cr_expect(strstr(text, "busy"), "no report in the text");
+	cr_assert_eq(stat(sum, &st), 0);
+	cr_expect_eq(st.st_mode & 0777, 0600, "summary mode %o",
+		     st.st_mode & 0777);
+
+	jf = fopen(sum, "r");
+	cr_assert(jf);
+	js = malloc(st.st_size + 1);
+	jlen = fread(js, 1, st.st_size, jf);
+	js[jlen] = 0;
+	fclose(jf);
+	o = cJSON_Parse(js);
+	cr_assert(o, "the summary is not JSON");
+	whole(path, &wc, &w);
+	cr_expect_eq((size_t)cJSON_GetArraySize(
+			     cJSON_GetObjectItem(o, "requests")), w.nreqs);
+	cr_expect_eq((uint64_t)cJSON_GetObjectItem(o, "busy_ns")->valuedouble,
+		     w.busy_ns);
+	cr_expect_geq(cJSON_GetObjectItem(o, "shards")->valuedouble, 2, "%s",
+		      text);
+	fprintf(stderr, "shard: end of a recording: %.0f ranges\n",
+		cJSON_GetObjectItem(o, "shards")->valuedouble);
+	uint64_t given = (uint64_t)cJSON_GetObjectItem(o, "unattributed_ns")
+				 ->valuedouble;
+	cJSON *q;
+	cJSON_ArrayForEach(q, cJSON_GetObjectItem(o, "requests"))
+		given += (uint64_t)cJSON_GetObjectItem(q, "gpu_ns")->valuedouble;
+	cr_expect_eq(given, w.busy_ns, "conservation in the summary");
+	unlink(path);
+	unlink(sum);
+	cJSON_Delete(o);
+	free(js);
+	free(text);
 	report_free(&w);
 	collect_free(&wc);
 }
