@@ -707,11 +707,82 @@ bench_plan() {
 	rm -f "$TMP/plan.tt"
 }
 
+# ---- report: an hour and a day of traffic -------------------------------------
+#
+# `tokentrace report` on generated traces at 36,000 tokens/s (gentrace: one
+# GPU, batch 360, 10 ms steps, 32-token requests): a quarter hour and an
+# hour on one core (taskset -c 0; the report is read in time ranges of
+# --shard-events, 1.5 M by default), the hour with --jobs 2, and a day with
+# --jobs 2. Wall time (the median of BENCH_REPORT_RUNS runs, 3 by default;
+# the day runs once) and peak RSS (the most of those runs) of each; the
+# hour's report with --jobs 2 must be the
+# one of one job, byte for byte. Goals: peak RSS of the hour <= 256 MB and
+# within 10% of the quarter's; >= 3 M events/s on one core; --jobs 2 at
+# least 1.7 times that; the day completes.
+#   BENCH_REPORT_DAY=0   leave the day out (it takes minutes and 1 GB)
+bench_report_scale() {
+	section "report: a quarter hour, an hour and a day at 36,000 tokens/s"
+	need "$B/tokentrace" "$B/bench/gentrace"
+	[ -x /usr/bin/time ] || { echo "skipped: needs /usr/bin/time"; return 0; }
+	runs=${BENCH_REPORT_RUNS:-3}
+	scale_one() {	# name requests jobs cpus; the median of $runs runs
+		[ "$(cat "$TMP/scale.n" 2>/dev/null)" = "$2" ] || {
+			"$B/bench/gentrace" "$TMP/scale.tt" "$2" 32 360 \
+				>"$TMP/gen.out"
+			echo "$2" >"$TMP/scale.n"; }
+		ev=$(awk '/^gentrace:/ { print $9 }' "$TMP/gen.out")
+		: >"$TMP/scale.runs"
+		for _ in $(seq "$runs"); do
+			/usr/bin/time -f '%e %M' -o "$TMP/scale.out" \
+				taskset -c "$4" "$B/tokentrace" report \
+				"$TMP/scale.tt" --jobs "$3" \
+				>"$TMP/scale.$1.txt" 2>"$TMP/scale.err" ||
+				{ echo "bench: report of the $1 failed:" >&2;
+				  cat "$TMP/scale.err" >&2; exit 1; }
+			cat "$TMP/scale.out" >>"$TMP/scale.runs"
+		done
+		wall=$(sort -n "$TMP/scale.runs" | awk '{ a[NR] = $1 }
+			END { print a[int((NR + 1) / 2)] }')
+		rss=$(sort -k2n "$TMP/scale.runs" | awk 'END { print $2 }')
+		awk -v n="$1" -v e="$ev" -v w="$wall" -v r="$rss" -v j="$3" \
+		    -v k="$runs" \
+		    'BEGIN { printf "%-8s %11d events  --jobs %d  %8.1f s  " \
+			     "%6.2f M events/s  peak RSS %7d kB  (median " \
+			     "of %d)\n", n, e, j, w, e / w / 1e6, r, k }'
+		echo "$1 $ev $wall $rss" >>"$TMP/scale.sum"
+	}
+	: >"$TMP/scale.sum"
+	echo "trace: $B/bench/gentrace FILE REQUESTS 32 360; command:" \
+		"taskset -c CPUS $B/tokentrace report FILE --jobs N"
+	scale_one quarter 1012500 1 0
+	scale_one hour 4050000 1 0
+	scale_one hour-j2 4050000 2 0,1
+	if cmp -s "$TMP/scale.hour.txt" "$TMP/scale.hour-j2.txt"; then
+		echo "the hour's report with --jobs 2 is the one of one job"
+	else
+		echo "bench: the hour's report differs with --jobs 2" >&2
+		exit 1
+	fi
+	awk '{ w[$1] = $3; r[$1] = $4; e[$1] = $2 } END {
+		grow = 100 * (r["hour"] - r["quarter"]) / r["quarter"]
+		rate = e["hour"] / w["hour"] / 1e6
+		printf "hour: peak RSS %.0f MB (goal <= 256), %+.1f%% against " \
+		       "the quarter (goal within 10%%); %.2f M events/s on " \
+		       "one core (goal >= 3); --jobs 2 %.2fx (goal >= 1.7)\n",
+		       r["hour"] / 1024, grow, rate, w["hour"] / w["hour-j2"] }' \
+		"$TMP/scale.sum"
+	if [ "${BENCH_REPORT_DAY:-1}" != 0 ]; then
+		runs=1
+		scale_one day 97200000 2 0,1
+	fi
+	rm -f "$TMP/scale.tt" "$TMP/scale.n"
+}
+
 # ---- main ---------------------------------------------------------------------
 
 SECTIONS=${BENCH_SECTIONS:-"bench_refserver_throughput bench_overhead \
 bench_probe_cost bench_collector bench_collector_memory bench_trace_size \
-bench_gpu_sim bench_plan"}
+bench_gpu_sim bench_plan bench_report_scale"}
 
 echo "tokentrace benchmarks: $0 $*"
 machine
