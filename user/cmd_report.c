@@ -34,6 +34,7 @@
 #include "hostinfo.h"
 #include "html.h"
 #include "prices.h"
+#include "quantile.h"
 #include "report.h"
 #include "shard.h"
 #include "tracefile.h"
@@ -65,6 +66,10 @@ struct rc_trace {
 	size_t nrequests;
 	struct shard_trace st;
 	bool sharded;
+	/* diff of a trace reported by shards: the latencies of the
+	   requests as they were done (ns) */
+	bool latencies;
+	struct quantile ttft, itl;
 };
 
 static void report_usage(FILE *f)
@@ -116,13 +121,19 @@ static void diff_usage(FILE *f)
 	fprintf(f,
 "usage: tokentrace diff A B [--format text|json] [--price ...]\n"
 "                           [--price-file F] [-o OUT] [--from T] [--to T]\n"
+"                           [--jobs N] [--shard-events N]\n"
 "\n"
 "Two traces side by side, for the tuning session that changed one thing:\n"
 "first the host facts that differ between their headers (kernel, command\n"
 "line, governor, hugepages, GPU driver ...), then per-token cost overall\n"
 "and per model, TTFT and ITL p50/p99, idle fractions, the fitted step\n"
 "cost model, requests/s and tokens/s, each with its absolute and\n"
-"relative change from A to B. Prices as for `tokentrace report`.\n");
+"relative change from A to B. Prices as for `tokentrace report`.\n"
+"A trace of more than --shard-events events (default %llu) is read a\n"
+"time range at a time, as `report` reads it (--jobs N ranges at once):\n"
+"its TTFT and ITL percentiles then come from a histogram, within 0.05%%,\n"
+"and its cost model is the busiest range's.\n",
+		(unsigned long long)SHARD_EVENTS_DEFAULT);
 }
 
 static void free_args(struct rc_args *a)
@@ -391,13 +402,23 @@ static void free_trace(struct rc_trace *t)
 	}
 	if (t->requests)
 		fclose(t->requests);
+	quantile_free(&t->ttft);
+	quantile_free(&t->itl);
 }
 
 /* A streamed report's request, done: written out for the JSON report. */
 static int put_request(void *ctx, const struct report_request *q)
 {
 	struct rc_trace *t = ctx;
+	const struct tt_request *r = &q->req;
 
+	if (t->latencies && r->ttft_ms >= 0 &&
+	    quantile_add(&t->ttft, (uint64_t)llround(r->ttft_ms * 1e6)))
+		return -ENOMEM;
+	for (uint32_t k = 1; t->latencies && r->token_ns &&
+	     k < r->token_ns_len; k++)
+		if (quantile_add(&t->itl, r->token_ns[k] - r->token_ns[k - 1]))
+			return -ENOMEM;
 	if (!t->requests)
 		return 0;
 	if (t->nrequests++ && fputc(',', t->requests) == EOF)
@@ -686,6 +707,24 @@ static double pct(double *v, size_t n, double p)
 	return v[k ? k - 1 : 0];
 }
 
+/* A trace reported by shards: its latencies from their histograms,
+ * within 0.05% (user/quantile.h). */
+static void latency_rows_of(struct rc_rows *rs, int side,
+			    const struct rc_trace *t)
+{
+	static const struct { const char *name; double p; bool itl; } row[] = {
+		{ "ttft_p50_ms", 50, false }, { "ttft_p99_ms", 99, false },
+		{ "itl_p50_ms", 50, true }, { "itl_p99_ms", 99, true },
+	};
+
+	for (size_t i = 0; i < sizeof(row) / sizeof(row[0]); i++) {
+		double v = quantile_pct(row[i].itl ? &t->itl : &t->ttft,
+					row[i].p);
+
+		row_set(rs, side, v < 0 ? NAN : v / 1e6, "%s", row[i].name);
+	}
+}
+
 static void latency_rows(struct rc_rows *rs, int side, const struct report *r)
 {
 	size_t ntok = 0, nt = 0, ni = 0;
@@ -746,7 +785,8 @@ static void cost_rows(struct rc_rows *rs, int side, const struct report *r)
 			"gpu_ms_per_completion_token model=%s", g->name);
 	}
 	double win = r->window_ns / 1e9;
-	row_set(rs, side, win > 0 ? r->nreqs / win : NAN, "requests_per_s");
+	size_t nreqs = r->shards ? r->streamed_requests : r->nreqs;
+	row_set(rs, side, win > 0 ? nreqs / win : NAN, "requests_per_s");
 	row_set(rs, side, win > 0 ? ct / win : NAN, "completion_tokens_per_s");
 }
 
@@ -778,7 +818,10 @@ static void all_rows(struct rc_rows *rs, const struct rc_trace t[2])
 	for (int s = 0; s < 2; s++)
 		cost_rows(rs, s, &t[s].r);
 	for (int s = 0; s < 2; s++)
-		latency_rows(rs, s, &t[s].r);
+		if (t[s].sharded)
+			latency_rows_of(rs, s, &t[s]);
+		else
+			latency_rows(rs, s, &t[s].r);
 	for (int s = 0; s < 2; s++)
 		device_rows(rs, s, &t[s].r);
 }
@@ -808,6 +851,10 @@ static int diff_json(const struct rc_trace t[2], const struct rc_rows *rs,
 		return -ENOMEM;
 	cJSON_AddStringToObject(root, "a", a->files[0]);
 	cJSON_AddStringToObject(root, "b", a->files[1]);
+	for (int s = 0; s < 2; s++)	/* 1: reported whole */
+		cJSON_AddNumberToObject(root, s ? "b_time_ranges" :
+					"a_time_ranges", t[s].sharded ?
+					t[s].r.shards : 1);
 	hc = cJSON_AddArrayToObject(root, "host_changes");
 	hostinfo_fields(&t[0].hdr.host, fa);
 	hostinfo_fields(&t[1].hdr.host, fb);
@@ -854,7 +901,15 @@ static int diff_text(const struct rc_trace t[2], const struct rc_rows *rs,
 	int n = hostinfo_diff(&t[0].hdr.host, &t[1].hdr.host, changes,
 			      sizeof(changes));
 
-	fprintf(f, "A: %s\nB: %s\n\n", a->files[0], a->files[1]);
+	fprintf(f, "A: %s\nB: %s\n", a->files[0], a->files[1]);
+	for (int s = 0; s < 2; s++)
+		if (t[s].sharded)
+			fprintf(f, "%c: %llu events, reported in %u time ranges "
+				"(the cost model shown is the busiest range's; "
+				"latency percentiles within 0.05%%)\n",
+				"AB"[s], (unsigned long long)t[s].st.events,
+				t[s].r.shards);
+	fputc('\n', f);
 	if (n)
 		fprintf(f, "these changed between the two traces: %s\n\n",
 			changes);
@@ -884,15 +939,18 @@ int cmd_diff(int argc, char **argv)
 	struct rc_trace t[2] = { 0 };
 	struct rc_rows rs = { 0 };
 	FILE *f = NULL;
-	int ret = parse_args(argc, argv, &a, 2, diff_usage), err;
+	int ret = parse_args(argc, argv, &a, 2, diff_usage), err = 0;
 
 	if (ret) {
 		free_args(&a);
 		return ret > 0 ? TT_EXIT_OK : TT_EXIT_USAGE;
 	}
-	err = load_trace(&t[0], &a.files[0], 1, &a);
-	if (!err)
-		err = load_trace(&t[1], &a.files[1], 1, &a);
+	for (int s = 0; !err && s < 2; s++) {
+		t[s].latencies = true;
+		err = shard_trace(&t[s], &a.files[s], 1, &a, false);
+		if (err > 0)
+			err = load_trace(&t[s], &a.files[s], 1, &a);
+	}
 	if (!err && !(f = open_out(a.out)))
 		err = -EIO;
 	if (!err) {

@@ -305,7 +305,12 @@ static int take_requests(const struct shard_cfg *cfg, struct report *acc,
 			q = p->v[k];
 			p->v[k] = p->v[--p->n];
 		}
+		/* every shard holds the whole record: its token times are
+		 * the part's, good until the part is freed */
+		q.req.token_ns = part->reqs[i].req.token_ns;
+		q.req.token_ns_len = part->reqs[i].req.token_ns_len;
 		if (!last && sh->to && last_of(&q.req) >= sh->to) {
+			q.req.token_ns = NULL;
 			if (p->n == p->cap) {
 				size_t cap = p->cap ? 2 * p->cap : 64;
 				void *v = realloc(p->v, cap * sizeof(*p->v));
@@ -443,6 +448,9 @@ static int wave(const struct shard_cfg *cfg, struct shard_trace *t,
 		if (!err)
 			err = take_requests(cfg, acc, p, &j->rep, j->r.sh,
 					    s + i + 1 == t->nshards);
+		if (!err && cfg->part)
+			err = cfg->part(cfg->ctx, s + i, j->r.sh->from,
+					&j->rep, &j->c);
 		if (!err)
 			err = report_merge(acc, &j->rep);
 		for (size_t d = 0; !err && d < t->c.ndevs; d++) {

@@ -45,8 +45,15 @@ struct shard_cfg {
 				   that reading only its blocks loses
 				   nothing) */
 	FILE *log;
-	/* each request, done: 0 or a negative errno (stops) */
+	/* each request, done, with its token times (good for the call
+	 * only): 0 or a negative errno (stops) */
 	int (*request)(void *ctx, const struct report_request *q);
+	/* each shard, in order, after its requests: its report and the
+	 * collect it was built from (both freed after the call); from: the
+	 * shard's start (its first shard's: the --from), an interval that
+	 * began before it was handed with an earlier shard. NULL: none */
+	int (*part)(void *ctx, uint32_t index, uint64_t from,
+		    const struct report *rep, const struct collect *c);
 	void *ctx;
 };
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../../user/collect.h"
+#include "../../user/commands.h"
 #include "../../user/report.h"
 #include "../../user/shard.h"
 #include "../../user/tracefile.h"
@@ -355,4 +356,108 @@ Test(shard, the_end_of_a_long_recording_is_reported_by_ranges)
 	free(text);
 	report_free(&w);
 	collect_free(&wc);
+}
+
+/* diff's JSON for two traces, read whole (max "0") or by ranges. */
+static cJSON *diff_of(const char *a, const char *b, const char *max,
+		      const char *jobs)
+{
+	char out[] = "/tmp/tt-diff-XXXXXX";
+	int fd = mkstemp(out);
+	char *argv[] = { "diff", (char *)a, (char *)b, "--format", "json",
+			 "--shard-events", (char *)max, "--jobs", (char *)jobs,
+			 "-o", out, NULL };
+	FILE *f;
+	char *buf;
+	long n;
+	cJSON *o;
+
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert_eq(cmd_diff(11, argv), 0);
+	f = fopen(out, "r");
+	cr_assert(f);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	buf = malloc(n + 1);
+	buf[fread(buf, 1, n, f)] = 0;
+	fclose(f);
+	unlink(out);
+	o = cJSON_Parse(buf);
+	cr_assert(o, "diff's output is not JSON");
+	free(buf);
+	return o;
+}
+
+static double side(const cJSON *o, const char *name, const char *s)
+{
+	const cJSON *m;
+
+	cJSON_ArrayForEach(m, cJSON_GetObjectItem(o, "metrics"))
+		if (!strcmp(cJSON_GetObjectItem(m, "name")->valuestring, name)) {
+			const cJSON *v = cJSON_GetObjectItem(m, s);
+
+			return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+		}
+	cr_assert_fail("no metric %s in the diff", name);
+	return NAN;
+}
+
+/* diff of two long traces: each read by ranges says so, and its rates,
+ * idle fractions and latency percentiles are those of the traces read
+ * whole (the percentiles to within the histogram's 0.05%); two ranges at
+ * once change nothing. */
+Test(shard, diff_of_long_traces_reads_them_by_ranges)
+{
+	char a[] = "/tmp/tt-da-XXXXXX", b[] = "/tmp/tt-db-XXXXXX";
+	int fa = mkstemp(a), fb = mkstemp(b);
+	static const char *same[] = {
+		"requests_per_s", "completion_tokens_per_s",
+		"idle_fraction device=test GPU",
+	};
+	static const char *lat[] = {
+		"ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms",
+	};
+	cJSON *w, *s, *s2;
+	char *t1, *t2;
+
+	cr_assert_geq(fa, 0);
+	cr_assert_geq(fb, 0);
+	close(fa);
+	close(fb);
+	write_engine(a, 2000, 16);
+	write_engine(b, 1500, 24);
+	w = diff_of(a, b, "0", "1");
+	s = diff_of(a, b, "20000", "1");
+	s2 = diff_of(a, b, "20000", "2");
+	unlink(a);
+	unlink(b);
+	cr_expect_eq(cJSON_GetObjectItem(w, "a_time_ranges")->valuedouble, 1);
+	cr_expect_geq(cJSON_GetObjectItem(s, "a_time_ranges")->valuedouble, 3);
+	cr_expect_geq(cJSON_GetObjectItem(s, "b_time_ranges")->valuedouble, 3);
+	for (int k = 0; k < 2; k++) {
+		const char *sd = k ? "b" : "a";
+
+		for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++)
+			cr_expect_float_eq(side(s, same[i], sd),
+					   side(w, same[i], sd), 1e-9,
+					   "%s %s: %g against %g", sd, same[i],
+					   side(s, same[i], sd),
+					   side(w, same[i], sd));
+		for (size_t i = 0; i < sizeof(lat) / sizeof(lat[0]); i++) {
+			double x = side(w, lat[i], sd), g = side(s, lat[i], sd);
+
+			cr_expect(fabs(g - x) <= 0.0005 * x,
+				  "%s %s: %g against %g", sd, lat[i], g, x);
+		}
+	}
+	t1 = cJSON_PrintUnformatted(s);
+	t2 = cJSON_PrintUnformatted(s2);
+	cr_expect_str_eq(t1, t2, "--jobs 2 changed the diff");
+	free(t1);
+	free(t2);
+	cJSON_Delete(w);
+	cJSON_Delete(s);
+	cJSON_Delete(s2);
 }

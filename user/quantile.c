@@ -1,0 +1,66 @@
+/*
+ * quantile.c - percentiles from a histogram of integer ns; see quantile.h.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "quantile.h"
+
+static uint32_t bucket_of(uint64_t v)
+{
+	int e;
+
+	if (v < QUANTILE_SUB)
+		return (uint32_t)v;
+	e = 63 - __builtin_clzll(v);
+	/* the 11 bits below the highest pick the bucket in its octave */
+	return QUANTILE_SUB * (uint32_t)(e - QUANTILE_SUB_BITS + 1) +
+	       (uint32_t)((v >> (e - QUANTILE_SUB_BITS)) - QUANTILE_SUB);
+}
+
+int quantile_add(struct quantile *q, uint64_t v)
+{
+	uint32_t b = bucket_of(v);
+
+	if (!q->count) {
+		q->count = calloc(QUANTILE_BUCKETS, sizeof(*q->count));
+		q->sum = calloc(QUANTILE_BUCKETS, sizeof(*q->sum));
+		if (!q->count || !q->sum) {
+			quantile_free(q);
+			q->oom = 1;
+			return -ENOMEM;
+		}
+	}
+	q->count[b]++;
+	q->sum[b] += v;
+	q->n++;
+	return 0;
+}
+
+double quantile_pct(const struct quantile *q, double p)
+{
+	uint64_t k, acc = 0;
+
+	if (!q->n || !q->count)
+		return -1;
+	k = (uint64_t)ceil(p / 100.0 * (double)q->n);
+	if (!k)
+		k = 1;
+	for (uint32_t b = 0; b < QUANTILE_BUCKETS; b++) {
+		acc += q->count[b];
+		if (acc >= k)
+			return (double)(q->sum[b] / q->count[b]) +
+			       (double)(q->sum[b] % q->count[b]) / q->count[b];
+	}
+	return -1;
+}
+
+void quantile_free(struct quantile *q)
+{
+	free(q->count);
+	free(q->sum);
+	q->count = NULL;
+	q->sum = NULL;
+	q->n = 0;
+}
