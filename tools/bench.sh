@@ -718,7 +718,9 @@ bench_plan() {
 # hour's report with --jobs 2 must be the
 # one of one job, byte for byte. Goals: peak RSS of the hour <= 256 MB and
 # within 10% of the quarter's; >= 3 M events/s on one core; --jobs 2 at
-# least 1.7 times that; the day completes.
+# least 1.7 times that; the day completes. Then `export` of the quarter
+# and the hour in its three formats (to /dev/null), once each: time and
+# peak RSS, which must not grow with the trace either.
 #   BENCH_REPORT_DAY=0   leave the day out (it takes minutes and 1 GB)
 bench_report_scale() {
 	section "report: a quarter hour, an hour and a day at 36,000 tokens/s"
@@ -771,6 +773,21 @@ bench_report_scale() {
 		       "one core (goal >= 3); --jobs 2 %.2fx (goal >= 1.7)\n",
 		       r["hour"] / 1024, grow, rate, w["hour"] / w["hour-j2"] }' \
 		"$TMP/scale.sum"
+	# export of the quarter and the hour in the three formats (to
+	# /dev/null: the hour's would be some 40 GB), once each, one core
+	for n in quarter:1012500 hour:4050000; do
+		"$B/bench/gentrace" "$TMP/scale.tt" "${n#*:}" 32 360 >/dev/null
+		echo "${n#*:}" >"$TMP/scale.n"
+		/usr/bin/time -f '%e %M' -o "$TMP/scale.out" taskset -c 0 \
+			"$B/tokentrace" export "$TMP/scale.tt" --perfetto \
+			/dev/null --otlp /dev/null --jsonl /dev/null \
+			2>"$TMP/scale.err" ||
+			{ echo "bench: export of the ${n%%:*} failed:" >&2;
+			  cat "$TMP/scale.err" >&2; exit 1; }
+		read -r wall rss <"$TMP/scale.out"
+		echo "export ${n%%:*}: $wall s, peak RSS $rss kB" \
+			"(--perfetto, --otlp and --jsonl)"
+	done
 	if [ "${BENCH_REPORT_DAY:-1}" != 0 ]; then
 		runs=1
 		scale_one day 97200000 2 0,1

@@ -207,33 +207,14 @@ static int parse_args(int argc, char **argv, struct rc_args *a, int nfiles,
 			if (parse_time("to", optarg, &a->to))
 				return -1;
 			break;
-		case 'j': {
-			char *end;
-			long v = strtol(optarg, &end, 10);
-
-			if (*end || end == optarg || v < 1 || v > 64) {
-				fprintf(stderr, "tokentrace: --jobs '%s': give "
-					"1 to 64\n", optarg);
+		case 'j':
+			if (shard_parse_jobs(optarg, &a->jobs))
 				return -1;
-			}
-			a->jobs = (int)v;
 			break;
-		}
-		case 'S': {
-			char *end;
-			unsigned long long v;
-
-			errno = 0;
-			v = strtoull(optarg, &end, 10);
-			if (errno || *end || end == optarg || *optarg == '-') {
-				fprintf(stderr, "tokentrace: --shard-events "
-					"'%s': give a count (0: never)\n",
-					optarg);
+		case 'S':
+			if (shard_parse_events(optarg, &a->shard_events))
 				return -1;
-			}
-			a->shard_events = v ? v : UINT64_MAX;
 			break;
-		}
 		case 'B': a->shard_all_blocks = true; break;
 		case 'h': usage(stdout); return 1;
 		default: usage(stderr); return -1;

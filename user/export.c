@@ -269,34 +269,68 @@ static int u64_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Name each distinct (device, stream or thread) track once. */
-static int track_meta(struct pf *p)
+/* Track key of an interval: its device over its stream or thread. */
+static uint64_t track_key(const struct collect *c, const struct tt_interval *iv)
+{
+	return (uint64_t)iv->device << 32 | iv_tid(c, iv);
+}
+
+/* Whether key is in the sorted v[0..n). */
+static bool key_in(const uint64_t *v, size_t n, uint64_t key)
+{
+	return n && bsearch(&key, v, n, sizeof(*v), u64_cmp);
+}
+
+/*
+ * Name each distinct (device, stream or thread) track of the intervals of
+ * ivs[0..nivs) that start at or after `from` once, leaving out those in
+ * the sorted seen[0..*nseen) and, with seen given, adding the new ones to
+ * it (kept sorted): a trace exported a time range at a time names each
+ * track the first time it shows.
+ */
+static int name_tracks(struct pf *p, const struct tt_interval *ivs,
+		       size_t nivs, uint64_t from, uint64_t **seen,
+		       size_t *nseen)
 {
 	const struct collect *c = p->c;
+	size_t had = seen ? *nseen : 0, k = 0, n = 0;
 	uint64_t *keys;
 	char buf[48];
 
-	if (!c->nivs)
+	if (!nivs)
 		return 0;
-	keys = malloc(c->nivs * sizeof(*keys));
+	keys = malloc((had + nivs) * sizeof(*keys));
 	if (!keys)
 		return -ENOMEM;
-	for (size_t i = 0; i < c->nivs; i++)
-		keys[i] = (uint64_t)c->ivs[i].device << 32 |
-			  iv_tid(c, &c->ivs[i]);
-	qsort(keys, c->nivs, sizeof(*keys), u64_cmp);
-	for (size_t i = 0; i < c->nivs; i++) {
+	for (size_t i = 0; i < nivs; i++)
+		if (ivs[i].start_ns >= from)
+			keys[n++] = track_key(c, &ivs[i]);
+	qsort(keys, n, sizeof(*keys), u64_cmp);
+	for (size_t i = 0; i < n; i++) {
 		uint32_t dev = keys[i] >> 32, tid = (uint32_t)keys[i];
 		const struct tt_device *d = dev_by_id(c, dev);
 
-		if (i && keys[i] == keys[i - 1])
+		if ((k && keys[i] == keys[k - 1]) ||
+		    key_in(seen ? *seen : NULL, had, keys[i]))
 			continue;
+		keys[k++] = keys[i];
 		snprintf(buf, sizeof(buf), "%s %u", dev == TT_STEP_DEVICE ?
 			 "step function, thread" : d && d->kind == TT_DEV_CPU ?
 			 "thread" : "stream", tid);
 		meta(p, "thread_name", dev_pid(c, dev), tid, buf);
 	}
-	free(keys);
+	if (!seen || !k) {
+		free(keys);
+		return 0;
+	}
+	/* the new keys after the old, sorted again: tracks are few */
+	memmove(keys + had, keys, k * sizeof(*keys));
+	if (had)
+		memcpy(keys, *seen, had * sizeof(*keys));
+	qsort(keys, had + k, sizeof(*keys), u64_cmp);
+	free(*seen);
+	*seen = keys;
+	*nseen = had + k;
 	return 0;
 }
 
@@ -355,9 +389,9 @@ static void counter(struct pf *p, uint32_t pid, const char *name,
 
 #define PF_BUSY_BUCKETS 200
 
-static int busy_counters(struct pf *p)
+/* Busy fraction of each device over the window of c, in PF_BUSY_BUCKETS. */
+static int busy_counters(struct pf *p, const struct collect *c)
 {
-	const struct collect *c = p->c;
 	double frac[PF_BUSY_BUCKETS];
 	uint64_t w = c->end_ns > c->start_ns ? c->end_ns - c->start_ns : 0;
 
@@ -460,34 +494,47 @@ static void pf_head(struct pf *p)
 	fputs("},\"traceEvents\":[", p->f);
 }
 
+/* The head and the processes' names: everything before the events. */
+static int pf_begin(struct pf *p)
+{
+	if (index_names(p))
+		return -ENOMEM;
+	pf_head(p);
+	device_meta(p);
+	meta(p, "process_name", EXPORT_PID_REQUESTS, 0, "requests");
+	sort_index(p, EXPORT_PID_REQUESTS, 1000);
+	meta(p, "process_name", EXPORT_PID_STEPS, 0, "steps");
+	sort_index(p, EXPORT_PID_STEPS, 999);
+	return 0;
+}
+
+static int pf_end(struct pf *p)
+{
+	fputs("\n]}\n", p->f);
+	free(p->names);
+	p->names = NULL;
+	return ferror(p->f) ? -EIO : 0;
+}
+
 int export_perfetto(const struct report *r, const struct collect *c, FILE *f)
 {
 	struct pf p = { .f = f, .t0 = c->start_ns, .first = true, .c = c };
-	int err;
+	int err = pf_begin(&p), end;
 
-	if (index_names(&p))
-		return -ENOMEM;
-	pf_head(&p);
-	device_meta(&p);
-	meta(&p, "process_name", EXPORT_PID_REQUESTS, 0, "requests");
-	sort_index(&p, EXPORT_PID_REQUESTS, 1000);
-	meta(&p, "process_name", EXPORT_PID_STEPS, 0, "steps");
-	sort_index(&p, EXPORT_PID_STEPS, 999);
-	err = track_meta(&p);
+	if (err)
+		return err;
+	err = name_tracks(&p, c->ivs, c->nivs, 0, NULL, NULL);
 	for (size_t i = 0; !err && i < c->nivs; i++)
 		interval_event(&p, &c->ivs[i]);
 	if (!err)
-		err = busy_counters(&p);
+		err = busy_counters(&p, c);
 	for (size_t i = 0; !err && r && i < r->nreqs; i++)
 		request_events(&p, &r->reqs[i], (uint32_t)i + 1, c->end_ns);
 	for (size_t i = 0; !err && r && i < r->ndevs; i++)
 		if (r->devs[i].attributed)
 			step_events(&p, &r->devs[i]);
-	fputs("\n]}\n", f);
-	free(p.names);
-	if (err)
-		return err;
-	return ferror(f) ? -EIO : 0;
+	end = pf_end(&p);
+	return err ? err : end;
 }
 
 /* ---- OTLP/JSON ----------------------------------------------------------- */
@@ -663,28 +710,148 @@ static void otlp_resource(FILE *f, const struct collect *c)
 	      "\"spans\":[", f);
 }
 
+static int otlp_end(FILE *f)
+{
+	fputs("\n]}]}]}\n", f);
+	return ferror(f) ? -EIO : 0;
+}
+
 int export_otlp(const struct report *r, const struct collect *c,
 		int64_t wall_minus_mono_ns, FILE *f)
 {
 	otlp_resource(f, c);
 	for (size_t i = 0; r && i < r->nreqs; i++)
 		otlp_span(f, &r->reqs[i], wall_minus_mono_ns, c->end_ns, !i);
-	fputs("\n]}]}]}\n", f);
-	return ferror(f) ? -EIO : 0;
+	return otlp_end(f);
 }
 
 /* ---- JSON lines ---------------------------------------------------------- */
+
+static int jsonl_line(FILE *f, const struct report_request *q)
+{
+	int err = report_request_write_json(q, f);
+
+	if (!err && fputc('\n', f) < 0)
+		err = -EIO;
+	return err;
+}
 
 int export_jsonl(const struct report *r, FILE *f)
 {
 	int err = 0;
 
-	for (size_t i = 0; !err && i < r->nreqs; i++) {
-		err = report_request_write_json(&r->reqs[i], f);
-		if (!err && fputc('\n', f) < 0)
-			err = -EIO;
-	}
+	for (size_t i = 0; !err && i < r->nreqs; i++)
+		err = jsonl_line(f, &r->reqs[i]);
 	if (err)
 		return err;
 	return ferror(f) ? -EIO : 0;
+}
+
+/* ---- a trace a time range at a time --------------------------------------- */
+
+struct export_stream {
+	FILE *out[3];			/* perfetto, otlp, jsonl; NULL: not */
+	struct pf p;
+	int64_t off;
+	uint64_t wend;
+	uint32_t tid;			/* requests' tracks given */
+	size_t nspans;
+	uint64_t *seen;			/* tracks named, sorted */
+	size_t nseen;
+	bool begun;
+};
+
+struct export_stream *export_stream_new(FILE *perfetto, FILE *otlp,
+					FILE *jsonl)
+{
+	struct export_stream *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->out[0] = perfetto;
+	s->out[1] = otlp;
+	s->out[2] = jsonl;
+	return s;
+}
+
+bool export_stream_begun(const struct export_stream *s)
+{
+	return s->begun;
+}
+
+int export_stream_begin(struct export_stream *s, const struct collect *base,
+			int64_t wall_minus_mono_ns)
+{
+	s->off = wall_minus_mono_ns;
+	s->wend = base->end_ns;
+	s->begun = true;
+	if (s->out[1])
+		otlp_resource(s->out[1], base);
+	if (!s->out[0])
+		return 0;
+	s->p = (struct pf){ .f = s->out[0], .t0 = base->start_ns,
+			    .first = true, .c = base };
+	return pf_begin(&s->p);
+}
+
+int export_stream_request(struct export_stream *s,
+			  const struct report_request *q)
+{
+	int err = 0;
+
+	if (s->out[0])
+		request_events(&s->p, q, ++s->tid, s->wend);
+	if (s->out[1])
+		otlp_span(s->out[1], q, s->off, s->wend, !s->nspans++);
+	if (s->out[2])
+		err = jsonl_line(s->out[2], q);
+	return err;
+}
+
+int export_stream_part(struct export_stream *s, bool first, uint64_t from,
+		       const struct report *r, const struct collect *c)
+{
+	int err;
+
+	if (!s->out[0])
+		return 0;
+	/* an interval over the range's start went with the range before */
+	if (first)
+		from = 0;
+	err = name_tracks(&s->p, c->ivs, c->nivs, from, &s->seen, &s->nseen);
+	for (size_t i = 0; !err && i < c->nivs; i++)
+		if (c->ivs[i].start_ns >= from)
+			interval_event(&s->p, &c->ivs[i]);
+	if (!err)
+		err = busy_counters(&s->p, c);
+	for (size_t i = 0; !err && i < r->ndevs; i++)
+		if (r->devs[i].attributed)
+			step_events(&s->p, &r->devs[i]);
+	return err;
+}
+
+int export_stream_end(struct export_stream *s)
+{
+	int err = 0, e;
+
+	if (s->out[0]) {
+		e = s->begun ? pf_end(&s->p) : 0;
+		err = err ? err : e;
+	}
+	if (s->out[1] && s->begun) {
+		e = otlp_end(s->out[1]);
+		err = err ? err : e;
+	}
+	if (s->out[2] && ferror(s->out[2]))
+		err = err ? err : -EIO;
+	return err;
+}
+
+void export_stream_free(struct export_stream *s)
+{
+	if (!s)
+		return;
+	free(s->p.names);
+	free(s->seen);
+	free(s);
 }

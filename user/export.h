@@ -13,6 +13,7 @@
 #ifndef TT_EXPORT_H
 #define TT_EXPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -54,6 +55,31 @@ int64_t export_wall_minus_mono_now(void);
 
 /* One request per line: the report's request objects. 0 or -EIO/-ENOMEM. */
 int export_jsonl(const struct report *r, FILE *f);
+
+/*
+ * The same formats for a trace reported a time range at a time
+ * (user/shard.h), written as the ranges are done: begin once the trace's
+ * window is known (the heads), each request when done, each range's
+ * report and collect (its kernels, copies, busy fractions and steps; an
+ * interval that starts before `from` was written with an earlier range,
+ * unless `first`), then end (the tails). Memory is that of one range and
+ * the set of tracks named. Requests come in the order they are done, not
+ * of arrival. NULL FILEs are formats not asked for. Functions give 0, or
+ * -ENOMEM / -EIO.
+ */
+struct export_stream;
+
+struct export_stream *export_stream_new(FILE *perfetto, FILE *otlp,
+					FILE *jsonl);
+bool export_stream_begun(const struct export_stream *s);
+int export_stream_begin(struct export_stream *s, const struct collect *base,
+			int64_t wall_minus_mono_ns);
+int export_stream_request(struct export_stream *s,
+			  const struct report_request *q);
+int export_stream_part(struct export_stream *s, bool first, uint64_t from,
+		       const struct report *r, const struct collect *c);
+int export_stream_end(struct export_stream *s);
+void export_stream_free(struct export_stream *s);
 
 /*
  * Busy fraction of `device` in nbuckets equal buckets of [start, end):

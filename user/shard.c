@@ -665,3 +665,32 @@ int shard_end_of_run(const char *path, const char *summary, FILE *text,
 	shard_trace_free(&t);
 	return err;
 }
+
+int shard_parse_jobs(const char *arg, int *jobs)
+{
+	char *end;
+	long v = strtol(arg, &end, 10);
+
+	if (*end || end == arg || v < 1 || v > 64) {
+		fprintf(stderr, "tokentrace: --jobs '%s': give 1 to 64\n", arg);
+		return -1;
+	}
+	*jobs = (int)v;
+	return 0;
+}
+
+int shard_parse_events(const char *arg, uint64_t *max_events)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(arg, &end, 10);
+	if (errno || *end || end == arg || *arg == '-') {
+		fprintf(stderr, "tokentrace: --shard-events '%s': give a count "
+			"(0: never)\n", arg);
+		return -1;
+	}
+	*max_events = v ? v : UINT64_MAX;
+	return 0;
+}

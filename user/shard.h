@@ -91,4 +91,9 @@ bool shard_small(char *const *paths, int n, uint64_t max_events);
 int shard_end_of_run(const char *path, const char *summary, FILE *text,
 		     const char *cmd);
 
+/* --jobs N (1 to 64) and --shard-events N (0: never, kept as
+ * UINT64_MAX): 0, or -1 with the error said on stderr. */
+int shard_parse_jobs(const char *arg, int *jobs);
+int shard_parse_events(const char *arg, uint64_t *max_events);
+
 #endif

@@ -358,6 +358,24 @@ Test(shard, the_end_of_a_long_recording_is_reported_by_ranges)
 	collect_free(&wc);
 }
 
+/* A file's bytes, NUL-terminated. */
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf;
+	long n;
+
+	cr_assert(f, "no %s", path);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	buf = malloc(n + 1);
+	cr_assert(buf);
+	buf[fread(buf, 1, n, f)] = 0;
+	fclose(f);
+	return buf;
+}
+
 /* diff's JSON for two traces, read whole (max "0") or by ranges. */
 static cJSON *diff_of(const char *a, const char *b, const char *max,
 		      const char *jobs)
@@ -367,22 +385,13 @@ static cJSON *diff_of(const char *a, const char *b, const char *max,
 	char *argv[] = { "diff", (char *)a, (char *)b, "--format", "json",
 			 "--shard-events", (char *)max, "--jobs", (char *)jobs,
 			 "-o", out, NULL };
-	FILE *f;
 	char *buf;
-	long n;
 	cJSON *o;
 
 	cr_assert_geq(fd, 0);
 	close(fd);
 	cr_assert_eq(cmd_diff(11, argv), 0);
-	f = fopen(out, "r");
-	cr_assert(f);
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	rewind(f);
-	buf = malloc(n + 1);
-	buf[fread(buf, 1, n, f)] = 0;
-	fclose(f);
+	buf = slurp(out);
 	unlink(out);
 	o = cJSON_Parse(buf);
 	cr_assert(o, "diff's output is not JSON");
@@ -460,4 +469,196 @@ Test(shard, diff_of_long_traces_reads_them_by_ranges)
 	cJSON_Delete(w);
 	cJSON_Delete(s);
 	cJSON_Delete(s2);
+}
+
+/* The three formats of `export` for a trace, whole (max "0") or by
+ * ranges, in dir as NAME.json, NAME.otlp, NAME.jsonl. */
+static void export_of(const char *trace, const char *dir, const char *name,
+		      const char *max, const char *jobs)
+{
+	char pf[256], ot[256], jl[256];
+	char *argv[] = { "export", (char *)trace, "--perfetto", pf, "--otlp",
+			 ot, "--jsonl", jl, "--shard-events", (char *)max,
+			 "--jobs", (char *)jobs, NULL };
+
+	snprintf(pf, sizeof(pf), "%s/%s.json", dir, name);
+	snprintf(ot, sizeof(ot), "%s/%s.otlp", dir, name);
+	snprintf(jl, sizeof(jl), "%s/%s.jsonl", dir, name);
+	cr_assert_eq(cmd_export(12, argv), 0);
+}
+
+static char *file_of(const char *dir, const char *name, const char *ext)
+{
+	char p[256];
+
+	snprintf(p, sizeof(p), "%s/%s.%s", dir, name, ext);
+	return slurp(p);
+}
+
+/* JSON lines as one array. */
+static cJSON *lines_of(char *text)
+{
+	size_t n = strlen(text);
+	char *arr = malloc(2 * n + 3), *o = arr;
+	cJSON *js;
+
+	*o++ = '[';
+	for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n"))
+		o += sprintf(o, "%s%s", o == arr + 1 ? "" : ",", l);
+	*o++ = ']';
+	*o = 0;
+	js = cJSON_Parse(arr);
+	free(arr);
+	return js;
+}
+
+/* The kernels and copies of a Perfetto export, each (pid, tid, ts, dur)
+ * as text, sorted. */
+static int ev_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static char **slices_of(const cJSON *pf, size_t *n)
+{
+	const cJSON *e;
+	char **v = NULL;
+	size_t cap = 0;
+
+	*n = 0;
+	cJSON_ArrayForEach(e, cJSON_GetObjectItem(pf, "traceEvents")) {
+		const cJSON *cat = cJSON_GetObjectItem(e, "cat");
+		char buf[128];
+
+		if (!cJSON_IsString(cat) || (strcmp(cat->valuestring, "kernel") &&
+					     strcmp(cat->valuestring, "memcpy")))
+			continue;
+		snprintf(buf, sizeof(buf), "%.0f %.0f %.3f %.3f",
+			 cJSON_GetObjectItem(e, "pid")->valuedouble,
+			 cJSON_GetObjectItem(e, "tid")->valuedouble,
+			 cJSON_GetObjectItem(e, "ts")->valuedouble,
+			 cJSON_GetObjectItem(e, "dur")->valuedouble);
+		if (*n == cap) {
+			cap = cap ? 2 * cap : 1024;
+			v = realloc(v, cap * sizeof(*v));
+			cr_assert(v);
+		}
+		v[(*n)++] = strdup(buf);
+	}
+	qsort(v, *n, sizeof(*v), ev_cmp);
+	return v;
+}
+
+static const cJSON *by_id(const cJSON *arr, const char *id)
+{
+	const cJSON *q;
+
+	cJSON_ArrayForEach(q, arr)
+		if (!strcmp(cJSON_GetObjectItem(q, "id")->valuestring, id))
+			return q;
+	return NULL;
+}
+
+/* export of a long trace by ranges: every kernel and copy once in the
+ * Perfetto file, every request once in each format with its tokens, the
+ * device time given out the same in sum; two ranges at once change no
+ * byte. */
+Test(shard, export_of_a_long_trace_goes_by_ranges)
+{
+	char trace[] = "/tmp/tt-ex-XXXXXX", dir[] = "/tmp/tt-exd-XXXXXX";
+	int fd = mkstemp(trace);
+	static const char *ext[] = { "json", "otlp", "jsonl" };
+	char *wj, *sj, *wl, *sl, **ws, **ss;
+	cJSON *wp, *sp, *wq, *sq, *so;
+	size_t nw, ns, spans;
+	double wsum = 0, ssum = 0;
+	const cJSON *q;
+
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert(mkdtemp(dir));
+	write_engine(trace, 2000, 16);
+	export_of(trace, dir, "w", "0", "1");
+	export_of(trace, dir, "s", "20000", "1");
+	export_of(trace, dir, "s2", "20000", "2");
+	unlink(trace);
+	for (int i = 0; i < 3; i++) {
+		char *a = file_of(dir, "s", ext[i]), *b = file_of(dir, "s2",
+								  ext[i]);
+
+		cr_expect_str_eq(a, b, "--jobs 2 changed the %s export",
+				 ext[i]);
+		free(a);
+		free(b);
+	}
+
+	wj = file_of(dir, "w", "json");
+	sj = file_of(dir, "s", "json");
+	wp = cJSON_Parse(wj);
+	sp = cJSON_Parse(sj);
+	cr_assert(wp && sp, "a Perfetto export is not JSON");
+	ws = slices_of(wp, &nw);
+	ss = slices_of(sp, &ns);
+	cr_expect_eq(ns, nw, "%zu kernels and copies by ranges, %zu whole",
+		     ns, nw);
+	for (size_t i = 0; i < ns && i < nw; i++)
+		cr_expect_str_eq(ss[i], ws[i]);
+	for (size_t i = 0; i < nw; i++)
+		free(ws[i]);
+	for (size_t i = 0; i < ns; i++)
+		free(ss[i]);
+	free(ws);
+	free(ss);
+
+	wl = file_of(dir, "w", "jsonl");
+	sl = file_of(dir, "s", "jsonl");
+	wq = lines_of(wl);
+	sq = lines_of(sl);
+	cr_assert(wq && sq, "a JSON lines export does not parse");
+	cr_expect_eq(cJSON_GetArraySize(sq), 2000);
+	cr_expect_eq(cJSON_GetArraySize(wq), 2000);
+	cJSON_ArrayForEach(q, wq) {
+		const char *id = cJSON_GetObjectItem(q, "id")->valuestring;
+		const cJSON *o = by_id(sq, id);
+
+		cr_assert(o, "%s is not in the export by ranges", id);
+		cr_expect_eq(cJSON_GetObjectItem(o, "completion_tokens")
+				     ->valuedouble,
+			     cJSON_GetObjectItem(q, "completion_tokens")
+				     ->valuedouble, "%s", id);
+		wsum += cJSON_GetObjectItem(q, "gpu_ns")->valuedouble;
+		ssum += cJSON_GetObjectItem(o, "gpu_ns")->valuedouble;
+	}
+	cr_expect(fabs(ssum - wsum) <= 1e-3 * wsum,
+		  "device time given %.0f by ranges, %.0f whole", ssum, wsum);
+
+	char *ot = file_of(dir, "s", "otlp");
+	so = cJSON_Parse(ot);
+	cr_assert(so, "the OTLP export by ranges is not JSON");
+	spans = (size_t)cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetArrayItem(
+		cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(so,
+		"resourceSpans"), 0), "scopeSpans"), 0), "spans"));
+	cr_expect_eq(spans, 2000);
+	fprintf(stderr, "shard: export: %zu kernels and copies, %zu spans, "
+		"device time %.6f of the whole's\n", ns, spans, ssum / wsum);
+
+	for (int i = 0; i < 3; i++)
+		for (int k = 0; k < 3; k++) {
+			char p[256];
+
+			snprintf(p, sizeof(p), "%s/%s.%s", dir,
+				 (const char *[]){ "w", "s", "s2" }[k], ext[i]);
+			unlink(p);
+		}
+	rmdir(dir);
+	cJSON_Delete(wp);
+	cJSON_Delete(sp);
+	cJSON_Delete(wq);
+	cJSON_Delete(sq);
+	cJSON_Delete(so);
+	free(wj);
+	free(sj);
+	free(wl);
+	free(sl);
+	free(ot);
 }
