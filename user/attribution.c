@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,17 +31,6 @@ static int by_frac_desc(const void *a, const void *b)
 	return x->entry < y->entry ? -1 : x->entry > y->entry;
 }
 
-double attribution_weight(const struct attr_entry *e,
-			  const struct costmodel *m, uint32_t n_in_step)
-{
-	if (!m || !m->fitted)
-		return e->phase == ATTR_PREFILL ? e->tokens : 1.0;
-	double var = e->phase == ATTR_PREFILL ?
-		costmodel_prefill_ns(m, e->tokens, e->context) :
-		costmodel_decode_ns(m, e->context);
-	return var + m->coef[CM_FIXED] / n_in_step;
-}
-
 static void credit(struct attr_request *r, const struct attr_entry *e,
 		   uint64_t ns)
 {
@@ -48,6 +38,47 @@ static void credit(struct attr_request *r, const struct attr_entry *e,
 		r->prefill_ns += ns;
 	else
 		r->decode_ns += ns;
+}
+
+/* Whether share x goes before y: the larger fraction, then the earlier
+ * entry (a total order: entries differ). */
+static bool ranks_before(const struct share *x, const struct share *y)
+{
+	return x->frac != y->frac ? x->frac > y->frac : x->entry < y->entry;
+}
+
+/* The k first of v[0..n) in that order moved to v[0..k), in any order
+ * among themselves (quickselect: a step's few leftover nanoseconds need
+ * the entries that get them, not a sort of all). */
+static void first_k(struct share *v, uint32_t n, uint32_t k)
+{
+	uint32_t lo = 0, hi = n;	/* the k-th lies in [lo, hi) */
+
+	while (hi - lo > 1) {
+		struct share pivot = v[lo + (hi - lo) / 2], t;
+		uint32_t a = lo, b = hi - 1;
+
+		/* three-way: [lo, a) before the pivot, [b + 1, hi) after */
+		for (uint32_t i = lo; i <= b;) {
+			if (ranks_before(&v[i], &pivot)) {
+				t = v[i]; v[i] = v[a]; v[a] = t;
+				a++;
+				i++;
+			} else if (ranks_before(&pivot, &v[i])) {
+				t = v[i]; v[i] = v[b]; v[b] = t;
+				if (!b--)
+					break;
+			} else {
+				i++;
+			}
+		}
+		if (k < a)
+			hi = a;
+		else if (k > b + 1)
+			lo = b + 1;
+		else
+			return;		/* the cut falls at the pivot */
+	}
 }
 
 /* Split one step. shares has room for s->n entries. */
@@ -58,12 +89,16 @@ static void split_step(const struct attr_step *s,
 {
 	const struct attr_entry *e = entries + s->first;
 	double total = 0;
-	for (uint32_t i = 0; i < s->n; i++)
-		total += attribution_weight(&e[i], m, s->n);
+
+	/* the weights, kept in frac until their shares are known */
+	for (uint32_t i = 0; i < s->n; i++) {
+		shares[i].frac = attribution_weight(&e[i], m, s->n);
+		total += shares[i].frac;
+	}
 
 	uint64_t given = 0;
 	for (uint32_t i = 0; i < s->n; i++) {
-		double w = attribution_weight(&e[i], m, s->n);
+		double w = shares[i].frac;
 		double exact = total > 0 ? (double)s->busy_ns * w / total :
 					   (double)s->busy_ns / s->n;
 		uint64_t whole = (uint64_t)floor(exact);
@@ -74,7 +109,12 @@ static void split_step(const struct attr_step *s,
 		shares[i].entry = i;
 		shares[i].frac = exact - floor(exact);
 	}
-	qsort(shares, s->n, sizeof(*shares), by_frac_desc);
+	if (given == s->busy_ns)
+		return;
+	if (s->busy_ns - given < s->n)
+		first_k(shares, s->n, (uint32_t)(s->busy_ns - given));
+	else	/* more than one each: in order, round and round */
+		qsort(shares, s->n, sizeof(*shares), by_frac_desc);
 	for (uint32_t k = 0; given < s->busy_ns; k = (k + 1) % s->n) {
 		credit(&out[e[shares[k].entry].request], &e[shares[k].entry],
 		       1);

@@ -54,8 +54,17 @@ enum attr_basis {
 /* An entry's weight in its step of n entries: under a fitted model its
  * expected variable cost plus 1/n of the fixed cost; without one (m NULL
  * or not fitted), the tokens it processed. */
-double attribution_weight(const struct attr_entry *e,
-			  const struct costmodel *m, uint32_t n_in_step);
+static inline double attribution_weight(const struct attr_entry *e,
+					const struct costmodel *m,
+					uint32_t n_in_step)
+{
+	if (!m || !m->fitted)
+		return e->phase == ATTR_PREFILL ? e->tokens : 1.0;
+	double var = e->phase == ATTR_PREFILL ?
+		costmodel_prefill_ns(m, e->tokens, e->context) :
+		costmodel_decode_ns(m, e->context);
+	return var + m->coef[CM_FIXED] / n_in_step;
+}
 
 int attribution_run(const struct attr_step *steps, uint32_t nsteps,
 		    const struct attr_entry *entries, uint32_t nentries,

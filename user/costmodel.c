@@ -42,18 +42,11 @@ void costmodel_obs_init(struct costmodel_obs *o, double step_ns)
 	o->ns = step_ns;
 }
 
-/* Attention of a prefill chunk: its token i (from 0) attends over the
- * context before the chunk and i + 1 of its own. */
-static double attention(uint32_t tokens, uint32_t context)
-{
-	return (double)tokens * ((double)context + (tokens + 1.0) / 2);
-}
-
 void costmodel_obs_prefill(struct costmodel_obs *o, uint32_t tokens,
 			   uint32_t context)
 {
 	o->x[CM_PREFILL] += tokens;
-	o->x[CM_PREFILL_SQ] += attention(tokens, context);
+	o->x[CM_PREFILL_SQ] += costmodel_attention(tokens, context);
 }
 
 void costmodel_obs_decode(struct costmodel_obs *o, uint32_t context)
@@ -475,14 +468,3 @@ out:
 	return err;
 }
 
-double costmodel_prefill_ns(const struct costmodel *m, uint32_t tokens,
-			    uint32_t context)
-{
-	return m->coef[CM_PREFILL] * tokens +
-	       m->coef[CM_PREFILL_SQ] * attention(tokens, context);
-}
-
-double costmodel_decode_ns(const struct costmodel *m, uint32_t context)
-{
-	return m->coef[CM_DECODE] + m->coef[CM_CONTEXT] * context;
-}

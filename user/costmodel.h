@@ -81,10 +81,27 @@ int costmodel_fit_steps(const struct costmodel_obs *obs, uint32_t n,
 double costmodel_predict(const struct costmodel *m,
 			 const struct costmodel_obs *o);
 
-/* Predicted ns of one entry's variable work (the fixed term excluded). */
-double costmodel_prefill_ns(const struct costmodel *m, uint32_t tokens,
-			    uint32_t context);
-double costmodel_decode_ns(const struct costmodel *m, uint32_t context);
+/* Attention of a prefill chunk: its token i (from 0) attends over the
+ * context before the chunk and i + 1 of its own. */
+static inline double costmodel_attention(uint32_t tokens, uint32_t context)
+{
+	return (double)tokens * ((double)context + (tokens + 1.0) / 2);
+}
+
+/* Predicted ns of one entry's variable work (the fixed term excluded);
+ * inline, as attribution weighs every entry of every step with them. */
+static inline double costmodel_prefill_ns(const struct costmodel *m,
+					  uint32_t tokens, uint32_t context)
+{
+	return m->coef[CM_PREFILL] * tokens +
+	       m->coef[CM_PREFILL_SQ] * costmodel_attention(tokens, context);
+}
+
+static inline double costmodel_decode_ns(const struct costmodel *m,
+					 uint32_t context)
+{
+	return m->coef[CM_DECODE] + m->coef[CM_CONTEXT] * context;
+}
 
 const char *costmodel_term_name(enum costmodel_term t);
 

@@ -318,9 +318,12 @@ static void pick_attributed(const struct report_input *in, struct report *r)
  */
 #define FIT_STEPS_PER_OBS	2
 
-/* The model on the steps k with !skip[k] (every step: skip NULL) into *m. */
+/* The model on the steps k with !skip[k] (every step: skip NULL) into *m;
+ * each step's terms from pre[k] where given (step_terms), else summed
+ * over its entries: the same numbers, as the terms are whole or half
+ * token counts, exact in a double. */
 static int fit_model_on(struct report_device *d, const bool *skip,
-			struct costmodel *m)
+			const struct costmodel_obs *pre, struct costmodel *m)
 {
 	const struct steps_result *s = &d->steps;
 	struct costmodel_obs *obs;
@@ -339,7 +342,11 @@ static int fit_model_on(struct report_device *d, const bool *skip,
 		else
 			obs[n].x[CM_FIXED] += 1;	/* one fixed cost a step */
 		obs[n].ns += (double)st->busy_ns;
-		steps_obs_add(s, k, &obs[n]);
+		if (pre)
+			for (int t = 0; t < CM_NTERMS; t++)
+				obs[n].x[t] += pre[k].x[t];
+		else
+			steps_obs_add(s, k, &obs[n]);
 		if (++in == FIT_STEPS_PER_OBS) {
 			in = 0;
 			n++;
@@ -355,7 +362,7 @@ static int fit_model_on(struct report_device *d, const bool *skip,
 
 static int fit_model(struct report_device *d)
 {
-	return fit_model_on(d, NULL, &d->model);
+	return fit_model_on(d, NULL, NULL, &d->model);
 }
 
 /*
@@ -429,9 +436,46 @@ static void credit_cache(const struct report_device *d,
 #define INTERVAL_Z	1.6449		/* two-sided 90% of a normal */
 #define INTERVAL_FLOOR	0.01
 
-/* Each request's time on d with its steps split by model m, into x. */
+/* Each step's terms summed over its entries (x[CM_FIXED] 0), or NULL. */
+static struct costmodel_obs *step_terms(const struct steps_result *s)
+{
+	struct costmodel_obs *o = calloc(s->nsteps ? s->nsteps : 1,
+					 sizeof(*o));
+
+	for (uint32_t k = 0; o && k < s->nsteps; k++)
+		steps_obs_add(s, k, &o[k]);
+	return o;
+}
+
+/* The most entries a step of s has (at least 1). */
+static uint32_t widest_step(const struct steps_result *s)
+{
+	uint32_t w = 1;
+
+	for (uint32_t k = 0; k < s->nsteps; k++)
+		w = s->attr[k].n > w ? s->attr[k].n : w;
+	return w;
+}
+
+/* The weights of step st's entries under m into w; their sum. */
+static double step_weights(const struct steps_result *s,
+			   const struct attr_step *st,
+			   const struct costmodel *m, double *w)
+{
+	const struct attr_entry *e = s->entries + st->first;
+	double total = 0;
+
+	for (uint32_t i = 0; i < st->n; i++) {
+		w[i] = attribution_weight(&e[i], m, st->n);
+		total += w[i];
+	}
+	return total;
+}
+
+/* Each request's time on d with its steps split by model m, into x; w
+ * has room for the widest step. */
 static void split_by(const struct report_device *d, const struct costmodel *m,
-		     double *x, size_t nreqs)
+		     double *x, size_t nreqs, double *w)
 {
 	const struct steps_result *s = &d->steps;
 
@@ -439,31 +483,31 @@ static void split_by(const struct report_device *d, const struct costmodel *m,
 	for (uint32_t k = 0; k < s->nsteps; k++) {
 		const struct attr_step *st = &s->attr[k];
 		const struct attr_entry *e = s->entries + st->first;
-		double total = 0;
+		double total = step_weights(s, st, m, w);
 
-		for (uint32_t i = 0; i < st->n; i++)
-			total += attribution_weight(&e[i], m, st->n);
 		for (uint32_t i = 0; total > 0 && i < st->n; i++)
-			x[e[i].request] += (double)st->busy_ns *
-				attribution_weight(&e[i], m, st->n) / total;
+			x[e[i].request] += (double)st->busy_ns * w[i] / total;
 	}
 }
 
-/* The jackknife's part of each request's variance on d. */
-static int jackknife_variance(struct report *r, struct report_device *d)
+/* The jackknife's part of each request's variance on d; pre: each step's
+ * terms (step_terms). */
+static int jackknife_variance(struct report *r, struct report_device *d,
+			      const struct costmodel_obs *pre)
 {
 	const struct steps_result *s = &d->steps;
 	size_t n = r->nreqs ? r->nreqs : 1;
 	double *full = malloc(n * sizeof(*full));
 	double *x = malloc(n * sizeof(*x));
 	double *acc = calloc(n, sizeof(*acc));
+	double *w = malloc(widest_step(s) * sizeof(*w));
 	bool *skip = calloc(s->nsteps, sizeof(*skip));
 	int err = -ENOMEM, g = 0;
 
-	if (!full || !x || !acc || !skip)
+	if (!full || !x || !acc || !skip || !w)
 		goto out;
 	err = 0;
-	split_by(d, &d->model, full, r->nreqs);
+	split_by(d, &d->model, full, r->nreqs, w);
 	for (uint32_t b = 0; b < INTERVAL_BLOCKS; b++) {
 		uint32_t lo = (uint32_t)((uint64_t)s->nsteps * b /
 					 INTERVAL_BLOCKS);
@@ -473,7 +517,7 @@ static int jackknife_variance(struct report *r, struct report_device *d)
 
 		for (uint32_t k = lo; k < hi; k++)
 			skip[k] = true;
-		err = fit_model_on(d, skip, &m);
+		err = fit_model_on(d, skip, pre, &m);
 		for (uint32_t k = lo; k < hi; k++)
 			skip[k] = false;
 		if (err == -ENOMEM)
@@ -481,7 +525,7 @@ static int jackknife_variance(struct report *r, struct report_device *d)
 		err = 0;
 		if (!m.fitted)
 			continue;
-		split_by(d, &m, x, r->nreqs);
+		split_by(d, &m, x, r->nreqs, w);
 		for (size_t i = 0; i < r->nreqs; i++)
 			acc[i] += (x[i] - full[i]) * (x[i] - full[i]);
 		g++;
@@ -492,6 +536,7 @@ out:
 	free(full);
 	free(x);
 	free(acc);
+	free(w);
 	free(skip);
 	return err;
 }
@@ -499,18 +544,24 @@ out:
 static int share_variance(struct report *r, struct report_device *d)
 {
 	const struct steps_result *s = &d->steps;
-	double *pred;
+	struct costmodel_obs *pre;
+	double *pred, *wt;
+	int err = 0;
 
 	if (d->basis != ATTR_BY_MODEL || !d->model.fitted || !s->nsteps)
 		return 0;
 	pred = malloc(s->nsteps * sizeof(*pred));
-	if (!pred)
-		return -ENOMEM;
+	wt = malloc(widest_step(s) * sizeof(*wt));
+	pre = step_terms(s);
+	if (!pred || !wt || !pre) {
+		err = -ENOMEM;
+		goto out;
+	}
 	for (uint32_t k = 0; k < s->nsteps; k++) {
-		struct costmodel_obs o;
+		struct costmodel_obs o = pre[k];
 
-		costmodel_obs_init(&o, (double)s->attr[k].busy_ns);
-		steps_obs_add(s, k, &o);
+		o.x[CM_FIXED] = 1.0;
+		o.ns = (double)s->attr[k].busy_ns;
 		pred[k] = s->attr[k].n ? costmodel_predict(&d->model, &o) : 0;
 	}
 	for (uint32_t w = 0; w < s->nsteps; w += INTERVAL_WINDOW) {
@@ -528,24 +579,23 @@ static int share_variance(struct report *r, struct report_device *d)
 			const struct attr_step *st = &s->attr[k];
 			const struct attr_entry *e = s->entries + st->first;
 			double res = (double)st->busy_ns - scale * pred[k];
-			double total = 0;
+			double total = step_weights(s, st, &d->model, wt);
 
-			for (uint32_t i = 0; i < st->n; i++)
-				total += attribution_weight(&e[i], &d->model,
-							    st->n);
 			for (uint32_t i = 0; total > 0 && i < st->n; i++) {
-				double f = attribution_weight(&e[i], &d->model,
-							      st->n) / total;
+				double f = wt[i] / total;
 
 				r->reqs[e[i].request].gpu_var +=
 					INTERVAL_LUMP * res * res * f * (1 - f);
 			}
 		}
 	}
+	if (s->nsteps >= INTERVAL_MIN_STEPS && s->nsteps <= INTERVAL_JK_STEPS)
+		err = jackknife_variance(r, d, pre);
+out:
 	free(pred);
-	if (s->nsteps < INTERVAL_MIN_STEPS || s->nsteps > INTERVAL_JK_STEPS)
-		return 0;
-	return jackknife_variance(r, d);
+	free(wt);
+	free(pre);
+	return err;
 }
 
 /* lo, hi of v -+ INTERVAL_Z sd, at least -+ INTERVAL_FLOOR of v, in
@@ -698,7 +748,7 @@ static int cut_steps(const struct report_input *in,
 static int fit_sse(struct report_device *d, double *sse)
 {
 	struct costmodel m;
-	int err = fit_model_on(d, NULL, &m);
+	int err = fit_model_on(d, NULL, NULL, &m);
 
 	*sse = 0;
 	if (err)
@@ -1024,7 +1074,7 @@ static int cache_reference(struct report_device *d, struct cache_guess *g,
 		     !skip[k] && i < s->steps[k].first + s->steps[k].n; i++)
 			prefills += s->entries[i].phase == ATTR_PREFILL;
 	err = prefills < CACHE_MIN_REFERENCE ? -ENODATA :
-		fit_model_on(d, skip, &d->model);
+		fit_model_on(d, skip, NULL, &d->model);
 	if (!err && !d->model.fitted)
 		err = -ENODATA;
 	for (int hit = 0; !err && hit < 2; hit++) {

@@ -1305,26 +1305,58 @@ static void sort_group(struct tok *t, size_t n)
 	}
 }
 
-/* t[0..n) in (step, req, index) order, as cmp_tok_step orders them: by
- * step (shifted by one, so that -1 sorts first), then each step's few
- * tokens by request; tokens of no step are left in any order. */
+/* t[0..n) in (step, req, index) order, as cmp_tok_step orders them: one
+ * radix sort on (step + 1, req) packed in the step field (tokens of no
+ * step keep key 0 and their order, first), then each (step, req) run put
+ * in index order (a request's tokens come in time order, so its runs are
+ * in index order already but for equal or backward clocks). */
 static void sort_by_step(struct tok *t, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		t[i].step++;
-	int err = sort_by_u64(t, n, sizeof(*t), offsetof(struct tok, step));
+	int64_t top = -1;
+	int err;
 
 	for (size_t i = 0; i < n; i++)
-		t[i].step--;
+		top = t[i].step > top ? t[i].step : top;
+	if (top >= (int64_t)UINT32_MAX - 1) {	/* no room to pack */
+		for (size_t i = 0; i < n; i++)
+			t[i].step++;
+		err = sort_by_u64(t, n, sizeof(*t), offsetof(struct tok, step));
+		for (size_t i = 0; i < n; i++)
+			t[i].step--;
+		if (err) {
+			qsort(t, n, sizeof(*t), cmp_tok_step);
+			return;
+		}
+		for (size_t i = 0, j; i < n; i = j) {
+			for (j = i + 1; j < n && t[j].step == t[i].step; j++)
+				;
+			if (t[i].step >= 0)
+				sort_group(t + i, j - i);
+		}
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		t[i].step = t[i].step < 0 ? 0 :
+			    (int64_t)((uint64_t)(t[i].step + 1) << 32 |
+				      t[i].req);
+	err = sort_by_u64(t, n, sizeof(*t), offsetof(struct tok, step));
+	for (size_t i = 0; i < n; i++)
+		t[i].step = t[i].step ? (int64_t)((uint64_t)t[i].step >> 32) - 1
+				      : -1;
 	if (err) {
 		qsort(t, n, sizeof(*t), cmp_tok_step);
 		return;
 	}
-	for (size_t i = 0, j; i < n; i = j) {
-		for (j = i + 1; j < n && t[j].step == t[i].step; j++)
-			;
-		if (t[i].step >= 0)
-			sort_group(t + i, j - i);
+	for (size_t i = 1; i < n; i++) {
+		struct tok x = t[i];
+		size_t j = i;
+
+		if (x.step < 0)
+			continue;
+		for (; j > 0 && t[j - 1].step == x.step &&
+		       t[j - 1].req == x.req && t[j - 1].index > x.index; j--)
+			t[j] = t[j - 1];
+		t[j] = x;
 	}
 }
 

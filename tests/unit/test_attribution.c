@@ -334,3 +334,72 @@ Test(attribution, rejects_inconsistent_input)
 	cr_expect_eq(attribution_run(&s, 1, &e, 1, 10, NULL, out, 2, &un),
 		     -EINVAL);
 }
+
+struct ref_share {
+	uint32_t entry;
+	double frac;
+};
+
+static int ref_cmp(const void *a, const void *b)
+{
+	const struct ref_share *x = a, *y = b;
+
+	if (x->frac != y->frac)
+		return x->frac < y->frac ? 1 : -1;
+	return x->entry < y->entry ? -1 : x->entry > y->entry;
+}
+
+/* The nanoseconds left after each entry's floor go one each to the
+ * entries of the largest fractions, ties to the earlier entry: checked
+ * entry by entry against that rule done with a full sort, on steps of
+ * 1 to 400 entries whose weights tie often (few distinct values) and of
+ * every leftover from none to all but one. */
+Test(attribution, leftover_nanoseconds_go_by_largest_fraction_then_entry)
+{
+	static struct attr_entry ent[400];
+	static struct attr_request out[400];
+	static struct ref_share ref[400];
+	static uint64_t want[400];
+	unsigned seed = 5;
+	int checked = 0;
+
+	for (int trial = 0; trial < 600; trial++) {
+		uint32_t n = 1 + (uint32_t)((noise(&seed) + 1) * 199.5);
+		struct attr_step st = { .first = 0, .n = n };
+		uint64_t un, given = 0;
+		double total = 0;
+
+		st.busy_ns = n * 3 + (uint64_t)((noise(&seed) + 1) * 5e5);
+		for (uint32_t j = 0; j < n; j++) {
+			/* one request an entry; 1 to 4 tokens: ties */
+			ent[j] = (struct attr_entry){ .request = j,
+				.phase = ATTR_PREFILL,
+				.tokens = 1 + (uint32_t)((noise(&seed) + 1) *
+							 (trial % 2 ? 1.9 : 150)) };
+			total += ent[j].tokens;
+		}
+		for (uint32_t j = 0; j < n; j++) {
+			double exact = (double)st.busy_ns * ent[j].tokens /
+				       total;
+
+			want[j] = (uint64_t)floor(exact);
+			given += want[j];
+			ref[j] = (struct ref_share){ j, exact - floor(exact) };
+		}
+		qsort(ref, n, sizeof(*ref), ref_cmp);
+		for (uint32_t k = 0; given < st.busy_ns; k = (k + 1) % n) {
+			want[ref[k].entry]++;
+			given++;
+		}
+		cr_assert_eq(attribution_run(&st, 1, ent, n, st.busy_ns, NULL,
+					     out, n, &un), ATTR_BY_TOKENS);
+		for (uint32_t j = 0; j < n; j++)
+			cr_assert_eq(out[j].prefill_ns, want[j],
+				     "trial %d: entry %u of %u got %llu, the "
+				     "rule gives %llu", trial, j, n,
+				     (unsigned long long)out[j].prefill_ns,
+				     (unsigned long long)want[j]);
+		checked++;
+	}
+	cr_expect_eq(checked, 600);
+}
