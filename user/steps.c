@@ -1306,18 +1306,23 @@ static void sort_group(struct tok *t, size_t n)
 }
 
 /* t[0..n) in (step, req, index) order, as cmp_tok_step orders them: one
- * radix sort on (step + 1, req) packed in the step field (tokens of no
- * step keep key 0 and their order, first), then each (step, req) run put
- * in index order (a request's tokens come in time order, so its runs are
- * in index order already but for equal or backward clocks). */
+ * radix sort on (step + 1) * (most req + 1) + req kept in the step field
+ * (tokens of no step keep key 0 and their order, first), then each
+ * (step, req) run put in index order (a request's tokens come in time
+ * order, so its runs are in index order already but for equal or
+ * backward clocks). */
 static void sort_by_step(struct tok *t, size_t n)
 {
 	int64_t top = -1;
+	uint64_t reqs = 1;
 	int err;
 
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		top = t[i].step > top ? t[i].step : top;
-	if (top >= (int64_t)UINT32_MAX - 1) {	/* no room to pack */
+		reqs = t[i].req >= reqs ? (uint64_t)t[i].req + 1 : reqs;
+	}
+	if ((uint64_t)top + 2 > (uint64_t)INT64_MAX / reqs) {
+		/* no room to pack: by step, then each step's few by request */
 		for (size_t i = 0; i < n; i++)
 			t[i].step++;
 		err = sort_by_u64(t, n, sizeof(*t), offsetof(struct tok, step));
@@ -1337,12 +1342,10 @@ static void sort_by_step(struct tok *t, size_t n)
 	}
 	for (size_t i = 0; i < n; i++)
 		t[i].step = t[i].step < 0 ? 0 :
-			    (int64_t)((uint64_t)(t[i].step + 1) << 32 |
-				      t[i].req);
+			    (t[i].step + 1) * (int64_t)reqs + t[i].req;
 	err = sort_by_u64(t, n, sizeof(*t), offsetof(struct tok, step));
 	for (size_t i = 0; i < n; i++)
-		t[i].step = t[i].step ? (int64_t)((uint64_t)t[i].step >> 32) - 1
-				      : -1;
+		t[i].step = t[i].step / (int64_t)reqs - 1;
 	if (err) {
 		qsort(t, n, sizeof(*t), cmp_tok_step);
 		return;
