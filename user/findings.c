@@ -17,6 +17,11 @@
  * process together: the ranks of a tensor-parallel engine wait for each
  * other in every collective, so their communication time and the spread
  * of their busy times say what the split costs.
+ *
+ * What the findings are judged on is counted first, a time range at a
+ * time (struct findings_tally): sums, a histogram of kernel lengths, and
+ * the idle gaps at the range's two edges left open, so that a long
+ * trace's ranges joined in time order say what its whole would.
  */
 #include <errno.h>
 #include <math.h>
@@ -27,6 +32,7 @@
 #include <string.h>
 
 #include "findings.h"
+#include "quantile.h"
 #include "sort.h"
 
 /* An idle gap shorter than this between two kernels is launch overhead
@@ -165,49 +171,134 @@ static bool step_end_in(const struct steps_result *r, uint64_t a, uint64_t b)
 	return lo < r->nsteps && r->steps[lo].end_ns <= b;
 }
 
+/* An idle gap, or the part of one a range holds: its length, the part of
+ * it with a request in flight, whether a step ended in it. */
+struct gap {
+	uint64_t len, demand;
+	bool step_end;
+};
+
 struct idle_split {
 	uint64_t with_demand, without_demand;
 	uint64_t host_wait, kernel_wait, other;
 };
 
-/* Where one idle gap [a, b) goes. edge: it touches the window's ends. */
-static void split_gap(const struct findings_device *d,
-		      const struct steps_span *dem, size_t nd, uint64_t a,
-		      uint64_t b, bool edge, struct idle_split *s)
-{
-	uint64_t w = steps_busy_in(dem, nd, a, b);
+struct batch_stats {
+	uint32_t steps, max_seen;
+	uint64_t entries, decodes, context_sum, step_ns;
+};
 
-	s->with_demand += w;
-	s->without_demand += (b - a) - w;
-	if (!w)
-		return;
-	if (d->kind == TT_DEV_CPU || edge)
-		s->host_wait += w;
-	else if (b - a < KERNEL_WAIT_MAX_NS)
-		s->kernel_wait += w;
-	else if (step_end_in(d->steps, a, b))
-		s->host_wait += w;
-	else
-		s->other += w;
+struct itl_sum {
+	uint64_t ns[2];
+	uint64_t n[2];		/* [0] steps without prefill, [1] with */
+	uint32_t prefill_steps;
+};
+
+/* What one device did in the tally's time. */
+struct dev_tally {
+	uint32_t id;
+	enum tt_device_kind kind;
+	bool busy_seen;		/* head and tail are apart */
+	struct gap head, tail;	/* before its first busy span and after its
+				   last (no busy span: all of it in head) */
+	struct idle_split idle;	/* the gaps between busy spans */
+	uint64_t launch_gap_ns;	/* those under LAUNCH_GAP_MAX_NS */
+	uint64_t busy_ns, comm_ns;
+	uint64_t copy[3];	/* alone, not under a kernel: htod, dtoh,
+				   other */
+	struct quantile kernels;	/* their lengths */
+	struct batch_stats batch;
+	struct itl_sum itl;
+	uint32_t pid;		/* with pids 1: the one process it ran */
+	int pids;		/* 0, 1 or 2: several */
+};
+
+struct findings_tally {
+	struct dev_tally *d;
+	size_t n;
+};
+
+static struct gap gap_of(const struct findings_device *d,
+			 const struct steps_span *dem, size_t nd, uint64_t a,
+			 uint64_t b)
+{
+	return (struct gap){ b - a, steps_busy_in(dem, nd, a, b),
+			     step_end_in(d->steps, a, b) };
 }
 
-static void idle_gaps(const struct findings_input *in,
-		      const struct findings_device *d,
-		      const struct steps_span *dem, size_t nd,
-		      struct idle_split *s)
+static struct gap gap_join(struct gap x, struct gap y)
+{
+	return (struct gap){ x.len + y.len, x.demand + y.demand,
+			     x.step_end || y.step_end };
+}
+
+/* Where the demand of one idle gap goes. edge: it touches the window's
+ * ends. */
+static void split_gap(const struct dev_tally *t, const struct gap *g,
+		      bool edge, struct idle_split *s)
+{
+	s->with_demand += g->demand;
+	s->without_demand += g->len - g->demand;
+	if (!g->demand)
+		return;
+	if (t->kind == TT_DEV_CPU || edge)
+		s->host_wait += g->demand;
+	else if (g->len < KERNEL_WAIT_MAX_NS)
+		s->kernel_wait += g->demand;
+	else if (g->step_end)
+		s->host_wait += g->demand;
+	else
+		s->other += g->demand;
+}
+
+/* A gap between two busy spans. */
+static void inner_gap(struct dev_tally *t, const struct gap *g)
+{
+	if (g->len)
+		split_gap(t, g, false, &t->idle);
+	if (g->len < LAUNCH_GAP_MAX_NS)
+		t->launch_gap_ns += g->len;
+}
+
+static void tally_gaps(const struct findings_input *in,
+		       const struct findings_device *d,
+		       const struct steps_span *dem, size_t nd,
+		       struct dev_tally *t)
 {
 	const struct steps_span *b = d->steps->busy;
 	size_t n = d->steps->nbusy;
-	uint64_t t = in->start_ns;
+	uint64_t at = in->start_ns;
 
-	memset(s, 0, sizeof(*s));
 	for (size_t i = 0; i < n; i++) {
-		if (b[i].start_ns > t)
-			split_gap(d, dem, nd, t, b[i].start_ns, i == 0, s);
-		t = b[i].end_ns;
+		uint64_t s = b[i].start_ns > at ? b[i].start_ns : at;
+
+		if (i == 0) {
+			t->head = gap_of(d, dem, nd, at, s);
+		} else {
+			struct gap g = { 0 };
+
+			if (s > at)
+				g = gap_of(d, dem, nd, at, s);
+			inner_gap(t, &g);
+		}
+		at = b[i].end_ns > at ? b[i].end_ns : at;
 	}
-	if (in->end_ns > t)
-		split_gap(d, dem, nd, t, in->end_ns, true, s);
+	t->busy_seen = n > 0;
+	if (in->end_ns < at)
+		at = in->end_ns;
+	if (n)
+		t->tail = gap_of(d, dem, nd, at, in->end_ns);
+	else
+		t->head = gap_of(d, dem, nd, at, in->end_ns);
+}
+
+/* The idle time of the whole: the inner gaps and the two at the ends. */
+static void idle_of(const struct dev_tally *t, struct idle_split *s)
+{
+	*s = t->idle;
+	split_gap(t, &t->head, true, s);
+	if (t->busy_seen)
+		split_gap(t, &t->tail, true, s);
 }
 
 static const char *idle_action(const struct findings_device *d,
@@ -231,8 +322,7 @@ static const char *idle_action(const struct findings_device *d,
 
 static int find_idle(const struct findings_input *in,
 		     const struct findings_device *d,
-		     const struct steps_span *dem, size_t nd,
-		     struct findings_list *out)
+		     const struct dev_tally *t, struct findings_list *out)
 {
 	uint64_t wall = in->end_ns - in->start_ns;
 	struct idle_split s;
@@ -240,7 +330,7 @@ static int find_idle(const struct findings_input *in,
 
 	if (!wall)
 		return 0;
-	idle_gaps(in, d, dem, nd, &s);
+	idle_of(t, &s);
 	double fw = (double)s.with_demand / wall;
 	double fo = (double)s.without_demand / wall;
 	if (fw >= IDLE_DEMAND_MIN_FRACTION) {
@@ -284,14 +374,8 @@ static int find_idle(const struct findings_input *in,
 	return 0;
 }
 
-struct batch_stats {
-	uint32_t steps, max_seen;
-	uint64_t entries, decodes, context_sum, step_ns;
-};
-
 static void batch_stats(const struct steps_result *r, struct batch_stats *b)
 {
-	memset(b, 0, sizeof(*b));
 	for (uint32_t k = 0; k < r->nsteps; k++) {
 		const struct steps_step *s = &r->steps[k];
 		if (!s->n)
@@ -313,12 +397,11 @@ static void batch_stats(const struct steps_result *r, struct batch_stats *b)
 
 static int find_low_batch(const struct findings_input *in,
 			  const struct findings_device *d,
-			  struct findings_list *out)
+			  const struct dev_tally *t, struct findings_list *out)
 {
 	const struct costmodel *m = d->model;
-	struct batch_stats b;
+	struct batch_stats b = t->batch;
 
-	batch_stats(d->steps, &b);
 	if (!m || !m->fitted || !b.steps || !b.step_ns)
 		return 0;
 	uint32_t max = in->max_batch ? in->max_batch : b.max_seen;
@@ -355,50 +438,77 @@ static int find_low_batch(const struct findings_input *in,
 	return 0;
 }
 
-/* Median kernel length and count of the device's kernels in the window. */
-static int kernel_median(const struct findings_input *in,
-			 const struct findings_device *d, uint64_t *median,
-			 size_t *count)
+/* The device's kernels, intervals and copies in the window: their
+ * lengths (a kernel in the range it starts in), its process and its
+ * copies' time outside kernels. 0 or -ENOMEM. */
+static int tally_intervals(const struct findings_input *in,
+			   const struct findings_device *d, struct dev_tally *t)
 {
-	uint64_t *k = malloc((d->nivs ? d->nivs : 1) * sizeof(*k));
-	size_t n = 0;
+	struct steps_span *k = malloc((d->nivs ? d->nivs : 1) * sizeof(*k));
+	size_t nk = 0;
+	int err = 0;
 
 	if (!k)
 		return -ENOMEM;
 	for (size_t i = 0; i < d->nivs; i++) {
 		const struct tt_interval *iv = &d->ivs[i];
-		if (iv->device != d->id || iv->kind != TT_IV_KERNEL ||
-		    iv->end_ns <= iv->start_ns || iv->end_ns < in->start_ns ||
-		    iv->start_ns > in->end_ns)
+		uint64_t a = iv->start_ns > in->start_ns ? iv->start_ns
+							 : in->start_ns;
+		uint64_t b = iv->end_ns < in->end_ns ? iv->end_ns : in->end_ns;
+
+		if (iv->device != d->id)
 			continue;
-		k[n++] = iv->end_ns - iv->start_ns;
+		if (b > a && (t->pids == 0 || (t->pids == 1 &&
+					       iv->pid != t->pid))) {
+			t->pids++;
+			t->pid = iv->pid;
+		}
+		if (iv->kind != TT_IV_KERNEL)
+			continue;
+		if (b > a)
+			k[nk++] = (struct steps_span){ a, b };
+		if (iv->end_ns <= iv->start_ns || iv->end_ns < in->start_ns ||
+		    iv->start_ns > in->end_ns ||
+		    (in->cut_before && iv->start_ns < in->start_ns) ||
+		    (in->cut_after && iv->start_ns >= in->end_ns))
+			continue;
+		if (!err)
+			err = quantile_add(&t->kernels,
+					   iv->end_ns - iv->start_ns);
 	}
-	*median = n ? select_u64(k, n, n / 2) : 0;
-	*count = n;
+	nk = steps_merge_spans(k, nk);
+	for (size_t i = 0; i < d->nivs; i++) {
+		const struct tt_interval *iv = &d->ivs[i];
+		if (iv->device != d->id || iv->kind != TT_IV_MEMCPY)
+			continue;
+		uint64_t a = iv->start_ns > in->start_ns ? iv->start_ns
+							 : in->start_ns;
+		uint64_t b = iv->end_ns < in->end_ns ? iv->end_ns : in->end_ns;
+		if (b <= a)
+			continue;
+		/* a copy under a kernel costs no busy time */
+		uint64_t hidden = steps_busy_in(k, nk, a, b);
+
+		t->copy[iv->copy_kind == TT_COPY_HTOD ? 0 :
+			iv->copy_kind == TT_COPY_DTOH ? 1 : 2] += b - a - hidden;
+	}
 	free(k);
-	return 0;
+	return err;
 }
 
-static int find_launch_bound(const struct findings_input *in,
-			     const struct findings_device *d,
+static int find_launch_bound(const struct findings_device *d,
+			     const struct dev_tally *t,
 			     struct findings_list *out)
 {
-	const struct steps_span *b = d->steps->busy;
-	uint64_t median, gaps = 0;
-	size_t count;
+	uint64_t gaps = t->launch_gap_ns, count = t->kernels.n;
+	double median;
 
-	if (d->kind != TT_DEV_GPU)
+	if (d->kind != TT_DEV_GPU || count < LAUNCH_MIN_KERNELS)
 		return 0;
-	if (kernel_median(in, d, &median, &count))
-		return -ENOMEM;
-	if (count < LAUNCH_MIN_KERNELS || median >= LAUNCH_MEDIAN_KERNEL_NS)
+	median = quantile_rank(&t->kernels, count / 2);
+	if (median >= LAUNCH_MEDIAN_KERNEL_NS)
 		return 0;
-	for (size_t i = 1; i < d->steps->nbusy; i++) {
-		uint64_t g = b[i].start_ns - b[i - 1].end_ns;
-		if (g < LAUNCH_GAP_MAX_NS)
-			gaps += g;
-	}
-	double share = (double)gaps / (d->steps->busy_ns + gaps);
+	double share = (double)gaps / (t->busy_ns + gaps);
 	if (share < LAUNCH_MIN_GAP_SHARE)
 		return 0;
 	struct finding *f = add(out, "launch_bound",
@@ -407,9 +517,9 @@ static int find_launch_bound(const struct findings_input *in,
 	if (!f)
 		return -ENOMEM;
 	say(f->summary, sizeof(f->summary),
-	    "%s ran %zu kernels with a median of %.1f us; gaps between "
+	    "%s ran %llu kernels with a median of %.1f us; gaps between "
 	    "them took %.1f%% of the time the work was running.", d->name,
-	    count, median / 1e3, 100 * share);
+	    (unsigned long long)count, median / 1e3, 100 * share);
 	cJSON_AddStringToObject(f->evidence, "device", d->name);
 	num(f->evidence, "kernels", (double)count);
 	num(f->evidence, "median_kernel_us", median / 1e3);
@@ -421,15 +531,8 @@ static int find_launch_bound(const struct findings_input *in,
 	return 0;
 }
 
-struct itl_sum {
-	double ns[2];
-	uint64_t n[2];		/* [0] steps without prefill, [1] with */
-	uint32_t prefill_steps;
-};
-
 static void itl_by_prefill(const struct steps_result *r, struct itl_sum *s)
 {
-	memset(s, 0, sizeof(*s));
 	for (uint32_t k = 0; k < r->nsteps; k++) {
 		const struct steps_step *st = &r->steps[k];
 		int p = st->prefill_tokens > 0;
@@ -446,14 +549,15 @@ static void itl_by_prefill(const struct steps_result *r, struct itl_sum *s)
 }
 
 static int find_prefill_interference(const struct findings_device *d,
+				     const struct dev_tally *t,
 				     struct findings_list *out)
 {
-	struct itl_sum s;
+	struct itl_sum s = t->itl;
 
-	itl_by_prefill(d->steps, &s);
 	if (s.n[0] < PREFILL_MIN_SAMPLES || s.n[1] < PREFILL_MIN_SAMPLES)
 		return 0;
-	double without = s.ns[0] / s.n[0] / 1e6, with = s.ns[1] / s.n[1] / 1e6;
+	double without = (double)s.ns[0] / s.n[0] / 1e6;
+	double with = (double)s.ns[1] / s.n[1] / 1e6;
 	double ratio = without > 0 ? with / without : 0;
 	if (ratio < PREFILL_ITL_MIN_RATIO)
 		return 0;
@@ -479,58 +583,13 @@ static int find_prefill_interference(const struct findings_device *d,
 	return 0;
 }
 
-/* The union of device d's kernels in the window, sorted (caller frees). */
-static int kernel_union(const struct findings_input *in,
-			const struct findings_device *d,
-			struct steps_span **out, size_t *nout)
-{
-	struct steps_span *s = malloc((d->nivs ? d->nivs : 1) * sizeof(*s));
-	size_t n = 0;
-
-	if (!s)
-		return -ENOMEM;
-	for (size_t i = 0; i < d->nivs; i++) {
-		const struct tt_interval *iv = &d->ivs[i];
-		uint64_t a = iv->start_ns > in->start_ns ? iv->start_ns
-							 : in->start_ns;
-		uint64_t b = iv->end_ns < in->end_ns ? iv->end_ns : in->end_ns;
-
-		if (iv->device == d->id && iv->kind == TT_IV_KERNEL && b > a)
-			s[n++] = (struct steps_span){ a, b };
-	}
-	*out = s;
-	*nout = steps_merge_spans(s, n);
-	return 0;
-}
-
 /* Copy time the device spent on copies alone (not under a kernel). */
-static int find_copy_overhead(const struct findings_input *in,
-			      const struct findings_device *d,
+static int find_copy_overhead(const struct findings_device *d,
+			      const struct dev_tally *t,
 			      struct findings_list *out)
 {
-	uint64_t by[3] = { 0 };	/* htod, dtoh, other */
-	struct steps_span *k;
-	size_t nk;
-
-	if (kernel_union(in, d, &k, &nk))
-		return -ENOMEM;
-	for (size_t i = 0; i < d->nivs; i++) {
-		const struct tt_interval *iv = &d->ivs[i];
-		if (iv->device != d->id || iv->kind != TT_IV_MEMCPY)
-			continue;
-		uint64_t a = iv->start_ns > in->start_ns ? iv->start_ns
-							 : in->start_ns;
-		uint64_t b = iv->end_ns < in->end_ns ? iv->end_ns : in->end_ns;
-		if (b <= a)
-			continue;
-		/* a copy under a kernel costs no busy time */
-		uint64_t hidden = steps_busy_in(k, nk, a, b);
-
-		by[iv->copy_kind == TT_COPY_HTOD ? 0 :
-		   iv->copy_kind == TT_COPY_DTOH ? 1 : 2] += b - a - hidden;
-	}
-	free(k);
-	uint64_t copy = by[0] + by[1] + by[2], busy = d->steps->busy_ns;
+	const uint64_t *by = t->copy;
+	uint64_t copy = by[0] + by[1] + by[2], busy = t->busy_ns;
 	double share = busy ? (double)copy / busy : 0;
 	if (share < COPY_MIN_SHARE)
 		return 0;
@@ -626,70 +685,81 @@ static int find_tenant_skew(const struct findings_input *in,
 
 static int find_device(const struct findings_input *in,
 		       const struct findings_device *d,
-		       const struct steps_span *dem, size_t nd,
-		       struct findings_list *out)
+		       const struct dev_tally *t, struct findings_list *out)
 {
-	int err = find_idle(in, d, dem, nd, out);
+	int err = find_idle(in, d, t, out);
 	if (!err)
-		err = find_low_batch(in, d, out);
+		err = find_low_batch(in, d, t, out);
 	if (!err)
-		err = find_launch_bound(in, d, out);
+		err = find_launch_bound(d, t, out);
 	if (!err)
-		err = find_prefill_interference(d, out);
+		err = find_prefill_interference(d, t, out);
 	if (!err)
-		err = find_copy_overhead(in, d, out);
+		err = find_copy_overhead(d, t, out);
 	return err;
 }
 
-/* Whether d is a GPU of server pid. */
-static bool on_server(const struct findings_device *d, uint32_t pid)
+/* The devices judged, with their tallies (t[i] NULL: none). */
+struct judged {
+	const struct findings_input *in;
+	const struct dev_tally **t;
+};
+
+/* The one process device i ran, or 0. */
+static uint32_t pid_of(const struct judged *j, size_t i)
 {
-	return d->kind == TT_DEV_GPU && d->pid == pid;
+	return j->t[i] && j->t[i]->pids == 1 ? j->t[i]->pid : 0;
 }
 
-/* Whether devs[i] is the first GPU of a server (one process, pid not 0). */
-static bool first_of_server(const struct findings_input *in, size_t i)
+/* Whether device i is a GPU of server pid. */
+static bool on_server(const struct judged *j, size_t i, uint32_t pid)
 {
-	if (!in->devs[i].pid || !on_server(&in->devs[i], in->devs[i].pid))
+	return j->in->devs[i].kind == TT_DEV_GPU && pid && pid_of(j, i) == pid;
+}
+
+/* Whether device i is the first GPU of a server (one process). */
+static bool first_of_server(const struct judged *j, size_t i)
+{
+	if (!on_server(j, i, pid_of(j, i)))
 		return false;
-	for (size_t j = 0; j < i; j++)
-		if (on_server(&in->devs[j], in->devs[i].pid))
+	for (size_t k = 0; k < i; k++)
+		if (on_server(j, k, pid_of(j, i)))
 			return false;
 	return true;
 }
 
 /* A {name, id, ...} object for each GPU of server pid, in a new array key
  * of ev; with comm, its communication time too. */
-static void server_devices(const struct findings_input *in, uint32_t pid,
-			   bool comm, cJSON *ev)
+static void server_devices(const struct judged *j, uint32_t pid, bool comm,
+			   cJSON *ev)
 {
 	cJSON *a = cJSON_AddArrayToObject(ev, "devices");
 
-	for (size_t i = 0; a && i < in->ndevs; i++) {
-		const struct findings_device *d = &in->devs[i];
+	for (size_t i = 0; a && i < j->in->ndevs; i++) {
+		const struct findings_device *d = &j->in->devs[i];
 		cJSON *o;
 
-		if (!on_server(d, pid) || !(o = cJSON_CreateObject()))
+		if (!on_server(j, i, pid) || !(o = cJSON_CreateObject()))
 			continue;
 		cJSON_AddItemToArray(a, o);
 		cJSON_AddStringToObject(o, "name", d->name);
 		num(o, "id", d->id);
 		if (comm)
-			num(o, "comm_ns", (double)d->comm_ns);
-		num(o, "busy_ns", (double)d->steps->busy_ns);
+			num(o, "comm_ns", (double)j->t[i]->comm_ns);
+		num(o, "busy_ns", (double)j->t[i]->busy_ns);
 	}
 }
 
-static int find_comm_share(const struct findings_input *in, uint32_t pid,
+static int find_comm_share(const struct judged *j, uint32_t pid,
 			   struct findings_list *out)
 {
 	uint64_t comm = 0, busy = 0;
 	size_t n = 0;
 
-	for (size_t i = 0; i < in->ndevs; i++)
-		if (on_server(&in->devs[i], pid)) {
-			comm += in->devs[i].comm_ns;
-			busy += in->devs[i].steps->busy_ns;
+	for (size_t i = 0; i < j->in->ndevs; i++)
+		if (on_server(j, i, pid)) {
+			comm += j->t[i]->comm_ns;
+			busy += j->t[i]->busy_ns;
 			n++;
 		}
 	double share = busy ? (double)comm / busy : 0;
@@ -709,7 +779,7 @@ static int find_comm_share(const struct findings_input *in, uint32_t pid,
 	num(f->evidence, "comm_ns", (double)comm);
 	num(f->evidence, "busy_ns", (double)busy);
 	num(f->evidence, "share", share);
-	server_devices(in, pid, true, f->evidence);
+	server_devices(j, pid, true, f->evidence);
 	snprintf(f->action, sizeof(f->action),
 		 "The GPUs spend much of their time exchanging activations: "
 		 "use fewer tensor-parallel ranks (and more replicas) if the "
@@ -719,26 +789,23 @@ static int find_comm_share(const struct findings_input *in, uint32_t pid,
 	return 0;
 }
 
-static int find_imbalance(const struct findings_input *in, uint32_t pid,
+static int find_imbalance(const struct judged *j, uint32_t pid,
 			  struct findings_list *out)
 {
-	const struct findings_device *hi = NULL, *lo = NULL;
-	size_t n = 0;
+	size_t hi = SIZE_MAX, lo = SIZE_MAX, n = 0;
 
-	for (size_t i = 0; i < in->ndevs; i++) {
-		const struct findings_device *d = &in->devs[i];
-
-		if (!on_server(d, pid))
+	for (size_t i = 0; i < j->in->ndevs; i++) {
+		if (!on_server(j, i, pid))
 			continue;
 		n++;
-		if (!hi || d->steps->busy_ns > hi->steps->busy_ns)
-			hi = d;
-		if (!lo || d->steps->busy_ns < lo->steps->busy_ns)
-			lo = d;
+		if (hi == SIZE_MAX || j->t[i]->busy_ns > j->t[hi]->busy_ns)
+			hi = i;
+		if (lo == SIZE_MAX || j->t[i]->busy_ns < j->t[lo]->busy_ns)
+			lo = i;
 	}
-	if (n < 2 || !hi->steps->busy_ns)
+	if (n < 2 || !j->t[hi]->busy_ns)
 		return 0;
-	uint64_t most = hi->steps->busy_ns, least = lo->steps->busy_ns;
+	uint64_t most = j->t[hi]->busy_ns, least = j->t[lo]->busy_ns;
 	double spread = (double)(most - least) / most;
 	if (spread < IMBALANCE_MIN_SPREAD)
 		return 0;
@@ -749,15 +816,15 @@ static int find_imbalance(const struct findings_input *in, uint32_t pid,
 		return -ENOMEM;
 	say(f->summary, sizeof(f->summary),
 	    "The GPUs of server pid %u are unevenly loaded: %s was busy "
-	    "%.1f ms, %s %.1f ms, %.1f%% less.", pid, hi->name, most / 1e6,
-	    lo->name, least / 1e6, 100 * spread);
+	    "%.1f ms, %s %.1f ms, %.1f%% less.", pid, j->in->devs[hi].name,
+	    most / 1e6, j->in->devs[lo].name, least / 1e6, 100 * spread);
 	num(f->evidence, "pid", pid);
 	num(f->evidence, "spread", spread);
-	num(f->evidence, "busiest_id", hi->id);
+	num(f->evidence, "busiest_id", j->in->devs[hi].id);
 	num(f->evidence, "busiest_ns", (double)most);
-	num(f->evidence, "least_busy_id", lo->id);
+	num(f->evidence, "least_busy_id", j->in->devs[lo].id);
 	num(f->evidence, "least_busy_ns", (double)least);
-	server_devices(in, pid, false, f->evidence);
+	server_devices(j, pid, false, f->evidence);
 	snprintf(f->action, sizeof(f->action),
 		 "The others wait for the busiest GPU at every collective: "
 		 "rebalance the shards (pipeline stages of equal cost, "
@@ -765,17 +832,16 @@ static int find_imbalance(const struct findings_input *in, uint32_t pid,
 	return 0;
 }
 
-static int find_servers(const struct findings_input *in,
-			struct findings_list *out)
+static int find_servers(const struct judged *j, struct findings_list *out)
 {
 	int err = 0;
 
-	for (size_t i = 0; !err && i < in->ndevs; i++) {
-		if (!first_of_server(in, i))
+	for (size_t i = 0; !err && i < j->in->ndevs; i++) {
+		if (!first_of_server(j, i))
 			continue;
-		err = find_comm_share(in, in->devs[i].pid, out);
+		err = find_comm_share(j, pid_of(j, i), out);
 		if (!err)
-			err = find_imbalance(in, in->devs[i].pid, out);
+			err = find_imbalance(j, pid_of(j, i), out);
 	}
 	return err;
 }
@@ -790,24 +856,45 @@ static int find_servers(const struct findings_input *in,
 #define REUSE_MIN_TOKENS	1000
 #define REUSE_LOW		0.50	/* cached / repeated below this */
 
+void findings_prompts_add(struct findings_prompts *p,
+			  const struct tt_request *q)
+{
+	double reach;
+
+	if (q->prompt_tokens <= 0)
+		return;
+	p->prompt_tokens += q->prompt_tokens;
+	if (q->prefix_bytes && q->prompt_bytes) {
+		reach = (double)q->prompt_tokens * q->prefix_bytes /
+			q->prompt_bytes;
+		p->repeated_tokens += reach < q->prompt_tokens - 1 ?
+			(uint64_t)reach : (uint64_t)q->prompt_tokens - 1;
+	}
+	if (q->cached_source != TT_CACHED_NONE) {
+		p->cache_known = true;
+		p->cache_estimated |= q->cached_source == TT_CACHED_ESTIMATE;
+		p->cached_tokens += q->cached_tokens;
+	}
+}
+
 static int find_prefix_reuse(const struct findings_input *in,
 			     struct findings_list *out)
 {
-	double rep = in->prompt_tokens ?
-		(double)in->repeated_tokens / in->prompt_tokens : 0;
-	double reuse = in->repeated_tokens ?
-		(double)in->cached_tokens / in->repeated_tokens : 0;
+	double rep = in->prompts.prompt_tokens ?
+		(double)in->prompts.repeated_tokens / in->prompts.prompt_tokens : 0;
+	double reuse = in->prompts.repeated_tokens ?
+		(double)in->prompts.cached_tokens / in->prompts.repeated_tokens : 0;
 	struct finding *f;
 
 	if (rep < REUSE_MIN_REPEATED ||
-	    in->repeated_tokens < REUSE_MIN_TOKENS ||
-	    (in->cache_known && reuse >= REUSE_LOW))
+	    in->prompts.repeated_tokens < REUSE_MIN_TOKENS ||
+	    (in->prompts.cache_known && reuse >= REUSE_LOW))
 		return 0;
 	f = add(out, "prefix_reuse_low", rep >= 0.5 ? FINDINGS_WARNING
 						    : FINDINGS_INFO);
 	if (!f)
 		return -ENOMEM;
-	if (!in->cache_known)
+	if (!in->prompts.cache_known)
 		say(f->summary, sizeof(f->summary),
 		    "%.1f%% of the prompt tokens repeat the beginning of an "
 		    "earlier prompt to the same model, but the server shows "
@@ -818,18 +905,18 @@ static int find_prefix_reuse(const struct findings_input *in,
 		    "%.1f%% of the prompt tokens repeat the beginning of an "
 		    "earlier prompt, but only %.1f%% of those came from the "
 		    "prefix cache (%s).", 100 * rep, 100 * reuse,
-		    in->cache_estimated ? "estimated from prefill cost"
+		    in->prompts.cache_estimated ? "estimated from prefill cost"
 					: "as the server reports");
-	num(f->evidence, "prompt_tokens", (double)in->prompt_tokens);
+	num(f->evidence, "prompt_tokens", (double)in->prompts.prompt_tokens);
 	num(f->evidence, "repeated_prompt_tokens",
-	    (double)in->repeated_tokens);
+	    (double)in->prompts.repeated_tokens);
 	num(f->evidence, "repeated_fraction", rep);
-	if (in->cache_known) {
+	if (in->prompts.cache_known) {
 		num(f->evidence, "cached_prompt_tokens",
-		    (double)in->cached_tokens);
+		    (double)in->prompts.cached_tokens);
 		num(f->evidence, "reuse_of_repeated", reuse);
 	}
-	snprintf(f->action, sizeof(f->action), "%s", in->cache_known ?
+	snprintf(f->action, sizeof(f->action), "%s", in->prompts.cache_known ?
 		 "Give the prefix cache more memory (its pool evicts what "
 		 "repeats), or route requests that share a prefix to the "
 		 "replica that holds it." :
@@ -840,28 +927,169 @@ static int find_prefix_reuse(const struct findings_input *in,
 	return 0;
 }
 
+/* ---- the tally ------------------------------------------------------------ */
+
+struct findings_tally *findings_tally_of(const struct findings_input *in)
+{
+	struct findings_tally *t = calloc(1, sizeof(*t));
+	struct steps_span *dem = NULL;
+	size_t nd;
+
+	if (!t || in->end_ns < in->start_ns)
+		goto fail;
+	t->d = calloc(in->ndevs ? in->ndevs : 1, sizeof(*t->d));
+	if (!t->d || demand_spans(in, &dem, &nd))
+		goto fail;
+	for (size_t i = 0; i < in->ndevs; i++) {
+		const struct findings_device *d = &in->devs[i];
+		struct dev_tally *x = &t->d[t->n++];
+
+		x->id = d->id;
+		x->kind = d->kind;
+		x->busy_ns = d->steps->busy_ns;
+		x->comm_ns = d->comm_ns;
+		tally_gaps(in, d, dem, nd, x);
+		batch_stats(d->steps, &x->batch);
+		itl_by_prefill(d->steps, &x->itl);
+		if (tally_intervals(in, d, x))
+			goto fail;
+	}
+	free(dem);
+	return t;
+fail:
+	free(dem);
+	findings_tally_free(t);
+	return NULL;
+}
+
+/* y, which follows x in time, into x. */
+static int join_dev(struct dev_tally *x, const struct dev_tally *y)
+{
+	if (!x->busy_seen) {
+		x->head = gap_join(x->head, y->head);
+		x->tail = y->tail;
+		x->busy_seen = y->busy_seen;
+	} else if (!y->busy_seen) {
+		x->tail = gap_join(x->tail, y->head);
+	} else {
+		struct gap g = gap_join(x->tail, y->head);
+
+		inner_gap(x, &g);
+		x->tail = y->tail;
+	}
+	x->idle.with_demand += y->idle.with_demand;
+	x->idle.without_demand += y->idle.without_demand;
+	x->idle.host_wait += y->idle.host_wait;
+	x->idle.kernel_wait += y->idle.kernel_wait;
+	x->idle.other += y->idle.other;
+	x->launch_gap_ns += y->launch_gap_ns;
+	x->busy_ns += y->busy_ns;
+	x->comm_ns += y->comm_ns;
+	for (int k = 0; k < 3; k++)
+		x->copy[k] += y->copy[k];
+	x->batch.steps += y->batch.steps;
+	if (y->batch.max_seen > x->batch.max_seen)
+		x->batch.max_seen = y->batch.max_seen;
+	x->batch.entries += y->batch.entries;
+	x->batch.decodes += y->batch.decodes;
+	x->batch.context_sum += y->batch.context_sum;
+	x->batch.step_ns += y->batch.step_ns;
+	for (int k = 0; k < 2; k++) {
+		x->itl.ns[k] += y->itl.ns[k];
+		x->itl.n[k] += y->itl.n[k];
+	}
+	x->itl.prefill_steps += y->itl.prefill_steps;
+	if (y->pids && (!x->pids || y->pids > 1 || y->pid != x->pid)) {
+		x->pids = x->pids ? 2 : y->pids;
+		x->pid = y->pid;
+	}
+	return quantile_merge(&x->kernels, &y->kernels);
+}
+
+static struct dev_tally *tally_dev(const struct findings_tally *t, uint32_t id)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (t->d[i].id == id)
+			return &t->d[i];
+	return NULL;
+}
+
+int findings_tally_join(struct findings_tally *a, struct findings_tally *b)
+{
+	int err = 0;
+
+	for (size_t i = 0; !err && i < b->n; i++) {
+		struct dev_tally *x = tally_dev(a, b->d[i].id);
+
+		if (x) {
+			err = join_dev(x, &b->d[i]);
+			continue;
+		}
+		/* a device first seen in b: its count so far is b's */
+		x = realloc(a->d, (a->n + 1) * sizeof(*x));
+		if (!x) {
+			err = -ENOMEM;
+			break;
+		}
+		a->d = x;
+		a->d[a->n++] = b->d[i];
+		memset(&b->d[i].kernels, 0, sizeof(b->d[i].kernels));
+	}
+	findings_tally_free(b);
+	return err;
+}
+
+void findings_tally_free(struct findings_tally *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; t->d && i < t->n; i++)
+		quantile_free(&t->d[i].kernels);
+	free(t->d);
+	free(t);
+}
+
+int findings_judge(const struct findings_tally *t,
+		   const struct findings_input *in, struct findings_list *out)
+{
+	struct judged j = { .in = in };
+	int err = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (in->end_ns < in->start_ns)
+		return -EINVAL;
+	j.t = calloc(in->ndevs ? in->ndevs : 1, sizeof(*j.t));
+	if (!j.t)
+		return -ENOMEM;
+	for (size_t i = 0; i < in->ndevs; i++)
+		j.t[i] = tally_dev(t, in->devs[i].id);
+	for (size_t i = 0; !err && i < in->ndevs; i++)
+		if (j.t[i])
+			err = find_device(in, &in->devs[i], j.t[i], out);
+	if (!err)
+		err = find_servers(&j, out);
+	free(j.t);
+	if (!err)
+		err = find_tenant_skew(in, out);
+	if (!err)
+		err = find_prefix_reuse(in, out);
+	return err;
+}
+
 int findings_compute(const struct findings_input *in,
 		     struct findings_list *out)
 {
-	struct steps_span *dem;
-	size_t nd;
+	struct findings_tally *t;
 	int err;
 
 	memset(out, 0, sizeof(*out));
 	if (in->end_ns < in->start_ns)
 		return -EINVAL;
-	err = demand_spans(in, &dem, &nd);
-	if (err)
-		return err;
-	for (size_t i = 0; !err && i < in->ndevs; i++)
-		err = find_device(in, &in->devs[i], dem, nd, out);
-	free(dem);
-	if (!err)
-		err = find_servers(in, out);
-	if (!err)
-		err = find_tenant_skew(in, out);
-	if (!err)
-		err = find_prefix_reuse(in, out);
+	t = findings_tally_of(in);
+	if (!t)
+		return -ENOMEM;
+	err = findings_judge(t, in, out);
+	findings_tally_free(t);
 	return err;
 }
 

@@ -55,8 +55,6 @@ struct findings_device {
 	const struct steps_result *steps;	/* its steps and busy union */
 	const struct costmodel *model;		/* fitted on those steps */
 	double usd_per_hour;
-	uint32_t pid;			/* its one server process; 0: several
-					   or none */
 	uint64_t comm_ns;		/* collective communication kernels */
 };
 
@@ -66,8 +64,24 @@ struct findings_tenant {
 	uint64_t tokens;		/* prompt + completion */
 };
 
+/* Prefix reuse: prompt tokens; of them those an earlier prompt began
+ * with (from the prompts' hashes); those served from a cache, where known
+ * (the server's count or an estimate). */
+struct findings_prompts {
+	uint64_t prompt_tokens, repeated_tokens, cached_tokens;
+	bool cache_known, cache_estimated;
+};
+
+/* Adds request q's prompt to p. */
+void findings_prompts_add(struct findings_prompts *p,
+			  const struct tt_request *q);
+
 struct findings_input {
 	uint64_t start_ns, end_ns;
+	/* the window is one time range of a longer one, with ranges before
+	 * it (cut_before) or after it (cut_after): a kernel is counted in
+	 * the range it starts in */
+	bool cut_before, cut_after;
 	const struct tt_request *reqs;
 	size_t nreqs;
 	const struct findings_device *devs;
@@ -75,15 +89,37 @@ struct findings_input {
 	const struct findings_tenant *tenants;
 	size_t ntenants;
 	uint32_t max_batch;		/* configured; 0: the largest seen */
-	/* prefix reuse: prompt tokens; of them those an earlier prompt began
-	 * with (from the prompts' hashes); those served from a cache, where
-	 * known (the server's count or an estimate) */
-	uint64_t prompt_tokens, repeated_tokens, cached_tokens;
-	bool cache_known, cache_estimated;
+	struct findings_prompts prompts;
 };
 
-/* Compute every finding that holds. 0 or -ENOMEM (out is then partial;
- * free it anyway). */
+/*
+ * What the findings are judged on, counted a time range at a time: per
+ * device its idle gaps (split by demand, those at a range's edges kept
+ * open to be joined with the next range's), kernel lengths (a histogram:
+ * the median within 0.05%), copies, batches, token gaps by prefill,
+ * communication and busy time, and its one process. Ranges counted apart
+ * and joined in time order give what one count over their union gives,
+ * on the same steps; tenants and prompts are the caller's sums.
+ */
+struct findings_tally;
+
+/* A tally of in's window and devices (their steps, intervals and
+ * demand): a new tally, or NULL (out of memory). */
+struct findings_tally *findings_tally_of(const struct findings_input *in);
+
+/* Adds b, the range that follows a's, to a (b is freed). 0 or -ENOMEM. */
+int findings_tally_join(struct findings_tally *a, struct findings_tally *b);
+
+void findings_tally_free(struct findings_tally *t);
+
+/* Every finding that holds of tally t over in's window, in's devices (by
+ * id: their names, kinds, models and prices), tenants and prompts. 0 or
+ * -ENOMEM (out is then partial; free it anyway). */
+int findings_judge(const struct findings_tally *t,
+		   const struct findings_input *in, struct findings_list *out);
+
+/* Compute every finding that holds: findings_judge of in's own tally. 0
+ * or -ENOMEM (out is then partial; free it anyway). */
 int findings_compute(const struct findings_input *in,
 		     struct findings_list *out);
 

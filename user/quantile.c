@@ -38,22 +38,53 @@ int quantile_add(struct quantile *q, uint64_t v)
 	return 0;
 }
 
-double quantile_pct(const struct quantile *q, double p)
+double quantile_rank(const struct quantile *q, uint64_t k)
 {
-	uint64_t k, acc = 0;
+	uint64_t acc = 0;
 
-	if (!q->n || !q->count)
+	if (k >= q->n || !q->count)
 		return -1;
-	k = (uint64_t)ceil(p / 100.0 * (double)q->n);
-	if (!k)
-		k = 1;
 	for (uint32_t b = 0; b < QUANTILE_BUCKETS; b++) {
 		acc += q->count[b];
-		if (acc >= k)
+		if (acc > k)
 			return (double)(q->sum[b] / q->count[b]) +
 			       (double)(q->sum[b] % q->count[b]) / q->count[b];
 	}
 	return -1;
+}
+
+double quantile_pct(const struct quantile *q, double p)
+{
+	uint64_t k;
+
+	if (!q->n)
+		return -1;
+	k = (uint64_t)ceil(p / 100.0 * (double)q->n);
+	return quantile_rank(q, k ? k - 1 : 0);
+}
+
+int quantile_merge(struct quantile *into, const struct quantile *from)
+{
+	if (from->oom)
+		into->oom = 1;
+	if (!from->n)
+		return 0;
+	if (!into->count) {
+		into->count = calloc(QUANTILE_BUCKETS, sizeof(*into->count));
+		into->sum = calloc(QUANTILE_BUCKETS, sizeof(*into->sum));
+		if (!into->count || !into->sum) {
+			quantile_free(into);
+			into->oom = 1;
+			return -ENOMEM;
+		}
+	}
+	for (uint32_t b = 0; b < QUANTILE_BUCKETS; b++)
+		if (from->count[b]) {
+			into->count[b] += from->count[b];
+			into->sum[b] += from->sum[b];
+		}
+	into->n += from->n;
+	return 0;
 }
 
 void quantile_free(struct quantile *q)

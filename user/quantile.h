@@ -41,6 +41,14 @@ int quantile_add(struct quantile *q, uint64_t v_ns);
  * (the mean of its bucket); -1 with no values. */
 double quantile_pct(const struct quantile *q, double p);
 
+/* The k-th smallest value (from 0), as a double (its bucket's mean); -1
+ * when there are no more than k. */
+double quantile_rank(const struct quantile *q, uint64_t k);
+
+/* Adds from's values to into's (a histogram of two streams); 0, or
+ * -ENOMEM (into->oom says so). */
+int quantile_merge(struct quantile *into, const struct quantile *from);
+
 void quantile_free(struct quantile *q);
 
 #endif

@@ -1565,31 +1565,6 @@ static int build_groups(const struct report_input *in, struct report *r)
 	return 0;
 }
 
-/* The prompts' repeated and cached tokens, for the findings. */
-static void prefix_reuse(const struct report *r, struct findings_input *fi)
-{
-	for (size_t i = 0; i < r->nreqs; i++) {
-		const struct tt_request *q = &r->reqs[i].req;
-		double reach;
-
-		if (q->prompt_tokens <= 0)
-			continue;
-		fi->prompt_tokens += q->prompt_tokens;
-		if (q->prefix_bytes && q->prompt_bytes) {
-			reach = (double)q->prompt_tokens * q->prefix_bytes /
-				q->prompt_bytes;
-			fi->repeated_tokens += reach < q->prompt_tokens - 1 ?
-				(uint64_t)reach : (uint64_t)q->prompt_tokens - 1;
-		}
-		if (q->cached_source != TT_CACHED_NONE) {
-			fi->cache_known = true;
-			fi->cache_estimated |=
-				q->cached_source == TT_CACHED_ESTIMATE;
-			fi->cached_tokens += q->cached_tokens;
-		}
-	}
-}
-
 /* A device's name in the findings, with its id where another device has
  * the same name (the GPUs of a host are mostly of one model). */
 static void device_label(const struct report *r,
@@ -1605,50 +1580,84 @@ static void device_label(const struct report *r,
 	snprintf(buf, len, "%s", d->dev.name);
 }
 
-static int run_findings(const struct report_input *in, struct report *r)
-{
-	struct findings_device *fd = calloc(r->ndevs + 1, sizeof(*fd));
-	struct findings_tenant *ft = calloc(r->ntenants + 1, sizeof(*ft));
-	char (*label)[sizeof(r->devs->dev.name) + 24] =
-		calloc(r->ndevs + 1, sizeof(*label));
-	size_t n = 0;
-	int err = -ENOMEM;
+#define LABEL_MAX	(sizeof(((struct tt_device *)0)->name) + 24)
 
-	if (!fd || !ft || !label)
-		goto out;
+/* What r's findings are judged on: its attributed devices (their
+ * intervals ivs), tenants and prompts over its window. */
+struct judge_in {
+	struct findings_device *fd;
+	struct findings_tenant *ft;
+	char (*label)[LABEL_MAX];
+	struct findings_input fi;
+};
+
+static int judge_in_of(struct report *r, const struct tt_interval *ivs,
+		       size_t nivs, struct judge_in *j)
+{
+	size_t n = 0;
+
+	j->fd = calloc(r->ndevs + 1, sizeof(*j->fd));
+	j->ft = calloc(r->ntenants + 1, sizeof(*j->ft));
+	j->label = calloc(r->ndevs + 1, sizeof(*j->label));
+	if (!j->fd || !j->ft || !j->label)
+		return -ENOMEM;
 	for (size_t i = 0; i < r->ndevs; i++) {
 		struct report_device *d = &r->devs[i];
 		if (!d->attributed)
 			continue;
-		device_label(r, d, label[n], sizeof(label[n]));
-		fd[n] = (struct findings_device){
-			.name = label[n], .kind = d->dev.kind,
-			.ivs = in->ivs, .nivs = in->nivs, .id = d->dev.id,
+		device_label(r, d, j->label[n], sizeof(j->label[n]));
+		j->fd[n] = (struct findings_device){
+			.name = j->label[n], .kind = d->dev.kind,
+			.ivs = ivs, .nivs = nivs, .id = d->dev.id,
 			.steps = &d->steps, .model = &d->model,
 			.usd_per_hour = d->usd_per_hour,
-			.pid = d->pid, .comm_ns = d->comm_ns,
+			.comm_ns = d->comm_ns,
 		};
 		n++;
 	}
 	for (size_t i = 0; i < r->ntenants; i++)
-		ft[i] = (struct findings_tenant){
+		j->ft[i] = (struct findings_tenant){
 			.name = r->tenants[i].name,
 			.gpu_ns = r->tenants[i].gpu_ns,
 			.tokens = r->tenants[i].prompt_tokens +
 				  r->tenants[i].completion_tokens,
 		};
-	struct findings_input fi = {
-		.start_ns = in->start_ns, .end_ns = in->end_ns,
-		.reqs = in->reqs, .nreqs = in->nreqs, .devs = fd, .ndevs = n,
-		.tenants = ft, .ntenants = r->ntenants,
-		.max_batch = in->max_batch,
+	j->fi = (struct findings_input){
+		.start_ns = r->start_ns, .end_ns = r->end_ns,
+		.devs = j->fd, .ndevs = n,
+		.tenants = j->ft, .ntenants = r->ntenants,
+		.max_batch = r->max_batch, .prompts = r->prompts,
 	};
-	prefix_reuse(r, &fi);
-	err = findings_compute(&fi, &r->findings);
-out:
-	free(fd);
-	free(ft);
-	free(label);
+	return 0;
+}
+
+static void judge_in_free(struct judge_in *j)
+{
+	free(j->fd);
+	free(j->ft);
+	free(j->label);
+}
+
+/* The window's tally into r->tally, and the findings judged on it. */
+static int run_findings(const struct report_input *in, struct report *r)
+{
+	struct judge_in j;
+	int err;
+
+	r->max_batch = in->max_batch;
+	for (size_t i = 0; i < r->nreqs; i++)
+		findings_prompts_add(&r->prompts, &r->reqs[i].req);
+	err = judge_in_of(r, in->ivs, in->nivs, &j);
+	if (!err) {
+		j.fi.reqs = in->reqs;
+		j.fi.nreqs = in->nreqs;
+		j.fi.cut_before = in->cut_before;
+		j.fi.cut_after = in->cut_after;
+		r->tally = findings_tally_of(&j.fi);
+		err = r->tally ? findings_judge(r->tally, &j.fi, &r->findings)
+			       : -ENOMEM;
+	}
+	judge_in_free(&j);
 	return err;
 }
 
@@ -1720,7 +1729,7 @@ void report_free(struct report *r)
 	free(r->models);
 	free(r->hosts);
 	free(r->servers);
-	free(r->finding_shards);
+	findings_tally_free(r->tally);
 	findings_free(&r->findings);
 	memset(r, 0, sizeof(*r));
 }
@@ -1799,43 +1808,6 @@ static void device_merge(struct report_device *a,
 	steps_merge(&a->steps, &b->steps);
 }
 
-/* A finding of the shard: kept when acc has none of its id, or one less
- * severe (the first of the worst stands); counted per id. */
-static int finding_merge(struct report *acc, struct finding *f)
-{
-	for (size_t i = 0; i < acc->findings.n; i++) {
-		struct finding *g = &acc->findings.items[i];
-
-		if (strcmp(g->id, f->id))
-			continue;
-		acc->finding_shards[i]++;
-		if (f->severity > g->severity) {
-			cJSON_Delete(g->evidence);
-			*g = *f;
-			f->evidence = NULL;
-		}
-		return 0;
-	}
-	if (acc->findings.n == acc->findings.cap) {
-		size_t cap = acc->findings.cap ? 2 * acc->findings.cap : 16;
-		struct finding *v = realloc(acc->findings.items,
-					    cap * sizeof(*v));
-		uint32_t *k = realloc(acc->finding_shards, cap * sizeof(*k));
-
-		if (v)
-			acc->findings.items = v;
-		if (k)
-			acc->finding_shards = k;
-		if (!v || !k)
-			return -ENOMEM;
-		acc->findings.cap = cap;
-	}
-	acc->finding_shards[acc->findings.n] = 1;
-	acc->findings.items[acc->findings.n++] = *f;
-	f->evidence = NULL;
-	return 0;
-}
-
 int report_merge(struct report *acc, struct report *part)
 {
 	if (!acc->shards) {
@@ -1858,6 +1830,7 @@ int report_merge(struct report *acc, struct report *part)
 			 part->compute);
 		snprintf(acc->hooks, sizeof(acc->hooks), "%s", part->hooks);
 		acc->losses = part->losses;
+		acc->max_batch = part->max_batch;
 	} else {
 		for (size_t i = 0; i < part->ndevs; i++) {
 			struct report_device *a = dev_by_id(acc,
@@ -1891,12 +1864,16 @@ int report_merge(struct report *acc, struct report *part)
 		a->unattributed_ns += b->unattributed_ns;
 		a->comm_ns += b->comm_ns;
 	}
-	for (size_t i = 0; i < part->findings.n; i++) {
-		int err = finding_merge(acc, &part->findings.items[i]);
+	if (!acc->tally) {
+		acc->tally = part->tally;
+	} else if (part->tally) {
+		int err = findings_tally_join(acc->tally, part->tally);
 
+		part->tally = NULL;
 		if (err)
 			return err;
 	}
+	part->tally = NULL;
 	pick_model_dev(acc);
 	return 0;
 }
@@ -1917,6 +1894,7 @@ int report_add_request(struct report *r, const struct report_request *q)
 	s = find_server(r, q->req.pid);
 	if (s)
 		s->requests++;
+	findings_prompts_add(&r->prompts, &q->req);
 	r->streamed_requests++;
 	r->streamed_gpu_ns += q->gpu_ns;
 	return 0;
@@ -1924,25 +1902,20 @@ int report_add_request(struct report *r, const struct report_request *q)
 
 int report_finish_merged(struct report *r)
 {
+	struct judge_in j;
+	int err = 0;
+
 	group_finish(r->tenants, r->ntenants);
 	group_finish(r->models, r->nmodels);
-	for (size_t i = 0; i < r->findings.n; i++) {
-		struct finding *f = &r->findings.items[i];
-		cJSON *e = f->evidence;
-		char was[sizeof(f->summary)];
-
-		if (r->finding_shards && r->shards > 1) {
-			snprintf(was, sizeof(was), "%s", f->summary);
-			snprintf(f->summary, sizeof(f->summary), "in %u of %u "
-				 "time ranges (the worst shown): %.250s",
-				 r->finding_shards[i], r->shards, was);
-		}
-		if (e && r->finding_shards) {
-			cJSON_AddNumberToObject(e, "shards_holding",
-						r->finding_shards[i]);
-			cJSON_AddNumberToObject(e, "shards", r->shards);
-		}
+	findings_free(&r->findings);
+	if (r->tally) {
+		err = judge_in_of(r, NULL, 0, &j);
+		if (!err)
+			err = findings_judge(r->tally, &j.fi, &r->findings);
+		judge_in_free(&j);
 	}
+	if (err)
+		return err;
 	if (r->streamed_gpu_ns + r->unattributed_ns == r->busy_ns)
 		return 0;
 	fprintf(stderr, "tokentrace: report: conservation broken over the "

@@ -59,6 +59,9 @@ struct report_input {
 	const char *compute;	/* "cpu", "cupti", or "auto"/NULL: GPUs with
 				   work in the window, else the CPU */
 	uint32_t max_batch;	/* engine's batch limit if known, else 0 */
+	/* the window is a time range of a longer trace, with ranges before
+	   or after it (user/shard.c) */
+	bool cut_before, cut_after;
 	const char *hooks;	/* socket hooks in use; NULL or "": unknown */
 	struct report_losses losses;
 	/* several hosts: their names; host k's pids are shown plus k times
@@ -171,13 +174,17 @@ struct report {
 	size_t model_dev;		/* device whose cost model is shown,
 					   SIZE_MAX if none */
 	struct findings_list findings;
+	/* what they are judged on: the window's counts, its requests'
+	   prompts and the engine's batch limit */
+	struct findings_tally *tally;
+	struct findings_prompts prompts;
+	uint32_t max_batch;
 	struct report_losses losses;
 	uint64_t *token_store;		/* the copied token times */
 	/* a report merged from shards of one trace (report_merge): their
-	   number, per finding how many held it, and the requests, which
-	   were written out as they were done instead of kept */
+	   number, and the requests, which were written out as they were
+	   done instead of kept */
 	uint32_t shards;
-	uint32_t *finding_shards;
 	uint64_t streamed_requests, streamed_gpu_ns;
 };
 
@@ -192,13 +199,15 @@ void report_free(struct report *r);
 
 /*
  * A report of a long trace from reports of its shards (consecutive time
- * ranges, user/shard.c). report_merge adds a shard's devices, servers,
- * busy and unattributed time and findings to acc (zeroed at first; the
- * findings are moved out of part); its requests are not taken: each is
- * merged over the shards it spans with report_request_merge, finished
- * (report_request_finish: its interval) and counted into the tenants,
- * models and servers with report_add_request; report_finish_merged
- * closes the groups and checks conservation over the whole (-EPROTO).
+ * ranges, user/shard.c), merged in time order. report_merge adds a
+ * shard's devices, servers, busy and unattributed time and what its
+ * findings are judged on to acc (zeroed at first; the tally is moved out
+ * of part); its requests are not taken: each is merged over the shards it
+ * spans with report_request_merge, finished (report_request_finish: its
+ * interval) and counted into the tenants, models, servers and prompts
+ * with report_add_request; report_finish_merged closes the groups,
+ * judges the findings on the whole and checks conservation over it
+ * (-EPROTO).
  */
 int report_merge(struct report *acc, struct report *part);
 void report_request_merge(struct report_request *into,

@@ -148,6 +148,7 @@ static int scan_file(void *ctx, size_t file, struct collect_part *p)
 struct shard {
 	uint64_t from, to;		/* [from, to); to 0: to the end */
 	uint64_t start, end;		/* its report's window */
+	bool first, last;
 };
 
 struct run {
@@ -258,6 +259,8 @@ static void *build(void *arg)
 	j->c.end_ns = sh->end;
 	if (!j->err)
 		j->err = collect_report_input(&j->c, j->r.cfg->prices, &in);
+	in.cut_before = !sh->first;
+	in.cut_after = !sh->last;
 	if (!j->err)
 		j->err = report_build(&in, &j->rep);
 	if (!j->err)
@@ -361,7 +364,8 @@ static int cut_shards(const struct scan *s, uint64_t start, uint64_t end,
 			}
 			v = p;
 		}
-		v[k] = (struct shard){ k ? at : from_ns, edge, at, edge };
+		v[k] = (struct shard){ k ? at : from_ns, edge, at, edge,
+				       !k, false };
 		k++;
 		at = edge;
 		acc = 0;
@@ -374,7 +378,7 @@ static int cut_shards(const struct scan *s, uint64_t start, uint64_t end,
 		}
 		v = p;
 	}
-	v[k] = (struct shard){ k ? at : from_ns, 0, at, end };
+	v[k] = (struct shard){ k ? at : from_ns, 0, at, end, !k, true };
 	k++;
 	*out = v;
 	*n = k;

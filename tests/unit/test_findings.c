@@ -392,8 +392,9 @@ static struct findings_list reuse_findings(uint64_t prompt, uint64_t repeated,
 {
 	struct findings_input in = {
 		.start_ns = 0, .end_ns = 1000000000,
-		.prompt_tokens = prompt, .repeated_tokens = repeated,
-		.cache_known = known, .cached_tokens = cached,
+		.prompts = { .prompt_tokens = prompt,
+			     .repeated_tokens = repeated,
+			     .cache_known = known, .cached_tokens = cached },
 	};
 	struct findings_list l;
 

@@ -157,6 +157,70 @@ Test(shard, reading_only_a_range_s_blocks_or_several_at_once_changes_nothing)
 	collect_free(&wc);
 }
 
+/* What a finding is about: its device, server or tenant. */
+static void subject(const struct finding *f, char *buf, size_t len)
+{
+	cJSON *d = cJSON_GetObjectItem(f->evidence, "device");
+	cJSON *p = cJSON_GetObjectItem(f->evidence, "pid");
+
+	snprintf(buf, len, "%s/%s/%.0f", f->id,
+		 cJSON_IsString(d) ? d->valuestring : "",
+		 cJSON_IsNumber(p) ? p->valuedouble : 0);
+}
+
+/* Findings judged on the steps and the model (which a range cuts and fits
+ * on its own) come close; the rest (idle time and its split, kernels,
+ * copies, communication, load, prompts) are sums over the window, the
+ * same to the nanosecond. */
+static bool on_steps(const char *id)
+{
+	return !strcmp(id, "prefill_interference") ||
+	       !strcmp(id, "low_batch_occupancy") ||
+	       !strcmp(id, "tenant_skew");
+}
+
+/* Every finding of the whole, once, in the sharded report, and no other. */
+static void same_findings(const char *what, const struct report *s,
+			  const struct report *w)
+{
+	cr_expect_eq(s->findings.n, w->findings.n, "%s: %zu findings, %zu "
+		     "whole", what, s->findings.n, w->findings.n);
+	for (size_t i = 0; i < w->findings.n; i++) {
+		const struct finding *a = &w->findings.items[i], *b = NULL;
+		char ka[256], kb[256];
+		cJSON *x;
+
+		subject(a, ka, sizeof(ka));
+		for (size_t j = 0; j < s->findings.n; j++) {
+			subject(&s->findings.items[j], kb, sizeof(kb));
+			if (!strcmp(ka, kb)) {
+				cr_expect_null(b, "%s: %s twice", what, ka);
+				b = &s->findings.items[j];
+			}
+		}
+		cr_expect(b, "%s: %s not found by ranges", what, ka);
+		if (!b)
+			continue;
+		cr_expect_eq(b->severity, a->severity, "%s: %s", what, ka);
+		if (!on_steps(a->id))
+			cr_expect_str_eq(b->summary, a->summary, "%s", what);
+		cJSON_ArrayForEach(x, a->evidence) {
+			cJSON *y = cJSON_GetObjectItem(b->evidence, x->string);
+			double tol;
+
+			if (!cJSON_IsNumber(x))
+				continue;
+			cr_assert(cJSON_IsNumber(y), "%s: %s: no %s", what, ka,
+				  x->string);
+			tol = on_steps(a->id) ? 0.02 * fabs(x->valuedouble) : 0;
+			cr_expect_leq(fabs(y->valuedouble - x->valuedouble), tol,
+				      "%s: %s: %s %.9g by ranges, %.9g whole",
+				      what, ka, x->string, y->valuedouble,
+				      x->valuedouble);
+		}
+	}
+}
+
 /* A clean engine, as tools/bench/gentrace writes, but with 7 ms steps
  * that the ranges' edges (tenths of a second) cut anywhere: 4 kernels and the copy of
  * the sampled ids a step, one token to each of 8 requests in flight. */
@@ -258,6 +322,9 @@ Test(shard, requests_that_span_ranges_get_their_parts_summed)
 	unlink(path);
 	cr_expect_geq(n, 4, "only %u ranges", n);
 	same_totals("engine", &s, &w, 0.01);
+	same_findings("engine", &s, &w);
+	cr_expect(findings_get(&w.findings, "idle_with_demand"),
+		  "the engine's gaps between steps are not found");
 
 	/* every request, found again by its id in the sharded output */
 	char *arr = malloc(strlen(text) + 3);
@@ -287,6 +354,28 @@ Test(shard, requests_that_span_ranges_get_their_parts_summed)
 		      seen);
 	cJSON_Delete(got);
 	free(arr);
+	free(text);
+	report_free(&s);
+	report_free(&w);
+	collect_free(&wc);
+}
+
+/* A recorded trace of two GPUs, cut in ranges anywhere: its findings are
+ * the whole trace's, each once. */
+Test(shard, findings_by_ranges_are_the_whole_trace_s)
+{
+	const char *path = "tests/data/gpu-sim-tp2.tt";
+	struct report s, w;
+	struct collect wc;
+	uint32_t n;
+	char *text;
+
+	text = sharded(path, 2000, 2, false, &s, &n);
+	whole(path, &wc, &w);
+	cr_expect_geq(n, 4, "only %u ranges", n);
+	cr_expect_geq(w.findings.n, 4, "the trace has %zu findings",
+		      w.findings.n);
+	same_findings("gpu-sim-tp2", &s, &w);
 	free(text);
 	report_free(&s);
 	report_free(&w);
