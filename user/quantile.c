@@ -19,19 +19,26 @@ static uint32_t bucket_of(uint64_t v)
 	       (uint32_t)((v >> (e - QUANTILE_SUB_BITS)) - QUANTILE_SUB);
 }
 
+/* The buckets, allocated at the first value: 0 or -ENOMEM (q->oom). */
+static int buckets(struct quantile *q)
+{
+	if (q->count)
+		return 0;
+	q->count = calloc(QUANTILE_BUCKETS, sizeof(*q->count));
+	q->sum = calloc(QUANTILE_BUCKETS, sizeof(*q->sum));
+	if (q->count && q->sum)
+		return 0;
+	quantile_free(q);
+	q->oom = 1;
+	return -ENOMEM;
+}
+
 int quantile_add(struct quantile *q, uint64_t v)
 {
 	uint32_t b = bucket_of(v);
 
-	if (!q->count) {
-		q->count = calloc(QUANTILE_BUCKETS, sizeof(*q->count));
-		q->sum = calloc(QUANTILE_BUCKETS, sizeof(*q->sum));
-		if (!q->count || !q->sum) {
-			quantile_free(q);
-			q->oom = 1;
-			return -ENOMEM;
-		}
-	}
+	if (buckets(q))
+		return -ENOMEM;
 	q->count[b]++;
 	q->sum[b] += v;
 	q->n++;
@@ -69,15 +76,8 @@ int quantile_merge(struct quantile *into, const struct quantile *from)
 		into->oom = 1;
 	if (!from->n)
 		return 0;
-	if (!into->count) {
-		into->count = calloc(QUANTILE_BUCKETS, sizeof(*into->count));
-		into->sum = calloc(QUANTILE_BUCKETS, sizeof(*into->sum));
-		if (!into->count || !into->sum) {
-			quantile_free(into);
-			into->oom = 1;
-			return -ENOMEM;
-		}
-	}
+	if (buckets(into))
+		return -ENOMEM;
 	for (uint32_t b = 0; b < QUANTILE_BUCKETS; b++)
 		if (from->count[b]) {
 			into->count[b] += from->count[b];

@@ -1638,14 +1638,17 @@ static void judge_in_free(struct judge_in *j)
 	free(j->label);
 }
 
-/* The window's tally into r->tally, and the findings judged on it. */
+/* The window's tally into r->tally, and the findings judged on it; a
+ * time range of a longer trace is only counted (its findings are judged
+ * on the whole, report_finish_merged). */
 static int run_findings(const struct report_input *in, struct report *r)
 {
+	bool range = in->cut_before || in->cut_after;
 	struct judge_in j;
 	int err;
 
 	r->max_batch = in->max_batch;
-	for (size_t i = 0; i < r->nreqs; i++)
+	for (size_t i = 0; !range && i < r->nreqs; i++)
 		findings_prompts_add(&r->prompts, &r->reqs[i].req);
 	err = judge_in_of(r, in->ivs, in->nivs, &j);
 	if (!err) {
@@ -1654,8 +1657,8 @@ static int run_findings(const struct report_input *in, struct report *r)
 		j.fi.cut_before = in->cut_before;
 		j.fi.cut_after = in->cut_after;
 		r->tally = findings_tally_of(&j.fi);
-		err = r->tally ? findings_judge(r->tally, &j.fi, &r->findings)
-			       : -ENOMEM;
+		err = !r->tally ? -ENOMEM : range ? 0 :
+		      findings_judge(r->tally, &j.fi, &r->findings);
 	}
 	judge_in_free(&j);
 	return err;
@@ -1864,18 +1867,16 @@ int report_merge(struct report *acc, struct report *part)
 		a->unattributed_ns += b->unattributed_ns;
 		a->comm_ns += b->comm_ns;
 	}
-	if (!acc->tally) {
-		acc->tally = part->tally;
-	} else if (part->tally) {
-		int err = findings_tally_join(acc->tally, part->tally);
+	struct findings_tally *t = part->tally;
+	int err = 0;
 
-		part->tally = NULL;
-		if (err)
-			return err;
-	}
 	part->tally = NULL;
+	if (!acc->tally)
+		acc->tally = t;
+	else if (t)
+		err = findings_tally_join(acc->tally, t);
 	pick_model_dev(acc);
-	return 0;
+	return err;
 }
 
 int report_add_request(struct report *r, const struct report_request *q)
