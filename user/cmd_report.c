@@ -70,6 +70,8 @@ struct rc_trace {
 	   requests as they were done (ns) */
 	bool latencies;
 	struct quantile ttft, itl;
+	/* --format html: the charts, gathered as the trace is read */
+	struct html_series *html;
 };
 
 static void report_usage(FILE *f)
@@ -400,11 +402,30 @@ static int put_request(void *ctx, const struct report_request *q)
 	     k < r->token_ns_len; k++)
 		if (quantile_add(&t->itl, r->token_ns[k] - r->token_ns[k - 1]))
 			return -ENOMEM;
+	if (t->html && html_series_request(t->html, r))
+		return -ENOMEM;
 	if (!t->requests)
 		return 0;
 	if (t->nrequests++ && fputc(',', t->requests) == EOF)
 		return -EIO;
 	return report_request_write_json(q, t->requests);
+}
+
+static int html_begin(void *ctx, uint64_t start_ns, uint64_t end_ns)
+{
+	struct rc_trace *t = ctx;
+
+	return html_series_init(t->html, start_ns, end_ns);
+}
+
+static int html_part(void *ctx, uint32_t index, uint64_t from,
+		     const struct report *rep, const struct collect *c)
+{
+	struct rc_trace *t = ctx;
+
+	(void)index;
+	(void)from;
+	return html_series_part(t->html, rep, c);
 }
 
 /*
@@ -420,6 +441,8 @@ static int shard_trace(struct rc_trace *t, char *const *paths, int n,
 		.prices = &p, .max_events = a->shard_events,
 		.jobs = a->jobs, .all_blocks = a->shard_all_blocks,
 		.log = stderr, .request = put_request, .ctx = t,
+		.begin = t->html ? html_begin : NULL,
+		.part = t->html ? html_part : NULL,
 	};
 	int err;
 
@@ -588,6 +611,7 @@ int cmd_report(int argc, char **argv)
 {
 	struct rc_args a = { 0 };
 	struct rc_trace t = { 0 };
+	struct html_series html = { 0 };
 	FILE *f = NULL;
 	int ret = parse_args(argc, argv, &a, 1, report_usage), err;
 
@@ -595,14 +619,17 @@ int cmd_report(int argc, char **argv)
 		free_args(&a);
 		return ret > 0 ? TT_EXIT_OK : TT_EXIT_USAGE;
 	}
-	err = a.format == RC_HTML ? 1 :
-	      shard_trace(&t, a.files, a.nfiles, &a, a.format == RC_JSON);
+	if (a.format == RC_HTML)
+		t.html = &html;
+	err = shard_trace(&t, a.files, a.nfiles, &a, a.format == RC_JSON);
 	if (err > 0)
 		err = load_trace(&t, a.files, a.nfiles, &a);
 	if (!err && !(f = open_out(a.out)))
 		err = -EIO;
 	if (!err && a.format == RC_JSON)
 		err = write_json(&t, a.files[0], f);
+	else if (!err && a.format == RC_HTML && t.sharded)
+		err = html_write(&t.r, &html, &t.c, f);
 	else if (!err && a.format == RC_HTML)
 		err = html_write_report(&t.r, &t.c, f);
 	else if (!err)
@@ -610,6 +637,7 @@ int cmd_report(int argc, char **argv)
 	if (f && close_out(f, a.out ? a.out : "stdout") && !err)
 		err = -EIO;
 	free_trace(&t);
+	html_series_free(&html);
 	free_args(&a);
 	return err ? TT_EXIT_FAIL : TT_EXIT_OK;
 }

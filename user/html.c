@@ -27,6 +27,7 @@
 
 #include "export.h"
 #include "html.h"
+#include "quantile.h"
 #include "steps.h"
 
 #define W	720.0
@@ -141,40 +142,149 @@ static double max_of(const double *v, size_t n)
 	return m;
 }
 
-/* ---- device busy/idle over time ------------------------------------------ */
+/* ---- what the charts draw, whole or range by range ---------------------- */
 
-static int busy_fracs(const struct report *r, const struct report_device *d,
-		      const struct collect *c, double *frac)
+int html_series_init(struct html_series *s, uint64_t start_ns,
+		     uint64_t end_ns)
 {
-	uint64_t w = r->window_ns;
-
-	if (d->attributed && d->steps.busy) {
-		for (size_t k = 0; k < HTML_BUCKETS; k++) {
-			uint64_t a = r->start_ns + w * k / HTML_BUCKETS;
-			uint64_t b = r->start_ns + w * (k + 1) / HTML_BUCKETS;
-
-			frac[k] = b > a ? (double)steps_busy_in(d->steps.busy,
-					d->steps.nbusy, a, b) / (b - a) : 0;
-		}
-		return 0;
-	}
-	if (!c) {
-		memset(frac, 0, HTML_BUCKETS * sizeof(*frac));
-		return 0;
-	}
-	return export_busy_buckets(c->ivs, c->nivs, d->dev.id, r->start_ns,
-				   r->end_ns, frac, HTML_BUCKETS);
+	memset(s, 0, sizeof(*s));
+	s->start_ns = start_ns;
+	s->window_ns = end_ns > start_ns ? end_ns - start_ns : 0;
+	return 0;
 }
 
+static struct html_dev_series *series_dev(struct html_series *s, uint32_t id)
+{
+	struct html_dev_series *v;
+
+	for (size_t i = 0; i < s->ndevs; i++)
+		if (s->devs[i].id == id)
+			return &s->devs[i];
+	v = realloc(s->devs, (s->ndevs + 1) * sizeof(*v));
+	if (!v)
+		return NULL;
+	s->devs = v;
+	v = &s->devs[s->ndevs++];
+	memset(v, 0, sizeof(*v));
+	v->id = id;
+	return v;
+}
+
+/* Bucket k's edges, [*a, *b), as offsets into the window. */
+static void bucket_edges(const struct html_series *s, size_t k, uint64_t *a,
+			 uint64_t *b)
+{
+	*a = (uint64_t)((unsigned __int128)s->window_ns * k / HTML_BUCKETS);
+	*b = (uint64_t)((unsigned __int128)s->window_ns * (k + 1) /
+			HTML_BUCKETS);
+}
+
+/* Busy spans of one range into the buckets they cross. */
+static void add_spans(const struct html_series *s, struct html_dev_series *v,
+		      const struct steps_span *sp, size_t n)
+{
+	for (size_t k = 0; k < HTML_BUCKETS; k++) {
+		uint64_t a, b;
+
+		bucket_edges(s, k, &a, &b);
+		if (b > a)
+			v->busy_ns[k] += (double)steps_busy_in(sp, n,
+					s->start_ns + a, s->start_ns + b);
+	}
+}
+
+/* The steps of one range into the batch buckets. */
+static void add_steps(const struct html_series *s, struct html_dev_series *v,
+		      const struct steps_result *st)
+{
+	for (uint32_t i = 0; i < st->nsteps && s->window_ns; i++) {
+		const struct steps_step *x = &st->steps[i];
+		uint64_t off = x->start_ns > s->start_ns ? x->start_ns -
+			       s->start_ns : 0;
+		size_t k = (size_t)((double)off / s->window_ns * HTML_BUCKETS);
+
+		k = k < HTML_BUCKETS ? k : HTML_BUCKETS - 1;
+		v->batch_sum[k] += x->n;
+		v->batch_n[k]++;
+		v->batch_max = x->n > v->batch_max ? x->n : v->batch_max;
+		v->nsteps++;
+		v->entries += x->n;
+	}
+}
+
+int html_series_part(struct html_series *s, const struct report *r,
+		     const struct collect *c)
+{
+	for (size_t i = 0; i < r->ndevs; i++) {
+		const struct report_device *d = &r->devs[i];
+		struct html_dev_series *v = series_dev(s, d->dev.id);
+		struct steps_span *sp = NULL;
+		size_t n = 0;
+		uint64_t busy;
+
+		if (!v)
+			return -ENOMEM;
+		if (d->attributed && d->steps.busy) {
+			add_spans(s, v, d->steps.busy, d->steps.nbusy);
+		} else if (c) {
+			if (steps_union(c->ivs, c->nivs, d->dev.id, r->start_ns,
+					r->end_ns, &sp, &n, &busy))
+				return -ENOMEM;
+			add_spans(s, v, sp, n);
+			free(sp);
+		}
+		if (d->attributed)
+			add_steps(s, v, &d->steps);
+	}
+	return 0;
+}
+
+static int latency_add(struct html_latency *l, uint64_t ns)
+{
+	l->max_ns = ns > l->max_ns ? ns : l->max_ns;
+	l->sum_ns += ns;
+	return quantile_add(&l->q, ns);
+}
+
+int html_series_request(struct html_series *s, const struct tt_request *q)
+{
+	if (q->ttft_ms >= 0 &&
+	    latency_add(&s->ttft, (uint64_t)llround(q->ttft_ms * 1e6)))
+		return -ENOMEM;
+	for (uint32_t k = 1; q->token_ns && k < q->token_ns_len; k++)
+		if (q->token_ns[k] >= q->token_ns[k - 1] &&
+		    latency_add(&s->itl, q->token_ns[k] - q->token_ns[k - 1]))
+			return -ENOMEM;
+	return 0;
+}
+
+void html_series_free(struct html_series *s)
+{
+	free(s->devs);
+	quantile_free(&s->ttft.q);
+	quantile_free(&s->itl.q);
+	memset(s, 0, sizeof(*s));
+}
+
+/* ---- device busy/idle over time ------------------------------------------ */
+
 static void chart_busy(const struct report *r, size_t i,
-		       const struct collect *c, FILE *f)
+		       const struct html_series *s, FILE *f)
 {
 	const struct report_device *d = &r->devs[i];
+	const struct html_dev_series *v = NULL;
 	double frac[HTML_BUCKETS], bw = PW / HTML_BUCKETS;
 	char id[32], title[160], tip[96], cap[256];
 
-	if (busy_fracs(r, d, c, frac))
-		return;
+	for (size_t j = 0; j < s->ndevs; j++)
+		if (s->devs[j].id == d->dev.id)
+			v = &s->devs[j];
+	for (size_t k = 0; k < HTML_BUCKETS; k++) {
+		uint64_t a, b;
+
+		bucket_edges(s, k, &a, &b);
+		frac[k] = v && b > a ? v->busy_ns[k] / (double)(b - a) : 0;
+	}
 	snprintf(id, sizeof(id), "chart-busy-%zu", i);
 	snprintf(title, sizeof(title), "Device busy/idle over time: %s",
 		 d->dev.name);
@@ -201,46 +311,52 @@ static void chart_busy(const struct report *r, size_t i,
 
 /* ---- batch size over time ------------------------------------------------ */
 
-static const struct report_device *steps_dev(const struct report *r)
+/* The device whose steps are drawn: the one the cost model is of, else
+ * the first with steps. */
+static const struct html_dev_series *steps_dev(const struct report *r,
+					       const struct html_series *s,
+					       const char **name)
 {
-	if (r->model_dev != SIZE_MAX && r->devs[r->model_dev].steps.nsteps)
-		return &r->devs[r->model_dev];
-	for (size_t i = 0; i < r->ndevs; i++)
-		if (r->devs[i].attributed && r->devs[i].steps.nsteps)
-			return &r->devs[i];
-	return NULL;
+	const struct html_dev_series *pick = NULL;
+
+	for (size_t j = 0; j < s->ndevs; j++) {
+		const struct html_dev_series *v = &s->devs[j];
+
+		if (!v->nsteps)
+			continue;
+		if (r->model_dev != SIZE_MAX &&
+		    r->devs[r->model_dev].dev.id == v->id) {
+			pick = v;
+			break;
+		}
+		pick = pick ? pick : v;
+	}
+	for (size_t i = 0; pick && i < r->ndevs; i++)
+		if (r->devs[i].dev.id == pick->id)
+			*name = r->devs[i].dev.name;
+	return pick;
 }
 
-static void chart_batch(const struct report *r, FILE *f)
+static void chart_batch(const struct report *r, const struct html_series *s,
+			FILE *f)
 {
-	const struct report_device *d = steps_dev(r);
-	double sum[HTML_BUCKETS] = { 0 }, n[HTML_BUCKETS] = { 0 };
-	double mean[HTML_BUCKETS], all = 0, maxb = 0;
+	const char *name = "";
+	const struct html_dev_series *v = steps_dev(r, s, &name);
+	double mean[HTML_BUCKETS], maxb = v ? v->batch_max : 0;
 	char cap[256];
-	uint32_t ns = d ? d->steps.nsteps : 0;
 
-	for (uint32_t i = 0; i < ns && r->window_ns; i++) {
-		const struct steps_step *s = &d->steps.steps[i];
-		uint64_t off = s->start_ns > r->start_ns ? s->start_ns -
-			       r->start_ns : 0;
-		size_t k = (size_t)((double)off / r->window_ns * HTML_BUCKETS);
-
-		k = k < HTML_BUCKETS ? k : HTML_BUCKETS - 1;
-		sum[k] += s->n;
-		n[k]++;
-		all += s->n;
-		maxb = s->n > maxb ? s->n : maxb;
-	}
 	for (size_t k = 0; k < HTML_BUCKETS; k++)
-		mean[k] = n[k] ? sum[k] / n[k] : 0;
+		mean[k] = v && v->batch_n[k] ? v->batch_sum[k] / v->batch_n[k]
+					     : 0;
 	svg_open(f, "chart-batch", "Batch size over time (mean per bucket)");
 	svg_axes(f, maxb > 0 ? maxb : 1, "", "0 s", "");
 	bars(f, mean, HTML_BUCKETS, maxb > 0 ? maxb : 1, "batch", NULL);
 	fprintf(f, "<text class=\"xl end\" x=\"%g\" y=\"%g\">%.3f s</text>\n",
 		ML + PW, H - 8, r->window_ns / 1e9);
-	if (ns)
-		snprintf(cap, sizeof(cap), "%u steps on %s: mean batch %.2f, "
-			 "largest %.0f.", ns, d->dev.name, all / ns, maxb);
+	if (v)
+		snprintf(cap, sizeof(cap), "%" PRIu64 " steps on %s: mean "
+			 "batch %.2f, largest %.0f.", v->nsteps, name,
+			 (double)v->entries / v->nsteps, maxb);
 	else
 		snprintf(cap, sizeof(cap), "No steps: no device was "
 			 "attributed.");
@@ -312,19 +428,15 @@ static int chart_tenants(const struct report *r, FILE *f)
 /* ---- histograms ---------------------------------------------------------- */
 
 static void histogram(FILE *f, const char *id, const char *title,
-		      const double *v, size_t n, const char *what)
+		      const struct html_latency *l, const char *what)
 {
-	double cnt[HTML_BINS] = { 0 }, hi = max_of(v, n), sum = 0;
+	double cnt[HTML_BINS], hi = l->max_ns / 1e6;
+	uint64_t n = l->q.n;
 	char right[32], cap[200], tips[HTML_BINS][64];
 	const char *tp[HTML_BINS];
 
 	hi = hi > 0 ? hi : 1;
-	for (size_t i = 0; i < n; i++) {
-		size_t k = (size_t)(v[i] / hi * HTML_BINS);
-
-		cnt[k < HTML_BINS ? k : HTML_BINS - 1]++;
-		sum += v[i];
-	}
+	quantile_bins(&l->q, hi * 1e6, cnt, HTML_BINS);
 	for (size_t k = 0; k < HTML_BINS; k++) {
 		snprintf(tips[k], sizeof(tips[k]), "%.3f-%.3f ms: %.0f",
 			 hi * k / HTML_BINS, hi * (k + 1) / HTML_BINS, cnt[k]);
@@ -334,40 +446,20 @@ static void histogram(FILE *f, const char *id, const char *title,
 	snprintf(right, sizeof(right), "%.3f ms", hi);
 	svg_axes(f, fmax(max_of(cnt, HTML_BINS), 1), "", "0 ms", right);
 	bars(f, cnt, HTML_BINS, fmax(max_of(cnt, HTML_BINS), 1), "hist", tp);
-	snprintf(cap, sizeof(cap), "%zu %s: mean %.3f ms, max %.3f ms.", n,
-		 what, n ? sum / n : 0, n ? hi : 0);
+	snprintf(cap, sizeof(cap), "%" PRIu64 " %s: mean %.3f ms, max %.3f "
+		 "ms.", n, what, n ? (double)(l->sum_ns / n) / 1e6 : 0,
+		 n ? hi : 0);
 	svg_close(f, cap, NULL);
 }
 
-static int chart_latency(const struct report *r, FILE *f)
+static int chart_latency(const struct html_series *s, FILE *f)
 {
-	size_t nt = 0, ni = 0, cap = 0;
-	double *ttft = calloc(r->nreqs + 1, sizeof(*ttft)), *itl;
-
-	for (size_t i = 0; i < r->nreqs; i++)
-		cap += r->reqs[i].req.token_ns_len;
-	itl = calloc(cap + 1, sizeof(*itl));
-	if (!ttft || !itl) {
-		free(ttft);
-		free(itl);
+	if (s->ttft.q.oom || s->itl.q.oom)
 		return -ENOMEM;
-	}
-	for (size_t i = 0; i < r->nreqs; i++) {
-		const struct tt_request *q = &r->reqs[i].req;
-
-		if (q->ttft_ms >= 0)
-			ttft[nt++] = q->ttft_ms;
-		for (uint32_t k = 1; q->token_ns && k < q->token_ns_len; k++)
-			if (q->token_ns[k] >= q->token_ns[k - 1])
-				itl[ni++] = (q->token_ns[k] -
-					     q->token_ns[k - 1]) / 1e6;
-	}
 	histogram(f, "chart-ttft", "Time to first token (TTFT) distribution",
-		  ttft, nt, "requests with a first token");
+		  &s->ttft, "requests with a first token");
 	histogram(f, "chart-itl", "Inter-token latency (ITL) distribution",
-		  itl, ni, "gaps between tokens");
-	free(ttft);
-	free(itl);
+		  &s->itl, "gaps between tokens");
 	return 0;
 }
 
@@ -565,7 +657,7 @@ static void page_head(const struct report *r, const struct collect *c,
 		"<style>\n%s</style>\n</head>\n<body>\n<h1>tokentrace report"
 		"</h1>\n<p id=\"summary\">Window %.3f s, %zu requests, %zu "
 		"devices, compute source ", style, r->window_ns / 1e9,
-		r->nreqs, r->ndevs);
+		r->shards ? (size_t)r->streamed_requests : r->nreqs, r->ndevs);
 	html_escape(f, r->compute);
 	if (c && c->host.hostname[0]) {
 		fputs(", host ", f);
@@ -586,22 +678,22 @@ static void page_losses(const struct report *r, FILE *f)
 		l->cupti_records);
 }
 
-int html_write_report(const struct report *r, const struct collect *c,
-		      FILE *f)
+int html_write(const struct report *r, const struct html_series *s,
+	       const struct collect *c, FILE *f)
 {
 	int err = 0;
 
 	page_head(r, c, f);
 	fputs("<h2>Device busy and idle over time</h2>\n", f);
 	for (size_t i = 0; i < r->ndevs; i++)
-		chart_busy(r, i, c, f);
+		chart_busy(r, i, s, f);
 	fputs("<h2>Batch size over time</h2>\n", f);
-	chart_batch(r, f);
+	chart_batch(r, s, f);
 	fputs("<h2>Cost per tenant</h2>\n", f);
 	err = chart_tenants(r, f);
 	fputs("<h2>Latency</h2>\n", f);
 	if (!err)
-		err = chart_latency(r, f);
+		err = chart_latency(s, f);
 	findings(r, f);
 	table_devices(r, f);
 	table_groups(f, "tenants", "Tenants", r->tenants, r->ntenants);
@@ -612,6 +704,22 @@ int html_write_report(const struct report *r, const struct collect *c,
 	if (err)
 		return err;
 	return ferror(f) ? -EIO : 0;
+}
+
+int html_write_report(const struct report *r, const struct collect *c,
+		      FILE *f)
+{
+	struct html_series s;
+	int err = html_series_init(&s, r->start_ns, r->end_ns);
+
+	if (!err)
+		err = html_series_part(&s, r, c);
+	for (size_t i = 0; !err && i < r->nreqs; i++)
+		err = html_series_request(&s, &r->reqs[i].req);
+	if (!err)
+		err = html_write(r, &s, c, f);
+	html_series_free(&s);
+	return err;
 }
 
 /* ---- the plan ------------------------------------------------------------ */

@@ -33,6 +33,13 @@ static int buckets(struct quantile *q)
 	return -ENOMEM;
 }
 
+/* The mean of bucket b's values (it holds some), exact in 128 bits. */
+static double mean_of(const struct quantile *q, uint32_t b)
+{
+	return (double)(q->sum[b] / q->count[b]) +
+	       (double)(q->sum[b] % q->count[b]) / q->count[b];
+}
+
 int quantile_add(struct quantile *q, uint64_t v)
 {
 	uint32_t b = bucket_of(v);
@@ -54,8 +61,7 @@ double quantile_rank(const struct quantile *q, uint64_t k)
 	for (uint32_t b = 0; b < QUANTILE_BUCKETS; b++) {
 		acc += q->count[b];
 		if (acc > k)
-			return (double)(q->sum[b] / q->count[b]) +
-			       (double)(q->sum[b] % q->count[b]) / q->count[b];
+			return mean_of(q, b);
 	}
 	return -1;
 }
@@ -85,6 +91,22 @@ int quantile_merge(struct quantile *into, const struct quantile *from)
 		}
 	into->n += from->n;
 	return 0;
+}
+
+void quantile_bins(const struct quantile *q, double hi, double *cnt,
+		   size_t nbins)
+{
+	for (size_t k = 0; k < nbins; k++)
+		cnt[k] = 0;
+	for (uint32_t b = 0; q->count && nbins && b < QUANTILE_BUCKETS; b++) {
+		double k;
+
+		if (!q->count[b])
+			continue;
+		k = hi > 0 ? floor(mean_of(q, b) / hi * (double)nbins) : 0;
+		cnt[k < (double)nbins ? (size_t)k : nbins - 1] +=
+			(double)q->count[b];
+	}
 }
 
 void quantile_free(struct quantile *q)

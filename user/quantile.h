@@ -21,6 +21,7 @@
 #ifndef TT_QUANTILE_H
 #define TT_QUANTILE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define QUANTILE_SUB_BITS	11
@@ -48,6 +49,13 @@ double quantile_rank(const struct quantile *q, uint64_t k);
 /* Adds from's values to into's (a histogram of two streams); 0, or
  * -ENOMEM (into->oom says so). */
 int quantile_merge(struct quantile *into, const struct quantile *from);
+
+/* Counts of the values in nbins equal bins of [0, hi] into cnt (zeroed
+ * first; a value at or past hi in the last): each bucket's values in the
+ * bin of their mean, so a value within a 2048th of a bin's edge may be
+ * counted across it. */
+void quantile_bins(const struct quantile *q, double hi, double *cnt,
+		   size_t nbins);
 
 void quantile_free(struct quantile *q);
 

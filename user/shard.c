@@ -524,6 +524,11 @@ int shard_report(const struct shard_cfg *cfg, struct shard_trace *t,
 		err = 1;
 		goto out;
 	}
+	if (cfg->begin) {
+		err = cfg->begin(cfg->ctx, t->c.start_ns, t->c.end_ns);
+		if (err)
+			goto out;
+	}
 	for (size_t i = 0; i < ch.nfiles; i++)
 		maxblocks = sc.f[i].nb > maxblocks ? sc.f[i].nb : maxblocks;
 	t->on_cpu_ns = calloc(t->c.ndevs + 1, sizeof(uint64_t));

@@ -48,6 +48,9 @@ struct shard_cfg {
 	/* each request, done, with its token times (good for the call
 	 * only): 0 or a negative errno (stops) */
 	int (*request)(void *ctx, const struct report_request *q);
+	/* once the trace's window is known, before any shard: the merged
+	 * report's window. NULL: none */
+	int (*begin)(void *ctx, uint64_t start_ns, uint64_t end_ns);
 	/* each shard, in order, after its requests: its report and the
 	 * collect it was built from (both freed after the call); from: the
 	 * shard's start (its first shard's: the --from), an interval that

@@ -110,3 +110,29 @@ Test(quantile, the_largest_values_have_a_bucket)
 	cr_expect_eq(quantile_pct(&q, 100), (double)UINT64_MAX);
 	quantile_free(&q);
 }
+
+/* Linear bins from the histogram: every value in the bin that keeping it
+ * would give, for values clear of the bins' edges. */
+Test(quantile, linear_bins_count_each_value_once_in_its_bin)
+{
+	struct quantile q = { 0 };
+	double cnt[24], want[24] = { 0 }, total = 0;
+	uint64_t s = 0x9e3779b97f4a7c15ull, hi = 48000000;
+
+	for (int i = 0; i < 20000; i++) {
+		uint64_t bin = rnd(&s) % 24, off = 1000000 + rnd(&s) % 1000000;
+
+		cr_assert_eq(quantile_add(&q, bin * 2000000 + off), 0);
+		want[bin]++;
+	}
+	cr_assert_eq(quantile_add(&q, hi), 0);	/* the largest: last bin */
+	want[23]++;
+	quantile_bins(&q, (double)hi, cnt, 24);
+	for (int k = 0; k < 24; k++) {
+		cr_expect_eq(cnt[k], want[k], "bin %d: %g, want %g", k, cnt[k],
+			     want[k]);
+		total += cnt[k];
+	}
+	cr_expect_eq(total, 20001);
+	quantile_free(&q);
+}

@@ -751,3 +751,68 @@ Test(shard, export_of_a_long_trace_goes_by_ranges)
 	free(sl);
 	free(ot);
 }
+
+/* `report --format html` of the trace, read whole (max "0") or by
+ * ranges. */
+static char *html_of(const char *trace, const char *max)
+{
+	char out[] = "/tmp/tt-html-XXXXXX";
+	int fd = mkstemp(out);
+	char *argv[] = { "report", (char *)trace, "--format", "html",
+			 "--shard-events", (char *)max, "-o", out, NULL };
+	char *buf;
+
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert_eq(cmd_report(8, argv), 0);
+	buf = slurp(out);
+	unlink(out);
+	return buf;
+}
+
+/* The part of page from the chart called id to the end of its figure. */
+static char *chart_of(const char *page, const char *id)
+{
+	char key[64];
+	const char *a, *b;
+
+	snprintf(key, sizeof(key), "id=\"%s\"", id);
+	a = strstr(page, key);
+	cr_assert(a, "no %s in the page", id);
+	b = strstr(a, "</figure>");
+	cr_assert(b, "%s is not closed", id);
+	return strndup(a, (size_t)(b - a));
+}
+
+/* The HTML page of a long trace is drawn range by range: each device's
+ * busy time over time and the TTFT and token-gap histograms are those of
+ * the whole trace in memory, byte for byte; the batch chart counts the
+ * same steps; the page counts every request. */
+Test(shard, the_html_page_of_a_long_trace_goes_by_ranges)
+{
+	const char *path = "tests/data/gpu-sim-tp2.tt";
+	char *w = html_of(path, "0"), *s = html_of(path, "2000");
+	static const char *const same[] = { "chart-busy-0", "chart-busy-1",
+					    "chart-ttft", "chart-itl" };
+
+	for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+		char *a = chart_of(w, same[i]), *b = chart_of(s, same[i]);
+
+		cr_expect_str_eq(b, a, "%s by ranges is not the whole's",
+				 same[i]);
+		free(a);
+		free(b);
+	}
+	char *bw = chart_of(w, "chart-batch"), *bs = chart_of(s, "chart-batch");
+
+	cr_assert(strstr(bw, "<figcaption>") && strstr(bs, "<figcaption>"));
+	cr_expect_str_eq(strstr(bs, "<figcaption>"), strstr(bw, "<figcaption>"),
+			 "the batch chart's steps differ: %s against %s",
+			 strstr(bs, "<figcaption>"), strstr(bw, "<figcaption>"));
+	free(bw);
+	free(bs);
+	cr_expect(strstr(s, " 40 requests,"), "the page lost requests");
+	cr_expect(strstr(w, " 40 requests,"));
+	free(w);
+	free(s);
+}
