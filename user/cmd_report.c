@@ -415,7 +415,8 @@ static int html_begin(void *ctx, uint64_t start_ns, uint64_t end_ns)
 {
 	struct rc_trace *t = ctx;
 
-	return html_series_init(t->html, start_ns, end_ns);
+	html_series_init(t->html, start_ns, end_ns);
+	return 0;
 }
 
 static int html_part(void *ctx, uint32_t index, uint64_t from,

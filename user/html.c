@@ -144,13 +144,12 @@ static double max_of(const double *v, size_t n)
 
 /* ---- what the charts draw, whole or range by range ---------------------- */
 
-int html_series_init(struct html_series *s, uint64_t start_ns,
-		     uint64_t end_ns)
+void html_series_init(struct html_series *s, uint64_t start_ns,
+		      uint64_t end_ns)
 {
 	memset(s, 0, sizeof(*s));
 	s->start_ns = start_ns;
 	s->window_ns = end_ns > start_ns ? end_ns - start_ns : 0;
-	return 0;
 }
 
 static struct html_dev_series *series_dev(struct html_series *s, uint32_t id)
@@ -710,10 +709,10 @@ int html_write_report(const struct report *r, const struct collect *c,
 		      FILE *f)
 {
 	struct html_series s;
-	int err = html_series_init(&s, r->start_ns, r->end_ns);
+	int err;
 
-	if (!err)
-		err = html_series_part(&s, r, c);
+	html_series_init(&s, r->start_ns, r->end_ns);
+	err = html_series_part(&s, r, c);
 	for (size_t i = 0; !err && i < r->nreqs; i++)
 		err = html_series_request(&s, &r->reqs[i].req);
 	if (!err)

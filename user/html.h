@@ -59,9 +59,9 @@ struct html_series {
 	struct html_latency ttft, itl;
 };
 
-/* Buckets over [start_ns, end_ns). 0. */
-int html_series_init(struct html_series *s, uint64_t start_ns,
-		     uint64_t end_ns);
+/* Buckets over [start_ns, end_ns). */
+void html_series_init(struct html_series *s, uint64_t start_ns,
+		      uint64_t end_ns);
 /* One range's report (or the whole) and the collect it was built from
  * (NULL: none), for its devices' busy time and steps. 0 or -ENOMEM. */
 int html_series_part(struct html_series *s, const struct report *r,

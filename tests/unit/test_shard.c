@@ -465,23 +465,34 @@ static char *slurp(const char *path)
 	return buf;
 }
 
+/* What a command writes to -o, its last argument (argv[argc - 1], NULL
+ * here: a temporary file), which it must write with success. */
+static char *output_of(int (*cmd)(int, char **), int argc, char **argv)
+{
+	char out[] = "/tmp/tt-out-XXXXXX";
+	int fd = mkstemp(out);
+	char *buf;
+
+	cr_assert_geq(fd, 0);
+	close(fd);
+	argv[argc - 1] = out;
+	cr_assert_eq(cmd(argc, argv), 0, "%s failed", argv[0]);
+	buf = slurp(out);
+	unlink(out);
+	argv[argc - 1] = NULL;
+	return buf;
+}
+
 /* diff's JSON for two traces, read whole (max "0") or by ranges. */
 static cJSON *diff_of(const char *a, const char *b, const char *max,
 		      const char *jobs)
 {
-	char out[] = "/tmp/tt-diff-XXXXXX";
-	int fd = mkstemp(out);
 	char *argv[] = { "diff", (char *)a, (char *)b, "--format", "json",
 			 "--shard-events", (char *)max, "--jobs", (char *)jobs,
-			 "-o", out, NULL };
-	char *buf;
+			 "-o", NULL, NULL };
+	char *buf = output_of(cmd_diff, 11, argv);
 	cJSON *o;
 
-	cr_assert_geq(fd, 0);
-	close(fd);
-	cr_assert_eq(cmd_diff(11, argv), 0);
-	buf = slurp(out);
-	unlink(out);
 	o = cJSON_Parse(buf);
 	cr_assert(o, "diff's output is not JSON");
 	free(buf);
@@ -756,18 +767,10 @@ Test(shard, export_of_a_long_trace_goes_by_ranges)
  * ranges. */
 static char *html_of(const char *trace, const char *max)
 {
-	char out[] = "/tmp/tt-html-XXXXXX";
-	int fd = mkstemp(out);
 	char *argv[] = { "report", (char *)trace, "--format", "html",
-			 "--shard-events", (char *)max, "-o", out, NULL };
-	char *buf;
+			 "--shard-events", (char *)max, "-o", NULL, NULL };
 
-	cr_assert_geq(fd, 0);
-	close(fd);
-	cr_assert_eq(cmd_report(8, argv), 0);
-	buf = slurp(out);
-	unlink(out);
-	return buf;
+	return output_of(cmd_report, 8, argv);
 }
 
 /* The part of page from the chart called id to the end of its figure. */
