@@ -382,6 +382,8 @@ static void free_trace(struct rc_trace *t)
 	if (t->sharded) {
 		free(t->st.on_cpu_ns);
 		free(t->st.intervals);
+		if (t->st.marks.side)
+			fclose(t->st.marks.side);
 	}
 	if (t->requests)
 		fclose(t->requests);
@@ -442,6 +444,7 @@ static int shard_trace(struct rc_trace *t, char *const *paths, int n,
 		.prices = &p, .max_events = a->shard_events,
 		.jobs = a->jobs, .all_blocks = a->shard_all_blocks,
 		.log = stderr, .request = put_request, .ctx = t,
+		.marks = keep_requests,
 		.begin = t->html ? html_begin : NULL,
 		.part = t->html ? html_part : NULL,
 	};
@@ -557,7 +560,8 @@ static int write_json(const struct rc_trace *t, const char *path, FILE *f)
 	add_trace_json(root, t, path);
 	add_prices_json(root, t);
 	if (t->sharded)
-		return report_print_json_from(root, t->requests, f);
+		return report_print_json_from(root, t->requests,
+					      &t->st.marks, f);
 	return report_print_json(root, &t->r, f);
 }
 

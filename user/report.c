@@ -88,6 +88,23 @@ static int copy_requests(const struct report_input *in, struct report *r)
 	return 0;
 }
 
+/* A range's requests keep their busy ns per device of the trace. */
+static int keep_dev_ns(const struct report_input *in, struct report *r)
+{
+	size_t nd = in->loaded_ndevs;
+
+	if (!nd)
+		return 0;
+	r->dev_ns_store = calloc(r->nreqs ? r->nreqs * nd : 1,
+				 sizeof(uint64_t));
+	if (!r->dev_ns_store)
+		return -ENOMEM;
+	r->loaded_ndevs = nd;
+	for (size_t i = 0; i < r->nreqs; i++)
+		r->reqs[i].dev_ns = r->dev_ns_store + i * nd;
+	return 0;
+}
+
 static const struct report_device *find_dev(const struct report *r,
 					    uint32_t id)
 {
@@ -615,6 +632,7 @@ static void credit_device(struct report *r, struct report_device *d,
 			  const struct attr_request *a)
 {
 	double per_ns = d->usd_per_hour / NS_PER_HOUR;
+	size_t di = (size_t)(d - r->devs);
 	uint64_t sum = 0;
 
 	for (size_t i = 0; i < r->nreqs; i++)
@@ -632,7 +650,9 @@ static void credit_device(struct report *r, struct report_device *d,
 		q->prompt_cost_usd += a[i].prefill_ns * per_ns;
 		q->completion_cost_usd += a[i].decode_ns * per_ns;
 		credit_cache(d, q, a[i].prefill_ns * per_ns, per_ns);
-		if (sum)
+		if (di < r->loaded_ndevs)
+			r->dev_ns_store[i * r->loaded_ndevs + di] += ns;
+		else if (sum)
 			q->cost_loaded_usd += (double)ns / sum *
 					      r->window_ns * per_ns;
 	}
@@ -1700,6 +1720,8 @@ int report_build(const struct report_input *in, struct report *r)
 	r->losses = in->losses;
 	err = copy_requests(in, r);
 	if (!err)
+		err = keep_dev_ns(in, r);
+	if (!err)
 		err = collect_devices(in, r);
 	if (!err)
 		err = device_busy(in, r);
@@ -1728,9 +1750,15 @@ void report_free(struct report *r)
 	free(r->devs);
 	free(r->reqs);
 	free(r->token_store);
+	for (size_t i = 0; i < r->ntenants; i++)
+		free(r->tenants[i].loaded_ns);
+	for (size_t i = 0; i < r->nmodels; i++)
+		free(r->models[i].loaded_ns);
 	free(r->tenants);
 	free(r->models);
 	free(r->hosts);
+	free(r->dev_ns_store);
+	free(r->loaded_usd_per_ns);
 	free(r->servers);
 	findings_tally_free(r->tally);
 	findings_free(&r->findings);
@@ -1879,17 +1907,31 @@ int report_merge(struct report *acc, struct report *part)
 	return err;
 }
 
+/* A merged group's busy ns per device, as group_add adds the rest. */
+static int group_add_dev_ns(const struct report *r, struct report_group *g,
+			    const struct report_request *q)
+{
+	if (!r->loaded_ndevs || !q->dev_ns)
+		return 0;
+	if (!g->loaded_ns &&
+	    !(g->loaded_ns = calloc(r->loaded_ndevs, sizeof(uint64_t))))
+		return -ENOMEM;
+	for (size_t d = 0; d < r->loaded_ndevs; d++)
+		g->loaded_ns[d] += q->dev_ns[d];
+	return 0;
+}
+
 int report_add_request(struct report *r, const struct report_request *q)
 {
 	struct report_group *g;
 	struct report_server *s;
 
 	g = group_of(&r->tenants, &r->ntenants, report_tenant_of(&q->req));
-	if (!g)
+	if (!g || group_add_dev_ns(r, g, q))
 		return -ENOMEM;
 	group_add(g, q);
 	g = group_of(&r->models, &r->nmodels, report_model_of(&q->req));
-	if (!g)
+	if (!g || group_add_dev_ns(r, g, q))
 		return -ENOMEM;
 	group_add(g, q);
 	s = find_server(r, q->req.pid);
@@ -1901,11 +1943,50 @@ int report_add_request(struct report *r, const struct report_request *q)
 	return 0;
 }
 
+/*
+ * The whole trace's idle time shared: a busy ns on device d costs, fully
+ * loaded, its price times the window over d's attributed time (the
+ * in-memory report's share, credit_device, with every range's busy ns
+ * and the whole window), and the groups take theirs.
+ */
+static int share_loaded(struct report *r)
+{
+	size_t nd = r->loaded_ndevs;
+
+	if (!nd)
+		return 0;
+	r->loaded_usd_per_ns = calloc(nd, sizeof(double));
+	if (!r->loaded_usd_per_ns)
+		return -ENOMEM;
+	for (size_t d = 0; d < nd && d < r->ndevs; d++) {
+		const struct report_device *v = &r->devs[d];
+
+		if (v->attributed && v->attributed_ns)
+			r->loaded_usd_per_ns[d] = v->usd_per_hour /
+						  NS_PER_HOUR *
+						  (double)r->window_ns /
+						  (double)v->attributed_ns;
+	}
+	for (int k = 0; k < 2; k++) {
+		struct report_group *g = k ? r->models : r->tenants;
+		size_t n = k ? r->nmodels : r->ntenants;
+
+		for (size_t i = 0; i < n; i++)
+			for (size_t d = 0; g[i].loaded_ns && d < nd; d++)
+				g[i].cost_loaded_usd +=
+					(double)g[i].loaded_ns[d] *
+					r->loaded_usd_per_ns[d];
+	}
+	return 0;
+}
+
 int report_finish_merged(struct report *r)
 {
 	struct judge_in j;
-	int err = 0;
+	int err = share_loaded(r);
 
+	if (err)
+		return err;
 	group_finish(r->tenants, r->ntenants);
 	group_finish(r->models, r->nmodels);
 	findings_free(&r->findings);
@@ -2028,8 +2109,10 @@ int report_request_write_json(const struct report_request *q, FILE *f)
 		fputs(",\"gpu_ns_lo\":null,\"gpu_ns_hi\":null", f);
 	fprintf(f, ",\"gpu_ns\":%" PRIu64 ",\"prefill_gpu_ns\":%" PRIu64
 		",\"decode_gpu_ns\":%" PRIu64 ",\"cost_usd\":%.9g,"
-		"\"cost_loaded_usd\":%.9g}", q->gpu_ns, q->prefill_ns,
-		q->decode_ns, q->cost_usd, q->cost_loaded_usd);
+		"\"cost_loaded_usd\":", q->gpu_ns, q->prefill_ns,
+		q->decode_ns, q->cost_usd);
+	report_put_loaded(f, q);
+	fputc('}', f);
 	return ferror(f) ? -EIO : 0;
 }
 
@@ -2336,12 +2419,117 @@ int report_print_json(cJSON *o, const struct report *r, FILE *f)
 	return err;
 }
 
-int report_print_json_from(cJSON *o, FILE *requests, FILE *f)
+/* ---- loaded costs written before the whole trace is read ---------------- */
+
+int report_mark_loaded(struct report_marks *m, struct report_request *q)
+{
+	double local = q->cost_loaded_usd;
+	static const uint64_t zero[64];
+
+	if (fwrite(&local, sizeof(local), 1, m->side) != 1)
+		return -EIO;
+	for (size_t d = 0; d < m->ndevs; d += 64) {
+		size_t k = m->ndevs - d < 64 ? m->ndevs - d : 64;
+		const uint64_t *v = q->dev_ns ? q->dev_ns + d : zero;
+
+		if (fwrite(v, sizeof(uint64_t), k, m->side) != k)
+			return -EIO;
+	}
+	q->loaded_mark = ++m->n;
+	return 0;
+}
+
+void report_put_loaded(FILE *f, const struct report_request *q)
+{
+	if (q->loaded_mark)
+		fprintf(f, "%c%" PRIu64 "%c", REPORT_LOADED_MARK,
+			q->loaded_mark, REPORT_LOADED_MARK);
+	else
+		fprintf(f, "%.9g", q->cost_loaded_usd);
+}
+
+/* The loaded cost of mark k (1..m->n), its record read from the side
+ * file: the part already shared plus each device's busy ns at its
+ * loaded price. */
+static int marked_cost(const struct report_marks *m, uint64_t k,
+		       uint64_t *at, double *usd)
+{
+	size_t rec = (1 + m->ndevs) * sizeof(uint64_t);
+	double v;
+	uint64_t ns;
+
+	if (k < 1 || k > m->n)
+		return -EPROTO;
+	if (*at != k - 1 &&
+	    fseeko(m->side, (off_t)((k - 1) * rec), SEEK_SET))
+		return -EIO;
+	*at = k;
+	if (fread(&v, sizeof(v), 1, m->side) != 1)
+		return -EIO;
+	for (size_t d = 0; d < m->ndevs; d++) {
+		if (fread(&ns, sizeof(ns), 1, m->side) != 1)
+			return -EIO;
+		v += (double)ns * m->usd_per_ns[d];
+	}
+	*usd = v;
+	return 0;
+}
+
+int report_copy_marked(const struct report_marks *m, FILE *in, FILE *out)
+{
+	char buf[65536];
+	uint64_t k = 0, at = UINT64_MAX;
+	bool in_mark = false;
+	size_t n;
+	int err = 0;
+
+	if (m && m->side && fflush(m->side))
+		return -EIO;
+	rewind(in);
+	while (!err && (n = fread(buf, 1, sizeof(buf), in)) > 0) {
+		size_t s = 0;
+
+		while (!err && s < n) {
+			if (in_mark) {
+				char c = buf[s++];
+				double usd;
+
+				if (c >= '0' && c <= '9') {
+					k = 10 * k + (uint64_t)(c - '0');
+					continue;
+				}
+				in_mark = false;
+				if (c != REPORT_LOADED_MARK || !m || !m->side)
+					err = -EPROTO;
+				else if (!(err = marked_cost(m, k, &at, &usd)) &&
+					 fprintf(out, "%.9g", usd) < 0)
+					err = -EIO;
+				continue;
+			}
+			char *e = memchr(buf + s, REPORT_LOADED_MARK, n - s);
+			size_t len = e ? (size_t)(e - (buf + s)) : n - s;
+
+			if (fwrite(buf + s, 1, len, out) != len)
+				err = -EIO;
+			s += len;
+			if (e) {
+				s++;
+				in_mark = true;
+				k = 0;
+			}
+		}
+	}
+	if (!err && (ferror(in) || in_mark))
+		err = ferror(in) ? -EIO : -EPROTO;
+	return err;
+}
+
+int report_print_json_from(cJSON *o, FILE *requests,
+			   const struct report_marks *m, FILE *f)
 {
 	char *s = o ? cJSON_PrintUnformatted(o) : NULL;
 	char *slot = s ? strstr(s, REQUESTS_SLOT) : NULL;
-	char buf[65536];
-	size_t n, head;
+	size_t head;
 	int err = 0;
 
 	cJSON_Delete(o);
@@ -2351,16 +2539,8 @@ int report_print_json_from(cJSON *o, FILE *requests, FILE *f)
 		      strlen(s);
 	if (fwrite(s, 1, head, f) != head)
 		err = -EIO;
-	if (slot && requests && !err) {
-		rewind(requests);
-		while ((n = fread(buf, 1, sizeof(buf), requests)) > 0)
-			if (fwrite(buf, 1, n, f) != n) {
-				err = -EIO;
-				break;
-			}
-		if (ferror(requests))
-			err = -EIO;
-	}
+	if (slot && requests && !err)
+		err = report_copy_marked(m, requests, f);
 	if (!err && fputs(s + head, f) < 0)
 		err = -EIO;
 	if (!err && fputc('\n', f) < 0)

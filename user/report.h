@@ -68,6 +68,12 @@ struct report_input {
 	   REPORT_HOST_PID_STRIDE, its devices have dev.host k */
 	const char (*hosts)[64];
 	size_t nhosts;
+	/* a time range of a long trace (user/shard.c): each request's busy
+	   ns on each of the first loaded_ndevs devices (the trace's own, in
+	   the same order in every range) kept in its dev_ns, their idle
+	   time left to share once the whole trace is read (0: shared here,
+	   among this window's requests) */
+	size_t loaded_ndevs;
 };
 
 #define REPORT_HOST_PID_STRIDE	(1u << 22)
@@ -89,6 +95,13 @@ struct report_request {
 	double cached_cost_usd;
 	uint64_t cache_saved_ns;
 	double cache_saved_usd;
+	/* a long trace's: busy ns on each of the report's loaded_ndevs
+	 * devices (NULL: none kept; owned like token_ns), their share of
+	 * idle time not yet in cost_loaded_usd; and where it is written
+	 * before the whole trace is read, the index of its loaded cost's
+	 * mark (struct report_marks; 0: none, the figure is written) */
+	const uint64_t *dev_ns;
+	uint64_t loaded_mark;
 };
 
 struct report_device {
@@ -153,6 +166,8 @@ struct report_group {
 	double cache_saved_usd, cached_cost_usd;
 	double usd_per_1m_cached_prompt, usd_per_1m_uncached_prompt;
 	bool cache_known, cache_estimated;
+	uint64_t *loaded_ns;		/* merged: busy ns per device of
+					   report.loaded_ndevs, owned */
 };
 
 struct report {
@@ -186,6 +201,13 @@ struct report {
 	   done instead of kept */
 	uint32_t shards;
 	uint64_t streamed_requests, streamed_gpu_ns;
+	/* requests' busy ns per device kept (report_input.loaded_ndevs):
+	   the store their dev_ns point into (a range's), and once merged
+	   the loaded cost of a busy ns on each of those devices: its price
+	   times the window over the device's attributed time */
+	size_t loaded_ndevs;
+	uint64_t *dev_ns_store;
+	double *loaded_usd_per_ns;
 };
 
 /*
@@ -241,10 +263,42 @@ int report_request_write_json(const struct report_request *q, FILE *f);
  */
 int report_print_json(cJSON *o, const struct report *r, FILE *f);
 
+/*
+ * A long trace's requests are written out as they are done, before the
+ * idle time that their fully loaded cost shares is known: where the
+ * figure goes each writes a mark (REPORT_LOADED_MARK, the request's
+ * loaded_mark in decimal, REPORT_LOADED_MARK again; the byte never
+ * appears in what the writers write, which escapes control bytes), and
+ * report_mark_loaded keeps what the figure is made of in side, in the
+ * order of the marks. Once the trace is read (usd_per_ns: the merged
+ * report's loaded_usd_per_ns), report_copy_marked copies a writer's
+ * file with each mark replaced by its figure (%.9g).
+ */
+#define REPORT_LOADED_MARK	'\x01'
+
+struct report_marks {
+	FILE *side;			/* NULL: no marks */
+	size_t ndevs;
+	uint64_t n;			/* marks given */
+	const double *usd_per_ns;
+};
+
+/* Give q (its dev_ns over m->ndevs devices) the next mark: 0, -EIO. */
+int report_mark_loaded(struct report_marks *m, struct report_request *q);
+
+/* in (rewound) onto out, marks replaced (m NULL: copied as it is): 0,
+ * -EIO, or -EPROTO on a mark that m does not hold. */
+int report_copy_marked(const struct report_marks *m, FILE *in, FILE *out);
+
+/* q's cost_loaded_usd on f: its mark, or the figure (%.9g). */
+void report_put_loaded(FILE *f, const struct report_request *q);
+
 /* report_print_json for a report whose requests were written out as
  * they were done (report_request_write_json, comma-separated) to the
- * file requests: its contents fill the array. */
-int report_print_json_from(cJSON *o, FILE *requests, FILE *f);
+ * file requests: its contents fill the array, marks replaced (m: NULL
+ * if none). */
+int report_print_json_from(cJSON *o, FILE *requests,
+			   const struct report_marks *m, FILE *f);
 
 /* A table for people. 0 or -EIO. */
 int report_write_text(const struct report *r, FILE *f);

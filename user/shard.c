@@ -160,6 +160,7 @@ struct run {
 	/* per file, the offsets of the blocks the shard reads */
 	uint64_t *offs;
 	size_t noffs;
+	size_t loaded_ndevs;	/* report_input's */
 };
 
 static bool overlaps(uint64_t lo, uint64_t hi, const struct shard *s)
@@ -261,6 +262,7 @@ static void *build(void *arg)
 		j->err = collect_report_input(&j->c, j->r.cfg->prices, &in);
 	in.cut_before = !sh->first;
 	in.cut_after = !sh->last;
+	in.loaded_ndevs = j->r.loaded_ndevs;
 	if (!j->err)
 		j->err = report_build(&in, &j->rep);
 	if (!j->err)
@@ -270,10 +272,33 @@ static void *build(void *arg)
 
 /* ---- requests over shards ---------------------------------------------- */
 
+/* Requests that a later shard holds too; with their busy ns per device
+ * (nd a request, in ns), and the marks of those written out. */
 struct pending {
 	struct report_request *v;
 	size_t n, cap;
+	size_t nd;
+	uint64_t *ns, *row;		/* row: the request in hand's */
+	struct report_marks *marks;	/* NULL: the figures written */
 };
+
+static int pending_grow(struct pending *p)
+{
+	size_t cap = p->cap ? 2 * p->cap : 64;
+	void *v = realloc(p->v, cap * sizeof(*p->v));
+
+	if (!v)
+		return -ENOMEM;
+	p->v = v;
+	if (p->nd) {
+		v = realloc(p->ns, cap * p->nd * sizeof(uint64_t));
+		if (!v)
+			return -ENOMEM;
+		p->ns = v;
+	}
+	p->cap = cap;
+	return 0;
+}
 
 static bool same_request(const struct tt_request *a, const struct tt_request *b)
 {
@@ -293,6 +318,8 @@ static int take_requests(const struct shard_cfg *cfg, struct report *acc,
 			 struct pending *p, struct report *part,
 			 const struct shard *sh, bool last)
 {
+	size_t nd = p->nd;
+
 	for (size_t i = 0; i < part->nreqs; i++) {
 		struct report_request q = part->reqs[i];
 		size_t k = p->n;
@@ -305,8 +332,14 @@ static int take_requests(const struct shard_cfg *cfg, struct report *acc,
 					break;
 		if (k < p->n) {
 			report_request_merge(&p->v[k], &q);
+			for (size_t d = 0; d < nd; d++)
+				p->row[d] = p->ns[k * nd + d] + q.dev_ns[d];
 			q = p->v[k];
+			q.dev_ns = nd ? p->row : NULL;
 			p->v[k] = p->v[--p->n];
+			if (nd)
+				memcpy(p->ns + k * nd, p->ns + p->n * nd,
+				       nd * sizeof(uint64_t));
 		}
 		/* every shard holds the whole record: its token times are
 		 * the part's, good until the part is freed */
@@ -314,20 +347,19 @@ static int take_requests(const struct shard_cfg *cfg, struct report *acc,
 		q.req.token_ns_len = part->reqs[i].req.token_ns_len;
 		if (!last && sh->to && last_of(&q.req) >= sh->to) {
 			q.req.token_ns = NULL;
-			if (p->n == p->cap) {
-				size_t cap = p->cap ? 2 * p->cap : 64;
-				void *v = realloc(p->v, cap * sizeof(*p->v));
-
-				if (!v)
-					return -ENOMEM;
-				p->v = v;
-				p->cap = cap;
-			}
+			if (p->n == p->cap && (err = pending_grow(p)))
+				return err;
+			if (nd)
+				memcpy(p->ns + p->n * nd, q.dev_ns,
+				       nd * sizeof(uint64_t));
+			q.dev_ns = NULL;	/* p->ns's row, where it goes */
 			p->v[p->n++] = q;
 			continue;
 		}
 		report_request_finish(&q);
-		err = report_add_request(acc, &q);
+		err = p->marks ? report_mark_loaded(p->marks, &q) : 0;
+		if (!err)
+			err = report_add_request(acc, &q);
 		if (!err && cfg->request)
 			err = cfg->request(cfg->ctx, &q);
 		if (err)
@@ -337,6 +369,18 @@ static int take_requests(const struct shard_cfg *cfg, struct report *acc,
 }
 
 /* ---- the whole --------------------------------------------------------- */
+
+/* The devices whose busy ns each request keeps: the trace's own, which
+ * every shard's report lists first and in their order, unless two share
+ * an id (then each shard shares its own idle time). */
+static size_t loaded_devices(const struct collect *c)
+{
+	for (size_t i = 0; i < c->ndevs; i++)
+		for (size_t k = 0; k < i; k++)
+			if (c->devs[i].id == c->devs[k].id)
+				return 0;
+	return c->ndevs;
+}
 
 /* Shards of at most max events, cut at whole tenths of a second, over
  * [start, end]. */
@@ -387,6 +431,8 @@ static int cut_shards(const struct scan *s, uint64_t start, uint64_t end,
 
 void shard_trace_free(struct shard_trace *t)
 {
+	if (t->marks.side)
+		fclose(t->marks.side);
 	collect_free(&t->c);
 	free(t->on_cpu_ns);
 	free(t->intervals);
@@ -531,6 +577,24 @@ int shard_report(const struct shard_cfg *cfg, struct shard_trace *t,
 	}
 	for (size_t i = 0; i < ch.nfiles; i++)
 		maxblocks = sc.f[i].nb > maxblocks ? sc.f[i].nb : maxblocks;
+	pend.nd = out->loaded_ndevs = loaded_devices(&t->c);
+	pend.row = calloc(pend.nd + 1, sizeof(uint64_t));
+	if (!pend.row) {
+		err = -ENOMEM;
+		goto out;
+	}
+	if (cfg->marks) {
+		t->marks.ndevs = pend.nd;
+		t->marks.side = tmpfile();
+		pend.marks = &t->marks;
+		if (!t->marks.side) {
+			err = -errno;
+			fprintf(log, "tokentrace: report: no temporary file for "
+				"the requests' loaded costs: %s\n",
+				strerror(errno));
+			goto out;
+		}
+	}
 	t->on_cpu_ns = calloc(t->c.ndevs + 1, sizeof(uint64_t));
 	t->intervals = calloc(t->c.ndevs + 1, sizeof(uint64_t));
 	jv = calloc((size_t)jobs, sizeof(*jv));
@@ -540,7 +604,8 @@ int shard_report(const struct shard_cfg *cfg, struct shard_trace *t,
 	}
 	for (int i = 0; i < jobs; i++) {
 		jv[i].r = (struct run){ cfg, &ch, &t->c, sc.f, NULL,
-					malloc(maxblocks * sizeof(uint64_t)), 0 };
+					malloc(maxblocks * sizeof(uint64_t)), 0,
+					pend.nd };
 		jv[i].on_cpu = calloc(t->c.ndevs + 1, sizeof(uint64_t));
 		jv[i].nivs = calloc(t->c.ndevs + 1, sizeof(uint64_t));
 		if (!jv[i].r.offs || !jv[i].on_cpu || !jv[i].nivs)
@@ -565,6 +630,7 @@ int shard_report(const struct shard_cfg *cfg, struct shard_trace *t,
 	}
 	if (!err)
 		err = report_finish_merged(out);
+	t->marks.usd_per_ns = out->loaded_usd_per_ns;
 out:
 	for (int i = 0; jv && i < jobs; i++) {
 		free(jv[i].r.offs);
@@ -573,6 +639,8 @@ out:
 	}
 	free(jv);
 	free(pend.v);
+	free(pend.ns);
+	free(pend.row);
 	free(sh);
 	free(sc.per_s);
 	free_files(sc.f, ch.nfiles);
@@ -621,7 +689,7 @@ static int write_summary(const struct shard_trace *t, const struct report *r,
 		cJSON_Delete(o);
 		return err ? err : -EIO;
 	}
-	err = o ? report_print_json_from(o, requests, f) : -ENOMEM;
+	err = o ? report_print_json_from(o, requests, &t->marks, f) : -ENOMEM;
 	if (fclose(f) && !err)
 		err = -EIO;
 	return err;
@@ -634,7 +702,8 @@ int shard_end_of_run(const char *path, const char *summary, FILE *text,
 	FILE *req = summary ? tmpfile() : NULL;
 	struct json_out o = { req, 0 };
 	struct shard_cfg cfg = { .paths = paths, .npaths = 1, .log = stderr,
-				 .request = put_json, .ctx = &o, .jobs = 1 };
+				 .request = put_json, .ctx = &o, .jobs = 1,
+				 .marks = summary != NULL };
 	const char *env = getenv("TOKENTRACE_SHARD_EVENTS");
 	struct shard_trace t;
 	struct report r;

@@ -20,7 +20,9 @@
  * from only the blocks that overlap it, as `report --from --to` would
  * read it, and reported with the same code: its own steps and cost
  * model. A request that spans a shard's edge has its device time inside
- * each shard; its parts are summed.
+ * each shard; its parts are summed. Idle time is shared once, over the
+ * whole trace: each request's busy ns per device are kept and priced
+ * fully loaded when the last shard is done (report_finish_merged).
  */
 #ifndef TT_SHARD_H
 #define TT_SHARD_H
@@ -45,8 +47,13 @@ struct shard_cfg {
 				   that reading only its blocks loses
 				   nothing) */
 	FILE *log;
+	/* the requests are written out: their fully loaded cost, known
+	 * only once every shard is read, as marks (shard_trace.marks; the
+	 * request's cost_loaded_usd holds the part already shared) */
+	bool marks;
 	/* each request, done, with its token times (good for the call
-	 * only): 0 or a negative errno (stops) */
+	 * only): 0 or a negative errno (stops). Its fully loaded cost is
+	 * not known yet: write it with report_put_loaded (cfg.marks) */
 	int (*request)(void *ctx, const struct report_request *q);
 	/* once the trace's window is known, before any shard: the merged
 	 * report's window. NULL: none */
@@ -67,6 +74,9 @@ struct shard_trace {
 	uint32_t nshards;
 	uint64_t events;		/* requests, token times, intervals */
 	uint64_t *on_cpu_ns, *intervals;	/* per device of c */
+	/* cfg.marks: what the requests' marks stand for, to copy what was
+	   written with report_copy_marked */
+	struct report_marks marks;
 };
 
 /*

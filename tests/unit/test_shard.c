@@ -110,6 +110,7 @@ static void same_totals(const char *what, const struct report *s,
 			     "%s: device %zu idle", what, i);
 	}
 	cr_assert_eq(s->ntenants, w->ntenants, "%s: tenants", what);
+	double wl = 0, sl = 0;
 	for (size_t i = 0; i < w->ntenants; i++) {
 		const struct report_group *a = &w->tenants[i];
 		const struct report_group *b = group(s, a->name);
@@ -127,7 +128,21 @@ static void same_totals(const char *what, const struct report *s,
 			(unsigned long long)a->gpu_ns, 100 * off);
 		cr_expect_leq(off, tenant_tol, "%s: tenant %s %.2f%% off",
 			      what, a->name, 100 * off);
+		/* idle time shared over the whole trace, not range by
+		 * range: as close as the busy time */
+		off = fabs(b->cost_loaded_usd - a->cost_loaded_usd) /
+		      a->cost_loaded_usd;
+		fprintf(stderr, "shard: %s: tenant %s: $%.9f fully loaded in "
+			"ranges, $%.9f whole (%.2f%% apart)\n", what, a->name,
+			b->cost_loaded_usd, a->cost_loaded_usd, 100 * off);
+		cr_expect_leq(off, tenant_tol, "%s: tenant %s loaded %.2f%% "
+			      "off", what, a->name, 100 * off);
+		wl += a->cost_loaded_usd;
+		sl += b->cost_loaded_usd;
 	}
+	/* the window's whole cost, every dollar charged */
+	cr_expect(fabs(sl - wl) <= 1e-9 * wl, "%s: loaded $%.12f in ranges, "
+		  "$%.12f whole", what, sl, wl);
 }
 
 Test(shard, reading_only_a_range_s_blocks_or_several_at_once_changes_nothing)
@@ -385,6 +400,17 @@ Test(shard, findings_by_ranges_are_the_whole_trace_s)
 /* The end of a long recording: the text says it went by ranges, the
  * summary is one JSON report with every request and the whole trace's
  * device time; TOKENTRACE_SHARD_EVENTS=0 hands it back to be read whole. */
+/* A request's loaded cost, which covers its busy cost. */
+static double loaded_of(const cJSON *q)
+{
+	double busy = cJSON_GetObjectItem(q, "cost_usd")->valuedouble;
+	double v = cJSON_GetObjectItem(q, "cost_loaded_usd")->valuedouble;
+
+	cr_expect_geq(v, busy, "%s: loaded $%.9g under busy $%.9g",
+		      cJSON_GetObjectItem(q, "id")->valuestring, v, busy);
+	return v;
+}
+
 Test(shard, the_end_of_a_long_recording_is_reported_by_ranges)
 {
 	char path[] = "/tmp/tt-shard-XXXXXX", sum[] = "/tmp/tt-sum-XXXXXX";
@@ -435,9 +461,16 @@ Test(shard, the_end_of_a_long_recording_is_reported_by_ranges)
 	uint64_t given = (uint64_t)cJSON_GetObjectItem(o, "unattributed_ns")
 				 ->valuedouble;
 	cJSON *q;
-	cJSON_ArrayForEach(q, cJSON_GetObjectItem(o, "requests"))
+	double wload = 0, sload = 0;
+	cJSON_ArrayForEach(q, cJSON_GetObjectItem(o, "requests")) {
 		given += (uint64_t)cJSON_GetObjectItem(q, "gpu_ns")->valuedouble;
+		sload += loaded_of(q);
+	}
 	cr_expect_eq(given, w.busy_ns, "conservation in the summary");
+	for (size_t i = 0; i < w.nreqs; i++)
+		wload += w.reqs[i].cost_loaded_usd;
+	cr_expect(fabs(sload - wload) <= 1e-6 * wload, "the summary's loaded "
+		  "cost $%.9f, the whole trace's $%.9f", sload, wload);
 	unlink(path);
 	unlink(sum);
 	cJSON_Delete(o);
@@ -671,7 +704,7 @@ Test(shard, export_of_a_long_trace_goes_by_ranges)
 	char *wj, *sj, *wl, *sl, **ws, **ss;
 	cJSON *wp, *sp, *wq, *sq, *so;
 	size_t nw, ns, spans;
-	double wsum = 0, ssum = 0;
+	double wsum = 0, ssum = 0, wload = 0, sload = 0;
 	const cJSON *q;
 
 	cr_assert_geq(fd, 0);
@@ -728,9 +761,28 @@ Test(shard, export_of_a_long_trace_goes_by_ranges)
 				     ->valuedouble, "%s", id);
 		wsum += cJSON_GetObjectItem(q, "gpu_ns")->valuedouble;
 		ssum += cJSON_GetObjectItem(o, "gpu_ns")->valuedouble;
+		wload += cJSON_GetObjectItem(q, "cost_loaded_usd")->valuedouble;
+		sload += loaded_of(o);
 	}
 	cr_expect(fabs(ssum - wsum) <= 1e-3 * wsum,
 		  "device time given %.0f by ranges, %.0f whole", ssum, wsum);
+	/* the whole window's cost, shared once the last range is read */
+	cr_expect(fabs(sload - wload) <= 1e-6 * wload,
+		  "loaded cost $%.9f by ranges, $%.9f whole", sload, wload);
+	double pload = 0;
+	for (size_t i = 0; i < (size_t)cJSON_GetArraySize(
+		     cJSON_GetObjectItem(sp, "traceEvents")); i++) {
+		const cJSON *e = cJSON_GetArrayItem(
+			cJSON_GetObjectItem(sp, "traceEvents"), (int)i);
+		const cJSON *c = cJSON_GetObjectItem(e, "cat");
+
+		if (cJSON_IsString(c) && !strcmp(c->valuestring, "request"))
+			pload += cJSON_GetObjectItem(cJSON_GetObjectItem(
+				e, "args"), "cost_loaded_usd")->valuedouble;
+	}
+	cr_expect(fabs(pload - sload) <= 1e-6 * sload,
+		  "Perfetto's loaded cost $%.9f, JSON lines' $%.9f", pload,
+		  sload);
 
 	char *ot = file_of(dir, "s", "otlp");
 	so = cJSON_Parse(ot);
@@ -818,4 +870,37 @@ Test(shard, the_html_page_of_a_long_trace_goes_by_ranges)
 	cr_expect(strstr(w, " 40 requests,"));
 	free(w);
 	free(s);
+}
+
+/* The JSON report's requests and tenants, fully loaded. */
+static void loaded_sums(const char *max, double *requests, double *tenants)
+{
+	char *argv[] = { "report", "tests/data/gpu-sim-tp2.tt", "--format",
+			 "json", "--shard-events", (char *)max, "-o", NULL,
+			 NULL };
+	char *text = output_of(cmd_report, 8, argv);
+	cJSON *o = cJSON_Parse(text), *q;
+
+	cr_assert(o, "--shard-events %s: the report is not JSON", max);
+	*requests = *tenants = 0;
+	cJSON_ArrayForEach(q, cJSON_GetObjectItem(o, "requests"))
+		*requests += loaded_of(q);
+	cJSON_ArrayForEach(q, cJSON_GetObjectItem(o, "tenants"))
+		*tenants += cJSON_GetObjectItem(q, "cost_loaded_usd")
+				    ->valuedouble;
+	cJSON_Delete(o);
+	free(text);
+}
+
+Test(shard, a_long_trace_s_idle_time_is_shared_over_the_whole)
+{
+	double wr, wt, sr, st;
+
+	loaded_sums("0", &wr, &wt);
+	loaded_sums("2000", &sr, &st);
+	fprintf(stderr, "shard: loaded cost: requests $%.9f, tenants $%.9f "
+		"by ranges; $%.9f, $%.9f whole\n", sr, st, wr, wt);
+	cr_expect(fabs(sr - wr) <= 1e-6 * wr, "requests");
+	cr_expect(fabs(st - wt) <= 1e-6 * wt, "tenants");
+	cr_expect(fabs(sr - st) <= 1e-6 * st, "requests against tenants");
 }
