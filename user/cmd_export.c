@@ -282,8 +282,8 @@ static int close_out(FILE *f)
 }
 
 /*
- * The export of a trace longer than a range: 0, 1 when it is short (or of
- * several hosts) and is to be exported whole, or a negative errno (said).
+ * The export of a trace longer than a range: 0, 1 when it is short and
+ * is to be exported whole, or a negative errno (said).
  * Each format is written to a temporary file first, with the requests'
  * loaded costs as marks (known only at the end), then copied out with
  * the figures in.

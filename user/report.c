@@ -1754,6 +1754,8 @@ void report_free(struct report *r)
 		free(r->tenants[i].loaded_ns);
 	for (size_t i = 0; i < r->nmodels; i++)
 		free(r->models[i].loaded_ns);
+	for (size_t i = 0; i < r->nhosts; i++)
+		free(r->hosts[i].loaded_ns);
 	free(r->tenants);
 	free(r->models);
 	free(r->hosts);
@@ -1839,6 +1841,19 @@ static void device_merge(struct report_device *a,
 	steps_merge(&a->steps, &b->steps);
 }
 
+int report_merge_init(struct report *acc, const char (*hosts)[64],
+		      size_t nhosts, size_t loaded_ndevs)
+{
+	memset(acc, 0, sizeof(*acc));
+	acc->model_dev = SIZE_MAX;
+	acc->loaded_ndevs = loaded_ndevs;
+	/* several hosts: one group each, in their order, as report_build */
+	for (size_t k = 0; nhosts > 1 && k < nhosts; k++)
+		if (!group_of(&acc->hosts, &acc->nhosts, hosts[k]))
+			return -ENOMEM;
+	return 0;
+}
+
 int report_merge(struct report *acc, struct report *part)
 {
 	if (!acc->shards) {
@@ -1862,6 +1877,7 @@ int report_merge(struct report *acc, struct report *part)
 		snprintf(acc->hooks, sizeof(acc->hooks), "%s", part->hooks);
 		acc->losses = part->losses;
 		acc->max_batch = part->max_batch;
+
 	} else {
 		for (size_t i = 0; i < part->ndevs; i++) {
 			struct report_device *a = dev_by_id(acc,
@@ -1934,6 +1950,12 @@ int report_add_request(struct report *r, const struct report_request *q)
 	if (!g || group_add_dev_ns(r, g, q))
 		return -ENOMEM;
 	group_add(g, q);
+	if (REPORT_HOST_OF_PID(q->req.pid) < r->nhosts) {
+		g = &r->hosts[REPORT_HOST_OF_PID(q->req.pid)];
+		if (group_add_dev_ns(r, g, q))
+			return -ENOMEM;
+		group_add(g, q);
+	}
 	s = find_server(r, q->req.pid);
 	if (s)
 		s->requests++;
@@ -1967,9 +1989,10 @@ static int share_loaded(struct report *r)
 						  (double)r->window_ns /
 						  (double)v->attributed_ns;
 	}
-	for (int k = 0; k < 2; k++) {
-		struct report_group *g = k ? r->models : r->tenants;
-		size_t n = k ? r->nmodels : r->ntenants;
+	for (int k = 0; k < 3; k++) {
+		struct report_group *g = k == 2 ? r->hosts :
+					 k ? r->models : r->tenants;
+		size_t n = k == 2 ? r->nhosts : k ? r->nmodels : r->ntenants;
 
 		for (size_t i = 0; i < n; i++)
 			for (size_t d = 0; g[i].loaded_ns && d < nd; d++)
@@ -1989,6 +2012,7 @@ int report_finish_merged(struct report *r)
 		return err;
 	group_finish(r->tenants, r->ntenants);
 	group_finish(r->models, r->nmodels);
+	group_finish(r->hosts, r->nhosts);
 	findings_free(&r->findings);
 	if (r->tally) {
 		err = judge_in_of(r, NULL, 0, &j);

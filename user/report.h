@@ -221,16 +221,20 @@ void report_free(struct report *r);
 
 /*
  * A report of a long trace from reports of its shards (consecutive time
- * ranges, user/shard.c), merged in time order. report_merge adds a
- * shard's devices, servers, busy and unattributed time and what its
- * findings are judged on to acc (zeroed at first; the tally is moved out
- * of part); its requests are not taken: each is merged over the shards it
+ * ranges, user/shard.c), merged in time order. report_merge_init readies
+ * acc: the trace's hosts (several: a group each) and the devices whose
+ * busy ns each request keeps (report_input.loaded_ndevs); 0 or -ENOMEM.
+ * report_merge adds a shard's devices, servers, busy and unattributed
+ * time and what its findings are judged on to acc (the tally is moved
+ * out of part); its requests are not taken: each is merged over the shards it
  * spans with report_request_merge, finished (report_request_finish: its
  * interval) and counted into the tenants, models, servers and prompts
  * with report_add_request; report_finish_merged closes the groups,
  * judges the findings on the whole and checks conservation over it
  * (-EPROTO).
  */
+int report_merge_init(struct report *acc, const char (*hosts)[64],
+		      size_t nhosts, size_t loaded_ndevs);
 int report_merge(struct report *acc, struct report *part);
 void report_request_merge(struct report_request *into,
 			  const struct report_request *q);

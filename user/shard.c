@@ -534,10 +534,6 @@ int shard_report(const struct shard_cfg *cfg, struct shard_trace *t,
 	err = chain_open(&ch, cfg->paths, cfg->npaths, log);
 	if (err)
 		return err;
-	if (ch.nhosts > 1) {
-		chain_free(&ch);
-		return 1;
-	}
 	t->nfiles = ch.nfiles;
 	sc.f = calloc(ch.nfiles, sizeof(*sc.f));
 	collect_init(&t->c);
@@ -577,9 +573,11 @@ int shard_report(const struct shard_cfg *cfg, struct shard_trace *t,
 	}
 	for (size_t i = 0; i < ch.nfiles; i++)
 		maxblocks = sc.f[i].nb > maxblocks ? sc.f[i].nb : maxblocks;
-	pend.nd = out->loaded_ndevs = loaded_devices(&t->c);
+	pend.nd = loaded_devices(&t->c);
 	pend.row = calloc(pend.nd + 1, sizeof(uint64_t));
-	if (!pend.row) {
+	if (!pend.row ||
+	    report_merge_init(out, (const char (*)[64])t->c.hosts,
+			      t->c.nhosts, pend.nd)) {
 		err = -ENOMEM;
 		goto out;
 	}

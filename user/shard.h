@@ -9,9 +9,8 @@
  *      handed to a callback once every shard it spans is done; the trace
  *      as read (header, losses, window) in a collect without requests or
  *      intervals.
- * Assumes: one host (traces of several are reported whole); the trace's
- *      blocks are written in about time order (as record writes them), so
- *      that a shard's records lie in few blocks.
+ * Assumes: the trace's blocks are written in about time order (as
+ *      record writes them), so that a shard's records lie in few blocks.
  *
  * The first reading keeps no request or interval: it notes each block's
  * time span and the events of each second, and the devices, names,
@@ -81,9 +80,10 @@ struct shard_trace {
 
 /*
  * 0 with *out the merged report (report_free it) and *t the trace
- * (shard_trace_free), 1 when the trace fits in one shard or is of
- * several hosts (nothing is kept: report it whole), or a negative errno
- * (said on cfg->log).
+ * (shard_trace_free), 1 when the trace fits in one shard (nothing is
+ * kept: report it whole), or a negative errno (said on cfg->log). Traces
+ * of several hosts are cut on the first host's clock, as chain_load
+ * aligns them, and keep their host groups.
  */
 int shard_report(const struct shard_cfg *cfg, struct shard_trace *t,
 		 struct report *out);

@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "../../user/chain.h"
 #include "../../user/collect.h"
 #include "../../user/report.h"
+#include "../../user/shard.h"
 #include "../../user/tracefile.h"
 #include "slot_engine.h"
 
@@ -328,10 +330,11 @@ Test(chain, a_range_keeps_what_overlaps_it_and_conserves)
 	collect_free(&r);
 }
 
-Test(chain, two_hosts_give_one_report_with_the_host_as_a_dimension)
+/* Two hosts' traces in dir, pa and pb: the same pid and device id on
+ * each, their own clocks. */
+static void two_hosts(char *pa, char *pb, size_t len)
 {
-	struct collect a, b, one[2], both;
-	char pa[128], pb[128];
+	struct collect a, b;
 	/* host b's clock is 4000 s ahead of a's; it starts 3 s later */
 	struct tracefile_header ha = { .boot_id = "boot-a",
 				       .wall_ns = 1700000000ull * S,
@@ -344,14 +347,22 @@ Test(chain, two_hosts_give_one_report_with_the_host_as_a_dimension)
 	struct gen gb = { .c = { &b }, .pid = 7, .uuid = "GPU-b", .t0 = 9003 * S,
 			  .secs = 12, .hostname = "beta", .as = &hb };
 
-	snprintf(pa, sizeof(pa), "%s/a.tt", dir);
-	snprintf(pb, sizeof(pb), "%s/b.tt", dir);
+	snprintf(pa, len, "%s/a.tt", dir);
+	snprintf(pb, len, "%s/b.tt", dir);
 	collect_init(&a);
 	gen_run(&ga, pa);
 	collect_free(&a);
 	collect_init(&b);
 	gen_run(&gb, pb);
 	collect_free(&b);
+}
+
+Test(chain, two_hosts_give_one_report_with_the_host_as_a_dimension)
+{
+	struct collect one[2], both;
+	char pa[128], pb[128];
+
+	two_hosts(pa, pb, sizeof(pa));
 	char *fa[] = { pa }, *fb[] = { pb }, *folder[] = { dir };
 
 	load(&one[0], fa, 1, NULL, NULL, NULL);
@@ -409,6 +420,84 @@ Test(chain, two_hosts_give_one_report_with_the_host_as_a_dimension)
 	cJSON_Delete(j1);
 	collect_free(&one[0]);
 	collect_free(&one[1]);
+	collect_free(&both);
+}
+
+static const struct report_group *group_named(const struct report_group *g,
+					      size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(g[i].name, name))
+			return &g[i];
+	return NULL;
+}
+
+/* A fleet's traces too long for one range: cut on the first host's clock,
+ * every range holding both hosts' devices, the hosts kept as groups. */
+Test(chain, two_hosts_are_reported_by_ranges)
+{
+	struct collect both;
+	struct report_input in;
+	struct report w, s;
+	struct shard_trace t;
+	char pa[128], pb[128];
+	char *folder[] = { dir };
+	struct shard_cfg cfg = { .paths = folder, .npaths = 1,
+				 .max_events = 1000, .jobs = 2, .log = stderr };
+
+	two_hosts(pa, pb, sizeof(pa));
+	load(&both, folder, 1, NULL, NULL, NULL);
+	cr_assert_eq(collect_report_input(&both, NULL, &in), 0);
+	cr_assert_eq(report_build(&in, &w), 0);
+	cr_assert_eq(shard_report(&cfg, &t, &s), 0, "not cut into ranges");
+	fprintf(stderr, "chain: two hosts: %u ranges\n", t.nshards);
+	cr_expect_geq(t.nshards, 3);
+	cr_expect_eq(t.c.nhosts, 2);
+	cr_assert_eq(s.nhosts, 2);
+	cr_expect_eq(s.busy_ns, w.busy_ns);
+	cr_expect_eq(s.streamed_gpu_ns + s.unattributed_ns, s.busy_ns);
+	cr_assert_eq(s.ndevs, w.ndevs);
+	for (size_t i = 0; i < w.ndevs; i++) {
+		cr_expect_eq(s.devs[i].dev.host, w.devs[i].dev.host);
+		cr_expect_eq(s.devs[i].busy_ns, w.devs[i].busy_ns,
+			     "device %zu", i);
+	}
+	for (int k = 0; k < 3; k++) {
+		const struct report_group *wg = k == 0 ? w.hosts :
+						k == 1 ? w.tenants : w.models;
+		const struct report_group *sg = k == 0 ? s.hosts :
+						k == 1 ? s.tenants : s.models;
+		size_t n = k == 0 ? w.nhosts : k == 1 ? w.ntenants : w.nmodels;
+		size_t m = k == 0 ? s.nhosts : k == 1 ? s.ntenants : s.nmodels;
+
+		cr_expect_eq(m, n);
+		for (size_t i = 0; i < n; i++) {
+			const struct report_group *a = &wg[i];
+			const struct report_group *b = group_named(sg, m,
+								   a->name);
+			double off;
+
+			cr_assert(b, "%s missing by ranges", a->name);
+			cr_expect_eq(b->requests, a->requests, "%s", a->name);
+			cr_expect_eq(b->completion_tokens, a->completion_tokens,
+				     "%s", a->name);
+			off = fabs((double)b->gpu_ns - (double)a->gpu_ns) /
+			      (double)a->gpu_ns;
+			cr_expect_leq(off, 0.01, "%s: %.2f%% off", a->name,
+				      100 * off);
+			off = fabs(b->cost_loaded_usd - a->cost_loaded_usd) /
+			      a->cost_loaded_usd;
+			cr_expect_leq(off, 0.01, "%s: loaded %.2f%% off",
+				      a->name, 100 * off);
+			fprintf(stderr, "chain: two hosts: %s: %llu ns by "
+				"ranges, %llu whole\n", a->name,
+				(unsigned long long)b->gpu_ns,
+				(unsigned long long)a->gpu_ns);
+		}
+	}
+	report_free(&s);
+	shard_trace_free(&t);
+	report_free(&w);
 	collect_free(&both);
 }
 
