@@ -61,7 +61,8 @@ static void usage(FILE *f)
 "it, a time range at a time in memory bounded by one range (--jobs N\n"
 "ranges at once), and written as each range is done: requests in the\n"
 "order they end, each with its device time summed over the ranges it\n"
-"spans, and steps cut by each range's own cost model.\n"
+"spans (its fully loaded cost with its ranges' idle time), and steps cut\n"
+"by each range's own cost model.\n"
 "\n"
 "  --perfetto OUT  Chrome trace-event JSON: open in ui.perfetto.dev or\n"
 "                  chrome://tracing (devices and streams with kernels and\n"
@@ -283,10 +284,9 @@ static int close_out(FILE *f)
 
 /*
  * The export of a trace longer than a range: 0, 1 when it is short and
- * is to be exported whole, or a negative errno (said).
- * Each format is written to a temporary file first, with the requests'
- * loaded costs as marks (known only at the end), then copied out with
- * the figures in.
+ * is to be exported whole, or a negative errno (said). Each request is
+ * written as it is done, before the whole trace's idle time is known: its
+ * fully loaded cost shares its range's.
  */
 static int export_by_ranges(const struct ex_args *a)
 {
@@ -294,43 +294,32 @@ static int export_by_ranges(const struct ex_args *a)
 	struct shard_trace t = { 0 };
 	struct report r = { 0 };
 	struct ex_stream e = { .t = &t };
-	FILE *f[EX_NFMT] = { 0 }, *tmp[EX_NFMT] = { 0 };
+	FILE *f[EX_NFMT] = { 0 };
 	struct shard_cfg cfg = {
 		.paths = a->traces, .npaths = a->ntraces, .from = &a->from,
 		.to = &a->to, .prices = &p, .max_events = a->shard_events,
 		.jobs = a->jobs, .log = stderr, .request = on_request,
-		.part = on_part, .ctx = &e, .marks = true,
+		.part = on_part, .ctx = &e, .loaded_by_range = true,
 	};
 	int err = 0, bad = 0;
 
 	if (a->shard_events == UINT64_MAX ||
 	    shard_small(a->traces, a->ntraces, a->shard_events))
 		return 1;
-	for (int i = 0; !err && i < EX_NFMT; i++) {
-		if (!a->out[i])
-			continue;
-		if (!(f[i] = open_out(a->out[i])))
+	for (int i = 0; !err && i < EX_NFMT; i++)
+		if (a->out[i] && !(f[i] = open_out(a->out[i])))
 			err = -EIO;
-		else if (!(tmp[i] = tmpfile()))
-			err = -errno;
-	}
-	e.x = err ? NULL : export_stream_new(tmp[EX_PERFETTO], tmp[EX_OTLP],
-					     tmp[EX_JSONL]);
+	e.x = err ? NULL : export_stream_new(f[EX_PERFETTO], f[EX_OTLP],
+					     f[EX_JSONL]);
 	if (!err && !e.x)
 		err = -ENOMEM;
 	if (!err)
 		err = shard_report(&cfg, &t, &r);
 	if (!err)
 		err = export_stream_end(e.x);
-	for (int i = 0; !err && i < EX_NFMT; i++)
-		if (tmp[i])
-			err = report_copy_marked(&t.marks, tmp[i], f[i]);
-	for (int i = 0; i < EX_NFMT; i++) {
-		if (tmp[i])
-			fclose(tmp[i]);
+	for (int i = 0; i < EX_NFMT; i++)
 		if (close_out(f[i]) && !bad)
 			bad = -EIO;
-	}
 	if (!err && bad)
 		err = bad;
 	if (err < 0)

@@ -423,11 +423,10 @@ static void request_args(FILE *f, const struct report_request *q)
 		",\"completion_tokens\":%" PRId64 ",\"token_events\":%u"
 		",\"gpu_ns\":%" PRIu64 ",\"prefill_gpu_ns\":%" PRIu64
 		",\"decode_gpu_ns\":%" PRIu64 ",\"cost_usd\":%.9g"
-		",\"cost_loaded_usd\":", tt_req_end_name(t->end),
+		",\"cost_loaded_usd\":%.9g}}", tt_req_end_name(t->end),
 		t->prompt_tokens, t->completion_tokens, t->token_events,
-		q->gpu_ns, q->prefill_ns, q->decode_ns, q->cost_usd);
-	report_put_loaded(f, q);
-	fputs("}}", f);
+		q->gpu_ns, q->prefill_ns, q->decode_ns, q->cost_usd,
+		q->cost_loaded_usd);
 }
 
 static void request_events(struct pf *p, const struct report_request *q,
@@ -651,12 +650,7 @@ static void own_attrs(struct attrs *a, const struct report_request *q)
 	attr_int(a, "tokentrace.prefill_gpu_ns", (int64_t)q->prefill_ns);
 	attr_int(a, "tokentrace.decode_gpu_ns", (int64_t)q->decode_ns);
 	attr_dbl(a, "tokentrace.cost_usd", q->cost_usd);
-	if (q->loaded_mark || isfinite(q->cost_loaded_usd)) {
-		attr_key(a, "tokentrace.cost_loaded_usd");
-		fputs("\"doubleValue\":", a->f);
-		report_put_loaded(a->f, q);
-		fputs("}}", a->f);
-	}
+	attr_dbl(a, "tokentrace.cost_loaded_usd", q->cost_loaded_usd);
 	if (t->tokens_source != TT_TOKENS_NONE)
 		attr_str(a, "tokentrace.tokens_source",
 			 tt_tokens_source_name(t->tokens_source));

@@ -573,7 +573,7 @@ int shard_report(const struct shard_cfg *cfg, struct shard_trace *t,
 	}
 	for (size_t i = 0; i < ch.nfiles; i++)
 		maxblocks = sc.f[i].nb > maxblocks ? sc.f[i].nb : maxblocks;
-	pend.nd = loaded_devices(&t->c);
+	pend.nd = cfg->loaded_by_range ? 0 : loaded_devices(&t->c);
 	pend.row = calloc(pend.nd + 1, sizeof(uint64_t));
 	if (!pend.row ||
 	    report_merge_init(out, (const char (*)[64])t->c.hosts,

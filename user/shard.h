@@ -50,9 +50,13 @@ struct shard_cfg {
 	 * only once every shard is read, as marks (shard_trace.marks; the
 	 * request's cost_loaded_usd holds the part already shared) */
 	bool marks;
+	/* or each shard shares its own idle time among its own requests,
+	 * for writers that stream each request as it is done (exports) */
+	bool loaded_by_range;
 	/* each request, done, with its token times (good for the call
 	 * only): 0 or a negative errno (stops). Its fully loaded cost is
-	 * not known yet: write it with report_put_loaded (cfg.marks) */
+	 * not known yet: write it with report_put_loaded (cfg.marks), or
+	 * take its range's (cfg.loaded_by_range) */
 	int (*request)(void *ctx, const struct report_request *q);
 	/* once the trace's window is known, before any shard: the merged
 	 * report's window. NULL: none */

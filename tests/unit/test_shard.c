@@ -766,7 +766,8 @@ Test(shard, export_of_a_long_trace_goes_by_ranges)
 	}
 	cr_expect(fabs(ssum - wsum) <= 1e-3 * wsum,
 		  "device time given %.0f by ranges, %.0f whole", ssum, wsum);
-	/* the whole window's cost, shared once the last range is read */
+	/* streamed: each range's window cost shared among its requests,
+	 * every dollar of the whole window charged */
 	cr_expect(fabs(sload - wload) <= 1e-6 * wload,
 		  "loaded cost $%.9f by ranges, $%.9f whole", sload, wload);
 	double pload = 0;
