@@ -473,43 +473,126 @@ static void free_files(struct sfile *f, size_t n)
 	free(f);
 }
 
-/* Builds shards [s, s + n) at once, then merges them in order. */
-static int wave(const struct shard_cfg *cfg, struct shard_trace *t,
-		struct report *acc, struct pending *p, struct job *jobs,
-		uint32_t s, uint32_t n)
+/*
+ * The shards built by up to `jobs` threads and merged in order by the
+ * caller's: shard s builds in job s % jobs once shard s - jobs is merged,
+ * so a thread takes the next shard as soon as a job is free and none
+ * waits for the slowest of a batch; memory stays that of `jobs` shards.
+ */
+struct line {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct job *jv;
+	bool *built;			/* per job: built, not yet merged */
+	const struct shard *sh;
+	size_t ndevs;
+	uint32_t nshards, jobs, next, merged;
+	bool stop;
+};
+
+static void job_start(struct job *j, const struct shard *sh, size_t ndevs)
+{
+	j->r.sh = sh;
+	memset(j->on_cpu, 0, (ndevs + 1) * sizeof(uint64_t));
+	memset(j->nivs, 0, (ndevs + 1) * sizeof(uint64_t));
+	memset(&j->rep, 0, sizeof(j->rep));
+}
+
+static void *builder(void *arg)
+{
+	struct line *l = arg;
+
+	pthread_mutex_lock(&l->mu);
+	for (;;) {
+		while (!l->stop && l->next < l->nshards &&
+		       l->next >= l->merged + l->jobs)
+			pthread_cond_wait(&l->cv, &l->mu);
+		if (l->stop || l->next >= l->nshards)
+			break;
+		uint32_t s = l->next++;
+		struct job *j = &l->jv[s % l->jobs];
+
+		pthread_mutex_unlock(&l->mu);
+		job_start(j, &l->sh[s], l->ndevs);
+		build(j);
+		pthread_mutex_lock(&l->mu);
+		l->built[s % l->jobs] = true;
+		pthread_cond_broadcast(&l->cv);
+	}
+	pthread_mutex_unlock(&l->mu);
+	return NULL;
+}
+
+/* Shard s, built in j, into acc; j's shard freed. */
+static int merge_job(const struct shard_cfg *cfg, struct shard_trace *t,
+		     struct report *acc, struct pending *p, struct job *j,
+		     uint32_t s)
+{
+	int err = j->err;
+
+	if (!err)
+		err = take_requests(cfg, acc, p, &j->rep, j->r.sh,
+				    s + 1 == t->nshards);
+	if (!err && cfg->part)
+		err = cfg->part(cfg->ctx, s, j->r.sh->from, &j->rep, &j->c);
+	if (!err)
+		err = report_merge(acc, &j->rep);
+	for (size_t d = 0; !err && d < t->c.ndevs; d++) {
+		t->on_cpu_ns[d] += j->on_cpu[d];
+		t->intervals[d] += j->nivs[d];
+	}
+	report_free(&j->rep);
+	unshare_base(&j->c);
+	return err;
+}
+
+static int build_all(const struct shard_cfg *cfg, struct shard_trace *t,
+		     struct report *acc, struct pending *p, struct job *jv,
+		     const struct shard *sh, uint32_t jobs)
 {
 	pthread_t th[64];
-	bool started[64] = { 0 };
+	bool built[64] = { 0 };
+	struct line l = { .jv = jv, .built = built, .sh = sh,
+			  .ndevs = t->c.ndevs, .nshards = t->nshards,
+			  .jobs = jobs };
+	uint32_t nth = 0;
 	int err = 0;
 
-	for (uint32_t i = 0; i < n; i++) {
-		if (n > 1 && !pthread_create(&th[i], NULL, build, &jobs[i]))
-			started[i] = true;
-		else
-			build(&jobs[i]);
-	}
-	for (uint32_t i = 0; i < n; i++) {
-		struct job *j = &jobs[i];
+	pthread_mutex_init(&l.mu, NULL);
+	pthread_cond_init(&l.cv, NULL);
+	while (jobs > 1 && nth < jobs &&
+	       !pthread_create(&th[nth], NULL, builder, &l))
+		nth++;
+	for (uint32_t s = 0; !err && s < t->nshards; s++) {
+		struct job *j = &jv[s % jobs];
 
-		if (started[i])
-			pthread_join(th[i], NULL);
-		if (!err)
-			err = j->err;
-		if (!err)
-			err = take_requests(cfg, acc, p, &j->rep, j->r.sh,
-					    s + i + 1 == t->nshards);
-		if (!err && cfg->part)
-			err = cfg->part(cfg->ctx, s + i, j->r.sh->from,
-					&j->rep, &j->c);
-		if (!err)
-			err = report_merge(acc, &j->rep);
-		for (size_t d = 0; !err && d < t->c.ndevs; d++) {
-			t->on_cpu_ns[d] += j->on_cpu[d];
-			t->intervals[d] += j->nivs[d];
+		if (!nth) {
+			job_start(j, &sh[s], t->c.ndevs);
+			build(j);
+			err = merge_job(cfg, t, acc, p, j, s);
+			continue;
 		}
-		report_free(&j->rep);
-		unshare_base(&j->c);
+		pthread_mutex_lock(&l.mu);
+		while (!built[s % jobs])
+			pthread_cond_wait(&l.cv, &l.mu);
+		pthread_mutex_unlock(&l.mu);
+		err = merge_job(cfg, t, acc, p, j, s);
+		pthread_mutex_lock(&l.mu);
+		built[s % jobs] = false;
+		l.merged++;
+		l.stop |= err != 0;
+		pthread_cond_broadcast(&l.cv);
+		pthread_mutex_unlock(&l.mu);
 	}
+	for (uint32_t i = 0; i < nth; i++)
+		pthread_join(th[i], NULL);
+	for (uint32_t i = 0; i < jobs; i++)
+		if (built[i]) {		/* built after an error: dropped */
+			report_free(&jv[i].rep);
+			unshare_base(&jv[i].c);
+		}
+	pthread_cond_destroy(&l.cv);
+	pthread_mutex_destroy(&l.mu);
 	return err;
 }
 
@@ -609,18 +692,8 @@ int shard_report(const struct shard_cfg *cfg, struct shard_trace *t,
 		if (!jv[i].r.offs || !jv[i].on_cpu || !jv[i].nivs)
 			err = -ENOMEM;
 	}
-	for (uint32_t s = 0; !err && s < t->nshards; s += (uint32_t)jobs) {
-		uint32_t n = t->nshards - s < (uint32_t)jobs ?
-			     t->nshards - s : (uint32_t)jobs;
-
-		for (uint32_t i = 0; i < n; i++) {
-			jv[i].r.sh = &sh[s + i];
-			memset(jv[i].on_cpu, 0, (t->c.ndevs + 1) * 8);
-			memset(jv[i].nivs, 0, (t->c.ndevs + 1) * 8);
-			memset(&jv[i].rep, 0, sizeof(jv[i].rep));
-		}
-		err = wave(cfg, t, out, &pend, jv, s, n);
-	}
+	if (!err)
+		err = build_all(cfg, t, out, &pend, jv, sh, (uint32_t)jobs);
 	if (!err && pend.n) {
 		fprintf(log, "tokentrace: report: %zu requests were left "
 			"between shards\n", pend.n);
