@@ -321,6 +321,38 @@ static void show_progress(void *ctx, const char *name, uint64_t done,
 			s * (double)(total - done) / (double)done);
 }
 
+/* A long trace's ranges, as they are reported (user/shard.h). */
+static void show_ranges(void *ctx, uint32_t done, uint32_t n,
+			uint64_t events_done, uint64_t events)
+{
+	struct rc_progress *p = ctx;
+	uint64_t now = rc_now_ns();
+	double s;
+
+	if (!done)
+		p->file_start_ns = now;
+	if (done >= n) {
+		if (p->shown)
+			fputs("\r\033[K", stderr);
+		p->shown = false;
+		return;
+	}
+	if (now - p->start_ns < RC_PROGRESS_AFTER_NS ||
+	    now - p->last_ns < RC_PROGRESS_EVERY_NS || !done)
+		return;
+	p->last_ns = now;
+	p->shown = true;
+	s = (now - p->file_start_ns) / 1e9;
+	fprintf(stderr, "\r\033[Ktokentrace: reporting time range %u of %u "
+		"(%.1f of %.1f M events), %.2f M events/s", done, n,
+		events_done / 1e6, events / 1e6,
+		s > 0 ? events_done / s / 1e6 : 0);
+	if (s > 0 && events_done && events > events_done)
+		fprintf(stderr, ", %.0f s left",
+			s * (double)(events - events_done) /
+			(double)events_done);
+}
+
 /* chain_read, with progress on a terminal. */
 static int load_with_progress(struct rc_trace *t, char *const *paths, int n,
 			      const struct rc_args *a)
@@ -448,7 +480,14 @@ static int shard_trace(struct rc_trace *t, char *const *paths, int n,
 		.begin = t->html ? html_begin : NULL,
 		.part = t->html ? html_part : NULL,
 	};
+	struct rc_progress pr = { rc_now_ns(), 0, 0, false };
 	int err;
+
+	if (isatty(STDERR_FILENO)) {
+		cfg.read_progress = show_progress;
+		cfg.progress = show_ranges;
+		cfg.progress_ctx = &pr;
+	}
 
 	if (a->shard_events == UINT64_MAX ||
 	    shard_small(paths, n, a->shard_events))

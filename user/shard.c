@@ -149,6 +149,7 @@ struct shard {
 	uint64_t from, to;		/* [from, to); to 0: to the end */
 	uint64_t start, end;		/* its report's window */
 	bool first, last;
+	uint64_t events;		/* the first reading's count */
 };
 
 struct run {
@@ -409,7 +410,7 @@ static int cut_shards(const struct scan *s, uint64_t start, uint64_t end,
 			v = p;
 		}
 		v[k] = (struct shard){ k ? at : from_ns, edge, at, edge,
-				       !k, false };
+				       !k, false, acc };
 		k++;
 		at = edge;
 		acc = 0;
@@ -422,7 +423,9 @@ static int cut_shards(const struct scan *s, uint64_t start, uint64_t end,
 		}
 		v = p;
 	}
-	v[k] = (struct shard){ k ? at : from_ns, 0, at, end, !k, true };
+	for (size_t i = b + 1; i < s->nsec; i++)
+		acc += s->per_s[i];	/* after the window: its last shard's */
+	v[k] = (struct shard){ k ? at : from_ns, 0, at, end, !k, true, acc };
 	k++;
 	*out = v;
 	*n = k;
@@ -558,6 +561,10 @@ static int build_all(const struct shard_cfg *cfg, struct shard_trace *t,
 	uint32_t nth = 0;
 	int err = 0;
 
+	uint64_t done = 0;
+
+	if (cfg->progress)
+		cfg->progress(cfg->progress_ctx, 0, t->nshards, 0, t->events);
 	pthread_mutex_init(&l.mu, NULL);
 	pthread_cond_init(&l.cv, NULL);
 	while (jobs > 1 && nth < jobs &&
@@ -566,10 +573,14 @@ static int build_all(const struct shard_cfg *cfg, struct shard_trace *t,
 	for (uint32_t s = 0; !err && s < t->nshards; s++) {
 		struct job *j = &jv[s % jobs];
 
+		done += sh[s].events;
 		if (!nth) {
 			job_start(j, &sh[s], t->c.ndevs);
 			build(j);
 			err = merge_job(cfg, t, acc, p, j, s);
+			if (!err && cfg->progress)
+				cfg->progress(cfg->progress_ctx, s + 1,
+					      t->nshards, done, t->events);
 			continue;
 		}
 		pthread_mutex_lock(&l.mu);
@@ -577,6 +588,9 @@ static int build_all(const struct shard_cfg *cfg, struct shard_trace *t,
 			pthread_cond_wait(&l.cv, &l.mu);
 		pthread_mutex_unlock(&l.mu);
 		err = merge_job(cfg, t, acc, p, j, s);
+		if (!err && cfg->progress)
+			cfg->progress(cfg->progress_ctx, s + 1, t->nshards,
+				      done, t->events);
 		pthread_mutex_lock(&l.mu);
 		built[s % jobs] = false;
 		l.merged++;
@@ -620,9 +634,13 @@ int shard_report(const struct shard_cfg *cfg, struct shard_trace *t,
 	t->nfiles = ch.nfiles;
 	sc.f = calloc(ch.nfiles, sizeof(*sc.f));
 	collect_init(&t->c);
+	if (cfg->read_progress)
+		tracefile_set_progress(cfg->read_progress, cfg->progress_ctx);
 	err = sc.f ? chain_load_with(&ch, &t->c, chain_mono_of(&ch, cfg->from),
 				     chain_mono_of(&ch, cfg->to), &t->hdr, log,
 				     &tmpl, scan_file, &sc) : -ENOMEM;
+	if (cfg->read_progress)
+		tracefile_set_progress(NULL, NULL);
 	if (!err && sc.oom)
 		err = -ENOMEM;
 	if (err)

@@ -68,6 +68,14 @@ struct shard_cfg {
 	int (*part)(void *ctx, uint32_t index, uint64_t from,
 		    const struct report *rep, const struct collect *c);
 	void *ctx;
+	/* progress, on the caller's thread (NULL: none): the first
+	 * reading's through tracefile's hook, then after each shard is
+	 * merged (and once before the first) shards and events done of
+	 * all; progress_ctx for both */
+	tracefile_progress_fn read_progress;
+	void (*progress)(void *ctx, uint32_t done, uint32_t nshards,
+			 uint64_t events_done, uint64_t events);
+	void *progress_ctx;
 };
 
 struct shard_trace {

@@ -937,3 +937,51 @@ Test(shard, an_error_while_ranges_are_built_ahead_stops_them_all)
 	cr_expect_eq(shard_report(&cfg, &t, &r), -ENOSPC);
 	cr_expect_eq(n, 100, "requests handed on after the error");
 }
+
+struct seen_progress {
+	uint32_t calls, last, n;
+	uint64_t events_done, events;
+	bool backwards;
+};
+
+static void note_progress(void *ctx, uint32_t done, uint32_t n,
+			  uint64_t events_done, uint64_t events)
+{
+	struct seen_progress *p = ctx;
+
+	p->backwards |= done < p->last || events_done < p->events_done ||
+			(p->calls && done != p->last + 1);
+	p->calls++;
+	p->last = done;
+	p->n = n;
+	p->events_done = events_done;
+	p->events = events;
+}
+
+/* Progress comes once before the first range and after each, in order,
+ * with --jobs 2 too; its events add up to the first reading's count. */
+Test(shard, progress_is_told_range_by_range)
+{
+	char *paths[] = { "tests/data/gpu-sim-tp2.tt" };
+	struct collect_prices p = { NULL, 0, -1, -1 };
+	struct seen_progress sp = { 0 };
+	struct shard_cfg cfg = { .paths = paths, .npaths = 1, .prices = &p,
+				 .max_events = 4000, .jobs = 2, .log = stderr,
+				 .progress = note_progress,
+				 .progress_ctx = &sp };
+	struct shard_trace t;
+	struct report r;
+
+	cr_assert_eq(shard_report(&cfg, &t, &r), 0);
+	cr_expect_geq(t.nshards, 3);
+	cr_expect_eq(sp.calls, t.nshards + 1);
+	cr_expect_eq(sp.last, t.nshards);
+	cr_expect_eq(sp.n, t.nshards);
+	cr_expect_not(sp.backwards, "progress went back or skipped a range");
+	cr_expect_eq(sp.events, t.events);
+	cr_expect_eq(sp.events_done, t.events, "%llu of %llu events told",
+		     (unsigned long long)sp.events_done,
+		     (unsigned long long)t.events);
+	report_free(&r);
+	shard_trace_free(&t);
+}
