@@ -558,10 +558,9 @@ static int build_all(const struct shard_cfg *cfg, struct shard_trace *t,
 	struct line l = { .jv = jv, .built = built, .sh = sh,
 			  .ndevs = t->c.ndevs, .nshards = t->nshards,
 			  .jobs = jobs };
+	uint64_t done = 0;
 	uint32_t nth = 0;
 	int err = 0;
-
-	uint64_t done = 0;
 
 	if (cfg->progress)
 		cfg->progress(cfg->progress_ctx, 0, t->nshards, 0, t->events);
@@ -573,24 +572,22 @@ static int build_all(const struct shard_cfg *cfg, struct shard_trace *t,
 	for (uint32_t s = 0; !err && s < t->nshards; s++) {
 		struct job *j = &jv[s % jobs];
 
-		done += sh[s].events;
 		if (!nth) {
 			job_start(j, &sh[s], t->c.ndevs);
 			build(j);
-			err = merge_job(cfg, t, acc, p, j, s);
-			if (!err && cfg->progress)
-				cfg->progress(cfg->progress_ctx, s + 1,
-					      t->nshards, done, t->events);
-			continue;
+		} else {
+			pthread_mutex_lock(&l.mu);
+			while (!built[s % jobs])
+				pthread_cond_wait(&l.cv, &l.mu);
+			pthread_mutex_unlock(&l.mu);
 		}
-		pthread_mutex_lock(&l.mu);
-		while (!built[s % jobs])
-			pthread_cond_wait(&l.cv, &l.mu);
-		pthread_mutex_unlock(&l.mu);
 		err = merge_job(cfg, t, acc, p, j, s);
+		done += sh[s].events;
 		if (!err && cfg->progress)
 			cfg->progress(cfg->progress_ctx, s + 1, t->nshards,
 				      done, t->events);
+		if (!nth)
+			continue;
 		pthread_mutex_lock(&l.mu);
 		built[s % jobs] = false;
 		l.merged++;
