@@ -30,6 +30,7 @@
 #include "export.h"
 #include "prices.h"
 #include "report.h"
+#include "progress.h"
 #include "shard.h"
 #include "tracefile.h"
 
@@ -301,8 +302,10 @@ static int export_by_ranges(const struct ex_args *a)
 		.jobs = a->jobs, .log = stderr, .request = on_request,
 		.part = on_part, .ctx = &e, .loaded_by_range = true,
 	};
+	struct progress pr;
 	int err = 0, bad = 0;
 
+	progress_on_terminal(&pr, &cfg);
 	if (a->shard_events == UINT64_MAX ||
 	    shard_small(a->traces, a->ntraces, a->shard_events))
 		return 1;

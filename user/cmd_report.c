@@ -34,6 +34,7 @@
 #include "hostinfo.h"
 #include "html.h"
 #include "prices.h"
+#include "progress.h"
 #include "quantile.h"
 #include "report.h"
 #include "shard.h"
@@ -268,101 +269,17 @@ static int close_out(FILE *f, const char *path)
 
 /* ---- loading ------------------------------------------------------------- */
 
-/*
- * Reading a big trace shows progress on stderr when stderr is a terminal:
- * once reading has taken RC_PROGRESS_AFTER_NS (small traces stay quiet),
- * then at most every RC_PROGRESS_EVERY_NS; the line is wiped at the end.
- */
-#define RC_PROGRESS_AFTER_NS	500000000ull
-#define RC_PROGRESS_EVERY_NS	200000000ull
-
-struct rc_progress {
-	uint64_t start_ns, last_ns;
-	uint64_t file_start_ns;		/* the file being read began */
-	bool shown;
-};
-
-static uint64_t rc_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
-
-static void show_progress(void *ctx, const char *name, uint64_t done,
-			  uint64_t total, uint64_t records)
-{
-	struct rc_progress *p = ctx;
-	uint64_t now = rc_now_ns();
-	double s;
-
-	if (done >= total) {
-		if (p->shown)
-			fputs("\r\033[K", stderr);
-		p->shown = false;
-		p->file_start_ns = 0;
-		return;
-	}
-	if (!p->file_start_ns)
-		p->file_start_ns = now;	/* a chain: each file's own rate */
-	if (now - p->start_ns < RC_PROGRESS_AFTER_NS ||
-	    now - p->last_ns < RC_PROGRESS_EVERY_NS)
-		return;
-	p->last_ns = now;
-	p->shown = true;
-	s = (now - p->file_start_ns) / 1e9;
-	fprintf(stderr, "\r\033[Ktokentrace: reading %s: %3.0f%% (%.1f of "
-		"%.1f MiB), %.2f M events/s", name, 100.0 * done / total,
-		done / 1048576.0, total / 1048576.0,
-		s > 0 ? records / s / 1e6 : 0);
-	if (s > 0 && done)
-		fprintf(stderr, ", %.0f s left",
-			s * (double)(total - done) / (double)done);
-}
-
-/* A long trace's ranges, as they are reported (user/shard.h). */
-static void show_ranges(void *ctx, uint32_t done, uint32_t n,
-			uint64_t events_done, uint64_t events)
-{
-	struct rc_progress *p = ctx;
-	uint64_t now = rc_now_ns();
-	double s;
-
-	if (!done)
-		p->file_start_ns = now;
-	if (done >= n) {
-		if (p->shown)
-			fputs("\r\033[K", stderr);
-		p->shown = false;
-		return;
-	}
-	if (now - p->start_ns < RC_PROGRESS_AFTER_NS ||
-	    now - p->last_ns < RC_PROGRESS_EVERY_NS || !done)
-		return;
-	p->last_ns = now;
-	p->shown = true;
-	s = (now - p->file_start_ns) / 1e9;
-	fprintf(stderr, "\r\033[Ktokentrace: reporting time range %u of %u "
-		"(%.1f of %.1f M events), %.2f M events/s", done, n,
-		events_done / 1e6, events / 1e6,
-		s > 0 ? events_done / s / 1e6 : 0);
-	if (s > 0 && events_done && events > events_done)
-		fprintf(stderr, ", %.0f s left",
-			s * (double)(events - events_done) /
-			(double)events_done);
-}
-
 /* chain_read, with progress on a terminal. */
 static int load_with_progress(struct rc_trace *t, char *const *paths, int n,
 			      const struct rc_args *a)
 {
-	struct rc_progress p = { rc_now_ns(), 0, 0, false };
+	struct progress p;
 	bool tty = isatty(STDERR_FILENO);
 	int err;
 
+	progress_init(&p);
 	if (tty)
-		tracefile_set_progress(show_progress, &p);
+		tracefile_set_progress(progress_read, &p);
 	err = chain_read(&t->c, paths, n, &a->from, &a->to, &t->hdr, stderr,
 			 &t->nfiles);
 	if (tty)
@@ -480,14 +397,10 @@ static int shard_trace(struct rc_trace *t, char *const *paths, int n,
 		.begin = t->html ? html_begin : NULL,
 		.part = t->html ? html_part : NULL,
 	};
-	struct rc_progress pr = { rc_now_ns(), 0, 0, false };
+	struct progress pr;
 	int err;
 
-	if (isatty(STDERR_FILENO)) {
-		cfg.read_progress = show_progress;
-		cfg.progress = show_ranges;
-		cfg.progress_ctx = &pr;
-	}
+	progress_on_terminal(&pr, &cfg);
 
 	if (a->shard_events == UINT64_MAX ||
 	    shard_small(paths, n, a->shard_events))
