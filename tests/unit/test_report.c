@@ -610,3 +610,91 @@ Test(report, cpu_writer_thread_time_is_unattributed_not_charged_to_steps)
 	sy_free(g);
 	free(g);
 }
+
+/* ---- loaded costs as marks (report_mark_loaded, report_copy_marked) ---- */
+
+/* n requests marked over two devices at $1 and $2 per busy ns, the k-th
+ * with k ns on the first and 2k on the second and $0.5 already shared,
+ * each written as "<pad>[MARK]" with pad bytes before, into a file; the
+ * copy's numbers read back. */
+static int marks_round_trip(int n, size_t pad, FILE *out, bool corrupt)
+{
+	static const double usd[2] = { 1, 2 };
+	struct report_marks m = { .side = tmpfile(), .ndevs = 2 };
+	FILE *in = tmpfile();
+	char *fill = malloc(pad + 1);
+
+	cr_assert(m.side && in && fill);
+	memset(fill, 'x', pad);
+	fill[pad] = 0;
+	for (int k = 1; k <= n; k++) {
+		uint64_t ns[2] = { (uint64_t)k, 2 * (uint64_t)k };
+		struct report_request q = { .dev_ns = ns,
+					    .cost_loaded_usd = 0.5 };
+
+		cr_assert_eq(report_mark_loaded(&m, &q), 0);
+		cr_assert_eq(q.loaded_mark, (uint64_t)k);
+		fprintf(in, "%s[", fill);
+		report_put_loaded(in, &q);
+		fputs("]\n", in);
+	}
+	if (corrupt)
+		fprintf(in, "[%c%d%c]\n", REPORT_LOADED_MARK, n + 1,
+			REPORT_LOADED_MARK);
+	m.usd_per_ns = usd;
+	int err = report_copy_marked(&m, in, out);
+
+	fclose(in);
+	fclose(m.side);
+	free(fill);
+	return err;
+}
+
+Test(report, loaded_cost_marks_are_replaced_across_buffer_edges)
+{
+	/* pads that put marks across the copy's 64 KiB reads */
+	static const size_t pads[] = { 0, 7, 4093, 65530 };
+
+	for (size_t p = 0; p < sizeof(pads) / sizeof(pads[0]); p++) {
+		FILE *out = tmpfile();
+		char *line = NULL;
+		size_t cap = 0;
+		int k = 0;
+
+		cr_assert_eq(marks_round_trip(40, pads[p], out, false), 0);
+		rewind(out);
+		while (getline(&line, &cap, out) > 0) {
+			char *b = strrchr(line, '[');
+			double v;
+
+			k++;
+			cr_assert(b && sscanf(b, "[%lf]", &v) == 1,
+				  "pad %zu: line %d has no figure", pads[p], k);
+			/* $0.5 + k ns * $1 + 2k ns * $2 */
+			cr_expect_float_eq(v, 0.5 + 5.0 * k, 1e-9,
+					   "pad %zu: line %d: %g", pads[p], k, v);
+			cr_expect_eq(strlen(line), pads[p] + strlen(b),
+				     "pad %zu: bytes lost", pads[p]);
+		}
+		cr_expect_eq(k, 40);
+		free(line);
+		fclose(out);
+	}
+}
+
+Test(report, a_mark_that_was_never_given_is_an_error)
+{
+	FILE *out = tmpfile();
+
+	cr_assert(out);
+	cr_expect_eq(marks_round_trip(3, 0, out, true), -EPROTO);
+	fclose(out);
+	/* and a file with marks copied without them */
+	FILE *in = tmpfile();
+	out = tmpfile();
+	fprintf(in, "{\"cost_loaded_usd\":%c1%c}", REPORT_LOADED_MARK,
+		REPORT_LOADED_MARK);
+	cr_expect_eq(report_copy_marked(NULL, in, out), -EPROTO);
+	fclose(in);
+	fclose(out);
+}
