@@ -772,10 +772,8 @@ Test(shard, export_of_a_long_trace_goes_by_ranges)
 	cr_expect(fabs(sload - wload) <= 1e-6 * wload,
 		  "loaded cost $%.9f by ranges, $%.9f whole", sload, wload);
 	double pload = 0;
-	for (size_t i = 0; i < (size_t)cJSON_GetArraySize(
-		     cJSON_GetObjectItem(sp, "traceEvents")); i++) {
-		const cJSON *e = cJSON_GetArrayItem(
-			cJSON_GetObjectItem(sp, "traceEvents"), (int)i);
+	const cJSON *e;
+	cJSON_ArrayForEach(e, cJSON_GetObjectItem(sp, "traceEvents")) {
 		const cJSON *c = cJSON_GetObjectItem(e, "cat");
 
 		if (cJSON_IsString(c) && !strcmp(c->valuestring, "request"))
