@@ -1844,8 +1844,6 @@ static void device_merge(struct report_device *a,
 int report_merge_init(struct report *acc, const char (*hosts)[64],
 		      size_t nhosts, size_t loaded_ndevs)
 {
-	memset(acc, 0, sizeof(*acc));
-	acc->model_dev = SIZE_MAX;
 	acc->loaded_ndevs = loaded_ndevs;
 	/* several hosts: one group each, in their order, as report_build */
 	for (size_t k = 0; nhosts > 1 && k < nhosts; k++)
@@ -1965,6 +1963,16 @@ int report_add_request(struct report *r, const struct report_request *q)
 	return 0;
 }
 
+/* The groups' busy ns per device at their loaded prices. */
+static void price_loaded(const struct report *r, struct report_group *g,
+			 size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t d = 0; g[i].loaded_ns && d < r->loaded_ndevs; d++)
+			g[i].cost_loaded_usd += (double)g[i].loaded_ns[d] *
+						r->loaded_usd_per_ns[d];
+}
+
 /*
  * The whole trace's idle time shared: a busy ns on device d costs, fully
  * loaded, its price times the window over d's attributed time (the
@@ -1989,17 +1997,9 @@ static int share_loaded(struct report *r)
 						  (double)r->window_ns /
 						  (double)v->attributed_ns;
 	}
-	for (int k = 0; k < 3; k++) {
-		struct report_group *g = k == 2 ? r->hosts :
-					 k ? r->models : r->tenants;
-		size_t n = k == 2 ? r->nhosts : k ? r->nmodels : r->ntenants;
-
-		for (size_t i = 0; i < n; i++)
-			for (size_t d = 0; g[i].loaded_ns && d < nd; d++)
-				g[i].cost_loaded_usd +=
-					(double)g[i].loaded_ns[d] *
-					r->loaded_usd_per_ns[d];
-	}
+	price_loaded(r, r->tenants, r->ntenants);
+	price_loaded(r, r->models, r->nmodels);
+	price_loaded(r, r->hosts, r->nhosts);
 	return 0;
 }
 
@@ -2448,17 +2448,13 @@ int report_print_json(cJSON *o, const struct report *r, FILE *f)
 int report_mark_loaded(struct report_marks *m, struct report_request *q)
 {
 	double local = q->cost_loaded_usd;
-	static const uint64_t zero[64];
 
-	if (fwrite(&local, sizeof(local), 1, m->side) != 1)
+	if (m->ndevs && !q->dev_ns)
+		return -EINVAL;
+	if (fwrite(&local, sizeof(local), 1, m->side) != 1 ||
+	    fwrite(q->dev_ns, sizeof(uint64_t), m->ndevs, m->side) !=
+	    m->ndevs)
 		return -EIO;
-	for (size_t d = 0; d < m->ndevs; d += 64) {
-		size_t k = m->ndevs - d < 64 ? m->ndevs - d : 64;
-		const uint64_t *v = q->dev_ns ? q->dev_ns + d : zero;
-
-		if (fwrite(v, sizeof(uint64_t), k, m->side) != k)
-			return -EIO;
-	}
 	q->loaded_mark = ++m->n;
 	return 0;
 }

@@ -222,7 +222,7 @@ void report_free(struct report *r);
 /*
  * A report of a long trace from reports of its shards (consecutive time
  * ranges, user/shard.c), merged in time order. report_merge_init readies
- * acc: the trace's hosts (several: a group each) and the devices whose
+ * acc (zeroed, model_dev SIZE_MAX): the trace's hosts (several: a group each) and the devices whose
  * busy ns each request keeps (report_input.loaded_ndevs); 0 or -ENOMEM.
  * report_merge adds a shard's devices, servers, busy and unattributed
  * time and what its findings are judged on to acc (the tally is moved
@@ -270,7 +270,7 @@ int report_print_json(cJSON *o, const struct report *r, FILE *f);
 /*
  * A long trace's requests are written out as they are done, before the
  * idle time that their fully loaded cost shares is known: where the
- * figure goes each writes a mark (REPORT_LOADED_MARK, the request's
+ * figure goes report_request_write_json writes a mark (REPORT_LOADED_MARK, the request's
  * loaded_mark in decimal, REPORT_LOADED_MARK again; the byte never
  * appears in what the writers write, which escapes control bytes), and
  * report_mark_loaded keeps what the figure is made of in side, in the

@@ -55,8 +55,8 @@ struct shard_cfg {
 	bool loaded_by_range;
 	/* each request, done, with its token times (good for the call
 	 * only): 0 or a negative errno (stops). Its fully loaded cost is
-	 * not known yet: write it with report_put_loaded (cfg.marks), or
-	 * take its range's (cfg.loaded_by_range) */
+	 * not known yet: report_request_write_json writes its mark
+	 * (cfg.marks), or it takes its range's (cfg.loaded_by_range) */
 	int (*request)(void *ctx, const struct report_request *q);
 	/* once the trace's window is known, before any shard: the merged
 	 * report's window. NULL: none */
