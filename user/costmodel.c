@@ -28,6 +28,7 @@ static const char *const term_names[CM_NTERMS] = {
 	[CM_DECODE] = "decode_tokens",
 	[CM_CONTEXT] = "decode_context",
 	[CM_PREFILL_SQ] = "prefill_attention",
+	[CM_DECODE_BESIDE] = "decode_beside_prefill",
 };
 
 const char *costmodel_term_name(enum costmodel_term t)
@@ -220,27 +221,36 @@ int costmodel_fit(const struct costmodel_obs *obs, uint32_t n,
 	for (uint32_t i = 0; i < n; i++)
 		tss += (obs[i].ns - mean) * (obs[i].ns - mean);
 
-	unsigned base = (1u << CM_NTERMS) - 1 - (1u << CM_PREFILL_SQ);
-	double c4[CM_NTERMS], c5[CM_NTERMS];
-	unsigned m4 = 0, m5 = 0;
-	double r4 = nnls_enum(obs, n, scale, base, c4, &m4);
-	double r5 = nnls_enum(obs, n, scale, (1u << CM_NTERMS) - 1, c5, &m5);
-	if (!isfinite(r4) && !isfinite(r5))
-		return 0;
+	/* The optional terms must earn their place: of the fits with each
+	 * subset of them allowed, the one of least BIC (the first, with
+	 * fewer terms, on a tie). */
+	const unsigned opt = (1u << CM_PREFILL_SQ) | (1u << CM_DECODE_BESIDE);
+	const unsigned core = (1u << CM_NTERMS) - 1 - opt;
+	double best[CM_NTERMS], best_rss = INFINITY, best_bic = INFINITY;
+	unsigned best_mask = 0;
 
-	double q4 = tss > 0 ? 1.0 - r4 / tss : 1.0;
-	double q5 = tss > 0 ? 1.0 - r5 / tss : 1.0;
-	/* The quadratic term must earn its place (bic). */
-	bool quad = isfinite(r5) && (m5 & (1u << CM_PREFILL_SQ)) &&
-		    (!isfinite(r4) || bic(r5, n, m5) < bic(r4, n, m4));
-	const double *c = quad ? c5 : c4;
-	unsigned mask = quad ? m5 : m4;
+	for (unsigned s = 0; s <= opt; s++) {
+		double c[CM_NTERMS], r;
+		unsigned mask = 0;
 
-	for (int t = 0; t < CM_NTERMS; t++) {
-		m->coef[t] = c[t] / scale[t];
-		m->used[t] = (mask >> t) & 1;
+		if (s & ~opt)
+			continue;
+		r = nnls_enum(obs, n, scale, core | s, c, &mask);
+		if (!isfinite(r) || (mask & opt) != s ||
+		    !(bic(r, n, mask) < best_bic))
+			continue;
+		best_bic = bic(r, n, mask);
+		best_rss = r;
+		best_mask = mask;
+		memcpy(best, c, sizeof(best));
 	}
-	m->r2 = quad ? q5 : q4;
+	if (!isfinite(best_rss))
+		return 0;
+	for (int t = 0; t < CM_NTERMS; t++) {
+		m->coef[t] = best[t] / scale[t];
+		m->used[t] = (best_mask >> t) & 1;
+	}
+	m->r2 = tss > 0 ? 1.0 - best_rss / tss : 1.0;
 	m->fitted = true;
 	return 0;
 }

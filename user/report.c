@@ -2215,6 +2215,7 @@ static cJSON *cost_model_json(const struct report *r)
 		[CM_DECODE] = "ms_per_decode_token",
 		[CM_CONTEXT] = "ms_per_context_token",
 		[CM_PREFILL_SQ] = "ms_per_prefill_attention_unit",
+		[CM_DECODE_BESIDE] = "ms_per_decode_beside_prefill",
 	};
 
 	if (!o)
@@ -2706,6 +2707,9 @@ static void text_model(const struct report *r, FILE *f)
 	if (m->used[CM_PREFILL_SQ])
 		fprintf(f, ", %.3g ms/prefill attention unit",
 			m->coef[CM_PREFILL_SQ] / 1e6);
+	if (m->used[CM_DECODE_BESIDE])
+		fprintf(f, ", %.4f ms more per decode token beside a prefill",
+			m->coef[CM_DECODE_BESIDE] / 1e6);
 	fputc('\n', f);
 	if (m->drift_windows)
 		fprintf(f, "  host speed over the run: %.2f to %.2f of its mean "

@@ -1944,6 +1944,13 @@ int steps_find(const struct steps_input *in, struct steps_result *r)
 		err = apply_batches(in, r);
 	if (!err)
 		err = finish_steps(in, r);
+	for (uint32_t k = 0; !err && k < r->nsteps; k++) {
+		const struct steps_step *st = &r->steps[k];
+
+		for (uint32_t i = st->first; i < st->first + st->n; i++)
+			r->entries[i].beside = st->prefill_tokens &&
+				r->entries[i].phase == ATTR_DECODE;
+	}
 out:
 	free(ch.n);
 	free(t);
@@ -1972,7 +1979,10 @@ void steps_obs_add(const struct steps_result *s, uint32_t k,
 
 		if (e->phase == ATTR_PREFILL)
 			costmodel_obs_prefill(o, e->tokens, e->context);
-		else
+		else {
 			costmodel_obs_decode(o, e->context);
+			if (st->prefill_tokens)
+				o->x[CM_DECODE_BESIDE] += 1.0;
+		}
 	}
 }

@@ -112,6 +112,62 @@ Test(costmodel, small_but_real_quadratic_term_is_kept)
 }
 
 /*
+ * Decodes that run slower in a step that carries a prefill (its working
+ * set evicts theirs): the fit keeps the beside term, near its true value,
+ * and the others stay within 2 %. Without such a cost (the steps above)
+ * the term does not pay for itself and is left out.
+ */
+Test(costmodel, decode_beside_a_prefill_term_kept_when_the_data_needs_it)
+{
+	static struct costmodel_obs obs[400], plain[400];
+	const double want[CM_NTERMS] = { 200e3, 9e3, 40e3, 90, 0, 8e3 };
+	uint32_t n = synth(obs, 400, want[CM_FIXED], want[CM_PREFILL],
+			   want[CM_DECODE], want[CM_CONTEXT], 0, 0.02);
+	struct costmodel m;
+
+	for (uint32_t i = 0; i < n; i++) {
+		plain[i] = obs[i];
+		if (!obs[i].x[CM_PREFILL])
+			continue;
+		obs[i].x[CM_DECODE_BESIDE] = obs[i].x[CM_DECODE];
+		obs[i].ns += want[CM_DECODE_BESIDE] * obs[i].x[CM_DECODE];
+	}
+	cr_assert_eq(costmodel_fit_steps(obs, n, &m), 0);
+	cr_assert(m.fitted);
+	cr_expect(m.used[CM_DECODE_BESIDE], "beside term dropped");
+	cr_expect(fabs(m.coef[CM_DECODE_BESIDE] / want[CM_DECODE_BESIDE] - 1) <
+		  0.1, "beside %g", m.coef[CM_DECODE_BESIDE]);
+	for (int t = CM_FIXED; t <= CM_CONTEXT; t++)
+		cr_expect(fabs(m.coef[t] - want[t]) <= 0.02 * want[t],
+			  "%s %g, want %g", costmodel_term_name(t), m.coef[t],
+			  want[t]);
+	/* the same steps, marked beside but with no such cost */
+	for (uint32_t i = 0; i < n; i++)
+		if (plain[i].x[CM_PREFILL])
+			plain[i].x[CM_DECODE_BESIDE] = plain[i].x[CM_DECODE];
+	cr_assert_eq(costmodel_fit_steps(plain, n, &m), 0);
+	cr_expect(!m.used[CM_DECODE_BESIDE] && m.coef[CM_DECODE_BESIDE] == 0,
+		  "beside term %g kept without need",
+		  m.coef[CM_DECODE_BESIDE]);
+}
+
+/* A decode beside a prefill weighs the beside term more than one alone. */
+Test(attribution, a_decode_beside_a_prefill_weighs_more)
+{
+	struct costmodel m = { .coef = { 4e3, 1e3, 50e3, 10, 0, 5e3 },
+			       .fitted = true };
+	struct attr_entry alone = { .phase = ATTR_DECODE, .tokens = 1,
+				    .context = 100 };
+	struct attr_entry beside = alone;
+
+	beside.beside = 1;
+	cr_expect_float_eq(attribution_weight(&alone, &m, 4),
+			   50e3 + 10 * 100 + 4e3 / 4, 1e-9);
+	cr_expect_float_eq(attribution_weight(&beside, &m, 4),
+			   50e3 + 10 * 100 + 5e3 + 4e3 / 4, 1e-9);
+}
+
+/*
  * Decode steps of a batch whose contexts grow through the run while the
  * host slows down by 40 % (a clock or cache drift): fitted as if the host
  * were steady, the slowdown reads as context cost. costmodel_fit_steps

@@ -413,7 +413,8 @@ static const char *const request_keys[] = {
 
 static const char *const model_keys[] = {
 	"fixed_ms", "ms_per_prefill_token", "ms_per_decode_token",
-	"ms_per_context_token", "ms_per_prefill_attention_unit", "terms",
+	"ms_per_context_token", "ms_per_prefill_attention_unit",
+	"ms_per_decode_beside_prefill", "terms",
 	"r2", "steps", "drift_min", "drift_max", "drift_windows", "basis", NULL,
 };
 
