@@ -433,7 +433,20 @@ static void credit_cache(const struct report_device *d,
  * model's (not past INTERVAL_JK_STEPS steps, where the coefficients are
  * held so tight that it stays far under the floor below: on 200,000
  * generated steps every interval was at the floor with it, and it cost a
- * third of the report's time). The interval is gpu_ns -+ INTERVAL_Z
+ * third of the report's time). Its refits choose their terms again, so
+ * that where the data hardly tell whether an optional term is there, the
+ * split under either answer is in the interval. And how a step's context
+ * cost belongs to its decodes is in part a convention: a long context
+ * also slows the other decodes of its batch (caches, memory bandwidth),
+ * which step totals cannot tell from its own cost while batches stay
+ * full. On the reference server's truth the other decodes' contexts made
+ * 0-24% of a decode's context cost (0 on mixes of alike requests, the
+ * most with two tenants of unlike lengths), so up to INTERVAL_SHARED of
+ * it is taken as possibly the batch's: the split with every decode's
+ * context cost at its step's other decodes' mean context moves each
+ * request by some amount, and INTERVAL_SHARED times that is one more
+ * standard deviation (nothing where a step's decodes share one context).
+ * The interval is gpu_ns -+ INTERVAL_Z
  * standard deviations,
  * and never narrower than -+ INTERVAL_FLOOR: how a step's copies, its
  * overlapping streams and its fixed cost belong to its entries is a
@@ -452,6 +465,7 @@ static void credit_cache(const struct report_device *d,
 #define INTERVAL_JK_STEPS	20000
 #define INTERVAL_Z	1.6449		/* two-sided 90% of a normal */
 #define INTERVAL_FLOOR	0.01
+#define INTERVAL_SHARED	0.25
 
 /* Each step's terms summed over its entries (x[CM_FIXED] 0), or NULL. */
 static struct costmodel_obs *step_terms(const struct steps_result *s)
@@ -505,6 +519,64 @@ static void split_by(const struct report_device *d, const struct costmodel *m,
 		for (uint32_t i = 0; total > 0 && i < st->n; i++)
 			x[e[i].request] += (double)st->busy_ns * w[i] / total;
 	}
+}
+
+/* Each request's time on d with its steps split by d's model, but every
+ * decode's context cost taken at the mean context of its step's other
+ * decodes (its own where it is the only one), into x; w as split_by's. */
+static void split_shared_context(const struct report_device *d, double *x,
+				 size_t nreqs, double *w)
+{
+	const struct steps_result *s = &d->steps;
+	double c = d->model.coef[CM_CONTEXT];
+
+	memset(x, 0, nreqs * sizeof(*x));
+	for (uint32_t k = 0; k < s->nsteps; k++) {
+		const struct attr_step *st = &s->attr[k];
+		const struct attr_entry *e = s->entries + st->first;
+		double total = step_weights(s, st, &d->model, w), ctx = 0;
+		uint32_t dec = 0;
+
+		for (uint32_t i = 0; i < st->n; i++)
+			if (e[i].phase == ATTR_DECODE) {
+				ctx += e[i].context;
+				dec++;
+			}
+		for (uint32_t i = 0; dec > 1 && i < st->n; i++)
+			if (e[i].phase == ATTR_DECODE) {
+				double o = (ctx - e[i].context) / (dec - 1);
+
+				w[i] += c * (o - e[i].context);
+				total += c * (o - e[i].context);
+			}
+		for (uint32_t i = 0; total > 0 && i < st->n; i++)
+			x[e[i].request] += (double)st->busy_ns * w[i] / total;
+	}
+}
+
+/* The context convention's part of each request's variance on d
+ * (INTERVAL_SHARED). */
+static int shared_context_variance(struct report *r, struct report_device *d)
+{
+	size_t n = r->nreqs ? r->nreqs : 1;
+	double *full = malloc(n * sizeof(*full));
+	double *x = malloc(n * sizeof(*x));
+	double *w = malloc(widest_step(&d->steps) * sizeof(*w));
+	int err = -ENOMEM;
+
+	if (full && x && w && d->model.coef[CM_CONTEXT] > 0) {
+		split_by(d, &d->model, full, r->nreqs, w);
+		split_shared_context(d, x, r->nreqs, w);
+		for (size_t i = 0; i < r->nreqs; i++)
+			r->reqs[i].gpu_var += INTERVAL_SHARED * INTERVAL_SHARED *
+					      (x[i] - full[i]) * (x[i] - full[i]);
+	}
+	if (full && x && w)
+		err = 0;
+	free(full);
+	free(x);
+	free(w);
+	return err;
 }
 
 /* The jackknife's part of each request's variance on d; pre: each step's
@@ -608,6 +680,8 @@ static int share_variance(struct report *r, struct report_device *d)
 	}
 	if (s->nsteps >= INTERVAL_MIN_STEPS && s->nsteps <= INTERVAL_JK_STEPS)
 		err = jackknife_variance(r, d, pre);
+	if (!err)
+		err = shared_context_variance(r, d);
 out:
 	free(pred);
 	free(wt);
