@@ -562,17 +562,15 @@ static int shared_context_variance(struct report *r, struct report_device *d)
 	double *full = malloc(n * sizeof(*full));
 	double *x = malloc(n * sizeof(*x));
 	double *w = malloc(widest_step(&d->steps) * sizeof(*w));
-	int err = -ENOMEM;
+	int err = full && x && w ? 0 : -ENOMEM;
 
-	if (full && x && w && d->model.coef[CM_CONTEXT] > 0) {
+	if (!err && d->model.coef[CM_CONTEXT] > 0) {
 		split_by(d, &d->model, full, r->nreqs, w);
 		split_shared_context(d, x, r->nreqs, w);
 		for (size_t i = 0; i < r->nreqs; i++)
 			r->reqs[i].gpu_var += INTERVAL_SHARED * INTERVAL_SHARED *
 					      (x[i] - full[i]) * (x[i] - full[i]);
 	}
-	if (full && x && w)
-		err = 0;
 	free(full);
 	free(x);
 	free(w);

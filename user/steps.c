@@ -1893,6 +1893,19 @@ static int grow_toks(struct tok **t, size_t n)
 	return 0;
 }
 
+/* Each decode in a step that also prefills is marked beside (the cost
+ * model's term for what it costs more there). */
+static void mark_beside(struct steps_result *r)
+{
+	for (uint32_t k = 0; k < r->nsteps; k++) {
+		const struct steps_step *st = &r->steps[k];
+
+		for (uint32_t i = st->first; i < st->first + st->n; i++)
+			r->entries[i].beside = st->prefill_tokens &&
+				r->entries[i].phase == ATTR_DECODE;
+	}
+}
+
 int steps_find(const struct steps_input *in, struct steps_result *r)
 {
 	struct chunking ch = { 0 };
@@ -1944,13 +1957,8 @@ int steps_find(const struct steps_input *in, struct steps_result *r)
 		err = apply_batches(in, r);
 	if (!err)
 		err = finish_steps(in, r);
-	for (uint32_t k = 0; !err && k < r->nsteps; k++) {
-		const struct steps_step *st = &r->steps[k];
-
-		for (uint32_t i = st->first; i < st->first + st->n; i++)
-			r->entries[i].beside = st->prefill_tokens &&
-				r->entries[i].phase == ATTR_DECODE;
-	}
+	if (!err)
+		mark_beside(r);
 out:
 	free(ch.n);
 	free(t);
