@@ -521,16 +521,29 @@ static void split_by(const struct report_device *d, const struct costmodel *m,
 	}
 }
 
-/* Each request's time on d with its steps split by d's model, but every
- * decode's context cost taken at the mean context of its step's other
- * decodes (its own where it is the only one), into x; w as split_by's. */
-static void split_shared_context(const struct report_device *d, double *x,
-				 size_t nreqs, double *w)
+/*
+ * The context convention's part of each request's variance on d
+ * (INTERVAL_SHARED). Taking a decode's context cost at its step's other
+ * decodes' mean context instead of its own leaves the step's total weight
+ * as it was (the means sum to the contexts' sum), so each decode's share
+ * moves by its step's time times c (mean - own) over that total; one
+ * pass sums the moves.
+ */
+static int shared_context_variance(struct report *r, struct report_device *d)
 {
 	const struct steps_result *s = &d->steps;
 	double c = d->model.coef[CM_CONTEXT];
+	double *move, *w;
 
-	memset(x, 0, nreqs * sizeof(*x));
+	if (!(c > 0))
+		return 0;
+	move = calloc(r->nreqs ? r->nreqs : 1, sizeof(*move));
+	w = malloc(widest_step(s) * sizeof(*w));
+	if (!move || !w) {
+		free(move);
+		free(w);
+		return -ENOMEM;
+	}
 	for (uint32_t k = 0; k < s->nsteps; k++) {
 		const struct attr_step *st = &s->attr[k];
 		const struct attr_entry *e = s->entries + st->first;
@@ -542,39 +555,18 @@ static void split_shared_context(const struct report_device *d, double *x,
 				ctx += e[i].context;
 				dec++;
 			}
-		for (uint32_t i = 0; dec > 1 && i < st->n; i++)
-			if (e[i].phase == ATTR_DECODE) {
-				double o = (ctx - e[i].context) / (dec - 1);
-
-				w[i] += c * (o - e[i].context);
-				total += c * (o - e[i].context);
-			}
-		for (uint32_t i = 0; total > 0 && i < st->n; i++)
-			x[e[i].request] += (double)st->busy_ns * w[i] / total;
+		for (uint32_t i = 0; dec > 1 && total > 0 && i < st->n; i++)
+			if (e[i].phase == ATTR_DECODE)
+				move[e[i].request] += (double)st->busy_ns * c *
+					((ctx - e[i].context) / (dec - 1) -
+					 e[i].context) / total;
 	}
-}
-
-/* The context convention's part of each request's variance on d
- * (INTERVAL_SHARED). */
-static int shared_context_variance(struct report *r, struct report_device *d)
-{
-	size_t n = r->nreqs ? r->nreqs : 1;
-	double *full = malloc(n * sizeof(*full));
-	double *x = malloc(n * sizeof(*x));
-	double *w = malloc(widest_step(&d->steps) * sizeof(*w));
-	int err = full && x && w ? 0 : -ENOMEM;
-
-	if (!err && d->model.coef[CM_CONTEXT] > 0) {
-		split_by(d, &d->model, full, r->nreqs, w);
-		split_shared_context(d, x, r->nreqs, w);
-		for (size_t i = 0; i < r->nreqs; i++)
-			r->reqs[i].gpu_var += INTERVAL_SHARED * INTERVAL_SHARED *
-					      (x[i] - full[i]) * (x[i] - full[i]);
-	}
-	free(full);
-	free(x);
+	for (size_t i = 0; i < r->nreqs; i++)
+		r->reqs[i].gpu_var += INTERVAL_SHARED * INTERVAL_SHARED *
+				      move[i] * move[i];
+	free(move);
 	free(w);
-	return err;
+	return 0;
 }
 
 /* The jackknife's part of each request's variance on d; pre: each step's

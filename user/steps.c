@@ -1989,8 +1989,7 @@ void steps_obs_add(const struct steps_result *s, uint32_t k,
 			costmodel_obs_prefill(o, e->tokens, e->context);
 		else {
 			costmodel_obs_decode(o, e->context);
-			if (st->prefill_tokens)
-				o->x[CM_DECODE_BESIDE] += 1.0;
+			o->x[CM_DECODE_BESIDE] += e->beside;
 		}
 	}
 }
