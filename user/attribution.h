@@ -24,7 +24,6 @@ struct attr_entry {
 	uint32_t request;	/* index into the caller's request table */
 	uint8_t phase;		/* enum attr_phase */
 	uint8_t chunk;		/* a prefill in chunks: this is one of them */
-	uint8_t beside;		/* a decode in a step that carries a prefill */
 	uint32_t tokens;	/* prefill: prompt tokens; decode: 1 */
 	uint32_t context;	/* tokens already in the request's context */
 };
@@ -63,8 +62,7 @@ static inline double attribution_weight(const struct attr_entry *e,
 		return e->phase == ATTR_PREFILL ? e->tokens : 1.0;
 	double var = e->phase == ATTR_PREFILL ?
 		costmodel_prefill_ns(m, e->tokens, e->context) :
-		costmodel_decode_ns(m, e->context) +
-		(e->beside ? costmodel_beside_ns(m) : 0);
+		costmodel_decode_ns(m, e->context);
 	return var + m->coef[CM_FIXED] / n_in_step;
 }
 

@@ -544,19 +544,17 @@ static int step_facts(const struct report_device *d, struct replica *rp)
 }
 
 /*
- * A sample's cost model: the report's fit (steps_obs_add, two steps an
- * observation, costmodel_fit_steps) over the steps that saw their whole
- * batch only (sample_clean): a step at a region's edge misses requests
- * that ran across it, and would be fitted as if its batch did all its
- * work.
+ * A sample's cost model: the report's fit (steps_obs_add,
+ * report_steps_per_obs, costmodel_fit_steps) over the steps that saw
+ * their whole batch only (sample_clean): a step at a region's edge misses
+ * requests that ran across it, and would be fitted as if its batch did
+ * all its work.
  */
-#define REFIT_STEPS_PER_OBS	2
-
 static int refit(const struct report_device *d, struct replica *rp)
 {
 	const struct steps_result *s = &d->steps;
 	struct costmodel_obs *obs = malloc((s->nsteps + 1) * sizeof(*obs));
-	uint32_t n = 0, in = 0, steps = 0;
+	uint32_t n = 0, in = 0, steps = 0, per = report_steps_per_obs(s);
 	int err;
 
 	if (!obs)
@@ -574,7 +572,7 @@ static int refit(const struct report_device *d, struct replica *rp)
 		obs[n].ns += (double)st->busy_ns;
 		steps_obs_add(s, k, &obs[n]);
 		steps++;
-		if (++in == REFIT_STEPS_PER_OBS) {
+		if (++in == per) {
 			in = 0;
 			n++;
 		}

@@ -774,8 +774,6 @@ static void device_rows(struct rc_rows *rs, int side, const struct report *r)
 		"cost_model ms_per_context_token");
 	row_set(rs, side, m->coef[CM_PREFILL_SQ] / 1e6,
 		"cost_model ms_per_prefill_attention_unit");
-	row_set(rs, side, m->coef[CM_DECODE_BESIDE] / 1e6,
-		"cost_model ms_per_decode_beside_prefill");
 	row_set(rs, side, m->r2, "cost_model r2");
 	row_set(rs, side, m->drift_min, "cost_model drift_min");
 	row_set(rs, side, m->drift_max, "cost_model drift_max");

@@ -4,17 +4,15 @@
  * steps of a trace.
  *
  *   step_ns ~= fixed + per_prefill * P + per_decode * D + per_context * C
- *              [+ per_prefill_sq * Q] [+ per_beside * B]
+ *              [+ per_prefill_sq * Q]
  *
  * P = prompt tokens processed in the step, D = decode tokens, C = sum of
  * the decoding requests' context lengths, Q = sum over prefill chunks of
  * n * (context + (n + 1) / 2) (each of a chunk's n tokens attends over
  * what precedes the chunk, cached or computed before, and over the
- * chunk's tokens up to itself), B = decode tokens in steps that also
- * carry a prefill (a long prefill evicts what decodes keep in caches, so
- * that each of them runs slower beside it). The quadratic and beside
- * terms are kept only when they improve the fit enough to pay for
- * themselves (they must lower the Bayesian information criterion).
+ * chunk's tokens up to itself). The quadratic term is kept only when it
+ * improves the fit enough to pay for itself (it must lower the Bayesian
+ * information criterion).
  *
  * costmodel_fit_steps is the fit a trace gets: the decode terms refitted
  * on the steps without prefill, and a slow drift of the host's speed over
@@ -33,7 +31,6 @@ enum costmodel_term {
 	CM_DECODE,
 	CM_CONTEXT,
 	CM_PREFILL_SQ,
-	CM_DECODE_BESIDE,
 	CM_NTERMS,
 };
 
@@ -104,13 +101,6 @@ static inline double costmodel_decode_ns(const struct costmodel *m,
 					 uint32_t context)
 {
 	return m->coef[CM_DECODE] + m->coef[CM_CONTEXT] * context;
-}
-
-/* What a decode costs more in a step that carries a prefill (0 unless
- * the fit kept the term). */
-static inline double costmodel_beside_ns(const struct costmodel *m)
-{
-	return m->coef[CM_DECODE_BESIDE];
 }
 
 const char *costmodel_term_name(enum costmodel_term t);

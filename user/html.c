@@ -537,7 +537,6 @@ static void table_model(const struct report *r, FILE *f)
 		[CM_DECODE] = "ms per decode token",
 		[CM_CONTEXT] = "ms per context token",
 		[CM_PREFILL_SQ] = "ms per prefill attention unit",
-		[CM_DECODE_BESIDE] = "ms more per decode token beside a prefill",
 	};
 
 	fputs("<h2>Step cost model</h2>\n", f);

@@ -168,8 +168,6 @@ static double step_ns(struct sim *m)
 			costmodel_obs_decode(&o, prompt + r->generated);
 		}
 	}
-	if (o.x[CM_PREFILL])	/* the decodes ran beside a prefill */
-		o.x[CM_DECODE_BESIDE] = o.x[CM_DECODE];
 	double sd = m->mix->noise_sd;
 	double f = exp(sd * normal(&m->rng) - sd * sd / 2);
 

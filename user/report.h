@@ -210,6 +210,10 @@ struct report {
 	double *loaded_usd_per_ns;
 };
 
+/* Steps the cost model's fit sums into one observation: two where they
+ * were cut from the token writes, else one (see report.c). */
+uint32_t report_steps_per_obs(const struct steps_result *s);
+
 /*
  * Build the report. 0, -EINVAL (reversed window, NULL arrays with counts),
  * -ENOMEM, or -EPROTO when the conservation check fails (the numbers are

@@ -1893,19 +1893,6 @@ static int grow_toks(struct tok **t, size_t n)
 	return 0;
 }
 
-/* Each decode in a step that also prefills is marked beside (the cost
- * model's term for what it costs more there). */
-static void mark_beside(struct steps_result *r)
-{
-	for (uint32_t k = 0; k < r->nsteps; k++) {
-		const struct steps_step *st = &r->steps[k];
-
-		for (uint32_t i = st->first; i < st->first + st->n; i++)
-			r->entries[i].beside = st->prefill_tokens &&
-				r->entries[i].phase == ATTR_DECODE;
-	}
-}
-
 int steps_find(const struct steps_input *in, struct steps_result *r)
 {
 	struct chunking ch = { 0 };
@@ -1957,8 +1944,6 @@ int steps_find(const struct steps_input *in, struct steps_result *r)
 		err = apply_batches(in, r);
 	if (!err)
 		err = finish_steps(in, r);
-	if (!err)
-		mark_beside(r);
 out:
 	free(ch.n);
 	free(t);
@@ -1987,9 +1972,7 @@ void steps_obs_add(const struct steps_result *s, uint32_t k,
 
 		if (e->phase == ATTR_PREFILL)
 			costmodel_obs_prefill(o, e->tokens, e->context);
-		else {
+		else
 			costmodel_obs_decode(o, e->context);
-			o->x[CM_DECODE_BESIDE] += e->beside;
-		}
 	}
 }

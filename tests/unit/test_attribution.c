@@ -112,59 +112,58 @@ Test(costmodel, small_but_real_quadratic_term_is_kept)
 }
 
 /*
- * Decodes that run slower in a step that carries a prefill (its working
- * set evicts theirs): the fit keeps the beside term, near its true value,
- * and the others stay within 2 %. Without such a cost (the steps above)
- * the term does not pay for itself and is left out.
+ * Full batches whose mean context hardly moves from step to step: the
+ * steps cannot tell a decode's cost per token from its cost per context
+ * token (nor from the fixed cost), and a fit on them alone may charge a
+ * decode nothing for itself or nothing for its context. The decode
+ * prior (about the prefill term, which the prefill steps measure) settles
+ * it: a decode token near a prompt token's cost, its context near its
+ * true cost.
  */
-Test(costmodel, decode_beside_a_prefill_term_kept_when_the_data_needs_it)
+Test(costmodel, decode_prior_settles_what_full_batches_cannot_tell)
 {
-	static struct costmodel_obs obs[400], plain[400];
-	const double want[CM_NTERMS] = { 200e3, 9e3, 40e3, 90, 0, 8e3 };
+	static struct costmodel_obs obs[300];
+	const double fixed = 50e3, pre = 30e3, dec = 32e3, ctx = 60;
+	unsigned seed = 3;
+
+	for (uint32_t i = 0; i < 300; i++) {
+		struct costmodel_obs *o = &obs[i];
+
+		costmodel_obs_init(o, 0);
+		for (uint32_t b = 0; b < 24; b++)
+			costmodel_obs_decode(o, 300 + (i * 7 + b * 3) % 40);
+		if (i % 4 == 0)
+			costmodel_obs_prefill(o, 64 + (i * 13) % 256, 0);
+		o->ns = (fixed + pre * o->x[CM_PREFILL] +
+			 dec * o->x[CM_DECODE] + ctx * o->x[CM_CONTEXT]) *
+			(1.0 + 0.02 * noise(&seed));
+	}
+	struct costmodel m;
+
+	cr_assert_eq(costmodel_fit_steps(obs, 300, &m), 0);
+	cr_assert(m.fitted);
+	cr_expect(fabs(m.coef[CM_PREFILL] / pre - 1) < 0.05, "prefill %g",
+		  m.coef[CM_PREFILL]);
+	cr_expect(fabs(m.coef[CM_DECODE] / dec - 1) < 0.15, "decode %g, "
+		  "want %g", m.coef[CM_DECODE], dec);
+	cr_expect(fabs(m.coef[CM_CONTEXT] / ctx - 1) < 0.5, "context %g, "
+		  "want %g", m.coef[CM_CONTEXT], ctx);
+}
+
+/* Where the steps do tell the decode term apart (batches of 1 to 16), a
+ * decode far cheaper than a prompt token is found as it is: the prior is
+ * one observation against hundreds. */
+Test(costmodel, decode_prior_yields_to_steps_that_tell)
+{
+	static struct costmodel_obs obs[400];
+	const double want[CM_NTERMS] = { 200e3, 40e3, 8e3, 90, 0 };
 	uint32_t n = synth(obs, 400, want[CM_FIXED], want[CM_PREFILL],
 			   want[CM_DECODE], want[CM_CONTEXT], 0, 0.02);
 	struct costmodel m;
 
-	for (uint32_t i = 0; i < n; i++) {
-		plain[i] = obs[i];
-		if (!obs[i].x[CM_PREFILL])
-			continue;
-		obs[i].x[CM_DECODE_BESIDE] = obs[i].x[CM_DECODE];
-		obs[i].ns += want[CM_DECODE_BESIDE] * obs[i].x[CM_DECODE];
-	}
 	cr_assert_eq(costmodel_fit_steps(obs, n, &m), 0);
 	cr_assert(m.fitted);
-	cr_expect(m.used[CM_DECODE_BESIDE], "beside term dropped");
-	cr_expect(fabs(m.coef[CM_DECODE_BESIDE] / want[CM_DECODE_BESIDE] - 1) <
-		  0.1, "beside %g", m.coef[CM_DECODE_BESIDE]);
-	for (int t = CM_FIXED; t <= CM_CONTEXT; t++)
-		cr_expect(fabs(m.coef[t] - want[t]) <= 0.02 * want[t],
-			  "%s %g, want %g", costmodel_term_name(t), m.coef[t],
-			  want[t]);
-	/* the same steps, marked beside but with no such cost */
-	for (uint32_t i = 0; i < n; i++)
-		if (plain[i].x[CM_PREFILL])
-			plain[i].x[CM_DECODE_BESIDE] = plain[i].x[CM_DECODE];
-	cr_assert_eq(costmodel_fit_steps(plain, n, &m), 0);
-	cr_expect(!m.used[CM_DECODE_BESIDE] && m.coef[CM_DECODE_BESIDE] == 0,
-		  "beside term %g kept without need",
-		  m.coef[CM_DECODE_BESIDE]);
-}
-
-/* A decode beside a prefill weighs the beside term more than one alone. */
-Test(attribution, a_decode_beside_a_prefill_weighs_more)
-{
-	struct costmodel m = { .coef = { 4e3, 1e3, 50e3, 10, 0, 5e3 },
-			       .fitted = true };
-	struct attr_entry alone = { .phase = ATTR_DECODE, .tokens = 1,
-				    .context = 100 };
-	struct attr_entry beside = alone;
-
-	beside.beside = 1;
-	cr_expect_float_eq(attribution_weight(&alone, &m, 4),
-			   50e3 + 10 * 100 + 4e3 / 4, 1e-9);
-	cr_expect_float_eq(attribution_weight(&beside, &m, 4),
-			   50e3 + 10 * 100 + 5e3 + 4e3 / 4, 1e-9);
+	expect_within_2pct(&m, want, "costmodel_fit_steps");
 }
 
 /*

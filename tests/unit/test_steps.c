@@ -39,21 +39,15 @@ static void expect_entries(const struct sy_engine *g,
 	for (uint32_t k = 0; k < r->nsteps; k++) {
 		const struct steps_step *s = &r->steps[k];
 		const struct sy_step *t = &g->steps[k];
-		bool prefill = false;
 
 		cr_assert_eq(s->n, t->n, "step %u: batch %u, engine %u", k,
 			     s->n, t->n);
-		for (uint32_t i = 0; i < t->n; i++)
-			prefill |= t->e[i].phase == ATTR_PREFILL;
 		for (uint32_t i = 0; i < s->n; i++) {
 			const struct attr_entry *e = &r->entries[s->first + i];
 			cr_expect_eq(e->request, t->e[i].request, "step %u", k);
 			cr_expect_eq(e->phase, t->e[i].phase, "step %u", k);
 			cr_expect_eq(e->tokens, t->e[i].tokens, "step %u", k);
 			cr_expect_eq(e->context, t->e[i].context, "step %u", k);
-			/* a decode beside a prefill is marked as such */
-			cr_expect_eq(e->beside, prefill && e->phase ==
-				     ATTR_DECODE, "step %u", k);
 		}
 	}
 }
