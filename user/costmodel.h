@@ -14,10 +14,12 @@
  * improves the fit enough to pay for itself (it must lower the Bayesian
  * information criterion).
  *
- * costmodel_fit_steps is the fit a trace gets: the decode terms refitted
- * on the steps without prefill, and a slow drift of the host's speed over
- * the run (clock, cache and memory contention) taken out by a scale per
- * window of steps; see costmodel.c.
+ * costmodel_fit_steps is the fit a trace gets: a prior on the decode term
+ * about the prefill term (a decode token passes through the same weights
+ * as a prompt token), the decode terms refitted on the steps without
+ * prefill, and a slow drift of the host's speed over the run (clock,
+ * cache and memory contention) taken out by a scale per window of steps;
+ * see costmodel.c.
  */
 #ifndef TT_COSTMODEL_H
 #define TT_COSTMODEL_H
@@ -65,13 +67,14 @@ int costmodel_fit(const struct costmodel_obs *obs, uint32_t n,
 
 /*
  * Fit over n observations in time order (one per step or per group of
- * neighbouring steps): costmodel_fit, then the fixed, decode and context
- * terms refitted on the observations without prefill, the whole repeated
- * with each window of COSTMODEL_DRIFT_WINDOW observations scaled by its
- * own measured/predicted ratio; the scales are kept only when they lower
- * the Bayesian information criterion (drift_windows 0 otherwise). r2 is
- * that of the model used on the observations as measured. Returns 0,
- * -EINVAL or -ENOMEM.
+ * neighbouring steps): costmodel_fit with the decode prior, then the
+ * fixed, decode and context terms refitted (with it) on the observations
+ * without prefill, the whole repeated with each window of
+ * COSTMODEL_DRIFT_WINDOW observations scaled by its own
+ * measured/predicted ratio; the scales are kept only when they lower the
+ * Bayesian information criterion (drift_windows 0 otherwise). r2 is that
+ * of the model used on the observations as measured. Returns 0, -EINVAL
+ * or -ENOMEM.
  */
 #define COSTMODEL_DRIFT_WINDOW	10
 int costmodel_fit_steps(const struct costmodel_obs *obs, uint32_t n,
