@@ -1095,21 +1095,40 @@ static size_t unseen_room(const struct steps_input *in, uint32_t nb)
  * least CHUNK_MIN_EXTRA_STEPS steps more on average than the shorter
  * half and most of the longer half wait two steps or more, the prompts
  * are taken as chunked. The wait counts a step whose work had not begun
- * at arrival, so it is never less than the chunks: C >= P / wait for
- * every request, with equality near for those admitted at once, and C is
- * the largest P / wait over the requests that waited (less the top
- * CHUNK_TRIM_PCT of them, which a misplaced first token can give). Each
- * such request is placed in the ceil(P / C) steps that end with its
+ * at arrival, so it is seldom less than the chunks: C >= P / wait, with
+ * near equality for the requests admitted at once, whose P / wait pile
+ * up just under C. C is the top of that pile: the largest P / wait with
+ * CHUNK_PILE of all (at least 3) within CHUNK_PILE_SPAN below it. The
+ * largest P / wait alone is not C: a wait one step short (a first token
+ * seen a step early, steps the wire cannot see) gives one well above,
+ * and on the reference server's chunks of 64 cut from tokens a handful
+ * of such requests made it 159. Engines set their chunk budgets in round
+ * numbers, so C is taken to the nearest multiple of 16 within
+ * CHUNK_PILE_SPAN of it (the top of the pile is a little under C where
+ * few requests were admitted at once: 253 for 256, 29 for 32 is left).
+ * Each such request is placed in the ceil(P / C) steps that end with its
  * first token (no more than it waited): C tokens in each but the last,
- * which has the rest. Anything less is not chunking: nothing is placed, and
- * the steps are what they were. The report keeps the chunks only where
- * the cost model fitted on them explains the steps' time better
+ * which has the rest. Anything less is not chunking: nothing is placed,
+ * and the steps are what they were. The report keeps the chunks only
+ * where the cost model fitted on them explains the steps' time better
  * (user/report.c, find_steps).
+ *
+ * Steps cut from the token writes cannot see a step of first chunks
+ * alone (no token follows it: the first steps of a run, or after an idle
+ * spell, when every running request is prefilling); its time falls in
+ * the next step that writes. A request whose chunks outnumber the steps
+ * it was seen waiting is placed from the step in progress at its arrival
+ * too, and the chunks no step shows are taken in its first placed step
+ * (entry_of), where their time went: on the reference server's chunks of
+ * 64 cut from tokens, the first requests of a run were charged -40% to
+ * +300% of their share before.
  */
 #define CHUNK_MIN_EXTRA_STEPS	1.0
 #define CHUNK_MIN_LONG_WAITING	0.5
-#define CHUNK_TRIM_PCT		2
 #define CHUNK_MIN_REQUESTS	8
+#define CHUNK_PILE		0.1
+#define CHUNK_PILE_SPAN		0.05
+#define CHUNK_ROUND		16
 
 struct chunk_req {
 	uint32_t req, prompt, wait, k;
@@ -1133,6 +1152,28 @@ static uint32_t prefill_tokens(const struct tt_request *q)
 	    (uint64_t)q->cached_tokens < p)
 		p -= (uint32_t)q->cached_tokens;
 	return p;
+}
+
+/* The chunk size from the requests' P / wait, sorted (see above); 0 for
+ * none. */
+static uint32_t pile_top(const double *ratio, size_t k)
+{
+	size_t need = (size_t)(CHUNK_PILE * k), lo = k;
+
+	if (need < 3)
+		need = 3;
+	for (size_t i = k; i-- > 0;) {
+		while (lo > 0 && ratio[lo - 1] >= (1 - CHUNK_PILE_SPAN) * ratio[i])
+			lo--;
+		if (i + 1 - lo < need)
+			continue;
+		double r = round(ratio[i] / CHUNK_ROUND) * CHUNK_ROUND;
+
+		if (r > 0 && fabs(r - ratio[i]) <= CHUNK_PILE_SPAN * ratio[i])
+			return (uint32_t)r;
+		return (uint32_t)ceil(ratio[i]);
+	}
+	return 0;
 }
 
 /* Decide on chunking from the tokens t (marked with their steps, bounds
@@ -1192,8 +1233,7 @@ static int find_chunking(const struct steps_input *in,
 		if (c[i].wait >= 2)
 			ratio[k++] = (double)c[i].prompt / c[i].wait;
 	qsort(ratio, k, sizeof(*ratio), cmp_double);
-	ch->tokens = k ? (uint32_t)ceil(ratio[k - 1 - k * CHUNK_TRIM_PCT / 100])
-		       : 0;
+	ch->tokens = pile_top(ratio, k);
 	if (!ch->tokens)
 		goto out;
 	ch->n = calloc(in->nreqs, sizeof(*ch->n));
@@ -1203,8 +1243,13 @@ static int find_chunking(const struct steps_input *in,
 	}
 	for (size_t i = 0; i < n; i++) {
 		uint32_t want = (c[i].prompt + ch->tokens - 1) / ch->tokens;
+		uint32_t wait = c[i].wait;
 
-		ch->n[c[i].req] = want < c[i].wait ? want : c[i].wait;
+		/* unseen steps of chunks alone: from the one at arrival */
+		if (r->source == STEPS_FROM_TOKENS && want > wait &&
+		    c[i].k >= wait)
+			wait++;
+		ch->n[c[i].req] = want < wait ? want : wait;
 	}
 out:
 	free(ratio);
@@ -1262,20 +1307,29 @@ static struct attr_entry entry_of(const struct tt_request *r,
 			  (uint64_t)r->cached_tokens < prompt ?
 			  (uint32_t)r->cached_tokens : 0;
 	struct attr_entry e = { .request = t->req };
-	uint32_t n = ch && ch->n ? ch->n[t->req] : 0;
+	uint32_t n = ch && ch->n ? ch->n[t->req] : 0, unseen = 0;
 
+	if (n > 1) {	/* chunks in no step seen: in the first placed */
+		uint32_t want = (prompt - cached + ch->tokens - 1) /
+				ch->tokens;
+
+		unseen = want > n ? want - n : 0;
+	}
 	if (t->index & TOK_CHUNK) {
-		/* chunk j of n: chunk_tokens each but the last */
+		/* chunk j of n: chunk_tokens each but the last, the first
+		   with the unseen ones */
+		uint32_t j = t->index & ~TOK_CHUNK;
+
 		e.phase = ATTR_PREFILL;
 		e.chunk = 1;
-		e.tokens = ch->tokens;
-		e.context = cached + (t->index & ~TOK_CHUNK) * ch->tokens;
+		e.tokens = (j ? 1 : 1 + unseen) * ch->tokens;
+		e.context = cached + (j ? j + unseen : 0) * ch->tokens;
 	} else if (t->index == 0 && n > 1) {
 		/* the last chunk, with the first token */
 		e.phase = ATTR_PREFILL;
 		e.chunk = 1;
-		e.tokens = prompt - cached - (n - 1) * ch->tokens;
-		e.context = cached + (n - 1) * ch->tokens;
+		e.tokens = prompt - cached - (n - 1 + unseen) * ch->tokens;
+		e.context = cached + (n - 1 + unseen) * ch->tokens;
 	} else if (t->index == 0) {
 		e.phase = ATTR_PREFILL;
 		e.tokens = prompt ? prompt - cached : 1;

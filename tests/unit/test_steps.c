@@ -494,6 +494,65 @@ Test(steps, chunked_prefill_found_and_placed_in_the_steps_before_it)
 	free(g);
 }
 
+/*
+ * The same engine on the CPU with its steps cut from the token writes:
+ * the first steps, of chunks alone, are not seen (no token follows them)
+ * and their time falls in the first step that writes. By the end of
+ * every step cut, each request has prefilled as many prompt tokens as
+ * the engine had: the unseen chunks are in its first placed step, not
+ * piled on its last.
+ */
+Test(steps, chunked_prefill_cut_from_tokens_holds_the_unseen_chunks)
+{
+	static const uint32_t prompt[SY_MAXR] = { 384, 640, 500, 300, 256, 60,
+						  512, 90, 384, 700, 640, 80,
+						  450, 768, 35, 300 };
+	struct sy_cfg c = sy_default();
+	struct sy_req q[SY_MAXR];
+	struct sy_engine *g = calloc(1, sizeof(*g));
+
+	cr_assert_not_null(g);
+	for (uint32_t i = 0; i < SY_MAXR; i++)
+		q[i] = (struct sy_req){ SY_T0 + (i > 3) * (9 + 11 * i) * 1000000,
+					prompt[i], 6 + i % 5, "t", "tiny" };
+	c.chunk = 128;
+	c.cpu = true;
+	sy_run(g, &c, q, SY_MAXR);
+	cr_assert_eq(g->steps[0].last_token_ns, 0, "a step of chunks alone");
+	struct steps_input in = input_of(g, &c, STEPS_FROM_TOKENS);
+	struct steps_result r;
+	uint64_t got[SY_MAXR] = { 0 }, want[SY_MAXR] = { 0 };
+	uint32_t e = 0;
+
+	cr_assert_eq(steps_find(&in, &r), 0);
+	cr_expect_eq(r.source, STEPS_FROM_TOKENS);
+	cr_expect_eq(r.chunk_tokens, 128, "chunks of %u", r.chunk_tokens);
+	cr_expect_lt(r.nsteps, g->nsteps, "the steps of chunks alone seen");
+	for (uint32_t k = 0; k < r.nsteps; k++) {
+		const struct steps_step *s = &r.steps[k];
+
+		for (uint32_t i = s->first; i < s->first + s->n; i++)
+			if (r.entries[i].phase == ATTR_PREFILL)
+				got[r.entries[i].request] +=
+					r.entries[i].tokens;
+		for (; e < g->nsteps && g->steps[e].end_ns <= s->end_ns; e++)
+			for (uint32_t i = 0; i < g->steps[e].n; i++)
+				if (g->steps[e].e[i].phase == ATTR_PREFILL)
+					want[g->steps[e].e[i].request] +=
+						g->steps[e].e[i].tokens;
+		for (uint32_t j = 0; j < g->nreqs; j++)
+			cr_expect_eq(got[j], want[j], "step %u (to %llu ns): "
+				     "request %u prefilled %llu tokens, the "
+				     "engine %llu", k,
+				     (unsigned long long)s->end_ns, j,
+				     (unsigned long long)got[j],
+				     (unsigned long long)want[j]);
+	}
+	steps_free(&r);
+	sy_free(g);
+	free(g);
+}
+
 /* The step probe's windows: each step function call [start, end), the
  * engine's own steps; tokens written after it returned. */
 static struct steps_span *probe_of(const struct sy_engine *g)
