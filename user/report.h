@@ -196,6 +196,10 @@ struct report {
 	uint32_t max_batch;
 	struct report_losses losses;
 	uint64_t *token_store;		/* the copied token times */
+	size_t prompts_estimated;	/* requests flagged prompt_estimated */
+	struct tt_request *est_reqs;	/* the input's requests with those
+					   estimates, which the steps and
+					   findings read; NULL if none */
 	/* a report merged from shards of one trace (report_merge): their
 	   number, and the requests, which were written out as they were
 	   done instead of kept */

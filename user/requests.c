@@ -916,7 +916,7 @@ const char *tt_req_end_name(enum tt_req_end e)
 
 static const char *const flag_names[] = {
 	"req_truncated", "resp_truncated", "lost", "no_usage", "bad_json",
-	"aborted",
+	"aborted", "prompt_estimated",
 };
 
 /* A JSON string, or null when empty. */

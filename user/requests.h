@@ -61,6 +61,8 @@ enum tt_req_end {
 #define TT_REQF_NO_USAGE	(1u << 3) /* no usage block: counts from events */
 #define TT_REQF_BAD_JSON	(1u << 4) /* request or response JSON unreadable */
 #define TT_REQF_ABORTED		(1u << 5) /* stream cut before its end */
+#define TT_REQF_PROMPT_EST	(1u << 6) /* prompt tokens estimated from its
+					     bytes by the report */
 
 /* Connection identity and addresses, filled by the connection layer. */
 struct tt_conn_meta {

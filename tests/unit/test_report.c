@@ -251,6 +251,41 @@ Test(report, step_model_recovers_the_engines_costs)
 	done(g, &rep);
 }
 
+/*
+ * A stream its client cut before the usage block: no prompt token count.
+ * Its prompt's bytes give them, at the bytes per token of the requests
+ * that had a usage block (2 here), and its prefill is charged to it, not
+ * to the others of its step.
+ */
+Test(report, a_prompt_without_usage_is_estimated_from_its_bytes)
+{
+	struct sy_cfg c = sy_default();
+	struct sy_req r[SY_MAXR];
+	uint32_t n = many(r);
+	struct sy_engine *g = run_engine(&c, r, n);
+	struct report rep;
+	int64_t prompt = g->reqs[3].prompt_tokens;
+
+	for (uint32_t i = 0; i < n; i++)
+		g->reqs[i].prompt_bytes = 2 * (uint32_t)g->reqs[i].prompt_tokens;
+	g->reqs[3].prompt_tokens = -1;
+	g->reqs[3].tokens_source = TT_TOKENS_EVENTS;
+	g->reqs[3].flags |= TT_REQF_NO_USAGE;
+	struct report_input in = input_of(g, NULL);
+
+	cr_assert_eq(report_build(&in, &rep), 0);
+	cr_expect_eq(rep.prompts_estimated, 1);
+	cr_expect_eq(rep.reqs[3].req.prompt_tokens, prompt);
+	cr_expect(rep.reqs[3].req.flags & TT_REQF_PROMPT_EST);
+	cr_expect(!(rep.reqs[2].req.flags & TT_REQF_PROMPT_EST));
+	for (uint32_t i = 0; i < n; i++)
+		cr_expect_lt(fabs(rep.reqs[i].gpu_ns / g->truth_ns[i] - 1), 0.01,
+			     "request %u: %llu ns, truth %.0f", i,
+			     (unsigned long long)rep.reqs[i].gpu_ns,
+			     g->truth_ns[i]);
+	done(g, &rep);
+}
+
 /* Requests whose truth lies in their 90% interval; the mean relative
  * width into *width. */
 static int held(const struct report *rep, const struct sy_engine *g,
