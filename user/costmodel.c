@@ -331,7 +331,7 @@ static int fit_decode_prior(const struct costmodel_obs *obs, uint32_t n,
 	double w = sd / (DECODE_PRIOR * center);
 
 	if (!(w > 0) || !isfinite(w))
-		return 0;	/* an exact fit: nothing to weigh the prior by */
+		return 0;	/* an exact fit: nothing to weigh it by */
 	memcpy(aug, obs, n * sizeof(*aug));
 	memset(&aug[n], 0, sizeof(aug[n]));
 	aug[n].x[CM_DECODE] = w;

@@ -1163,7 +1163,9 @@ static uint32_t pile_top(const double *ratio, size_t k)
 	if (need < 3)
 		need = 3;
 	for (size_t i = k; i-- > 0;) {
-		while (lo > 0 && ratio[lo - 1] >= (1 - CHUNK_PILE_SPAN) * ratio[i])
+		double floor_i = (1 - CHUNK_PILE_SPAN) * ratio[i];
+
+		while (lo > 0 && ratio[lo - 1] >= floor_i)
 			lo--;
 		if (i + 1 - lo < need)
 			continue;

@@ -267,7 +267,8 @@ Test(report, a_prompt_without_usage_is_estimated_from_its_bytes)
 	int64_t prompt = g->reqs[3].prompt_tokens;
 
 	for (uint32_t i = 0; i < n; i++)
-		g->reqs[i].prompt_bytes = 2 * (uint32_t)g->reqs[i].prompt_tokens;
+		g->reqs[i].prompt_bytes =
+			2 * (uint32_t)g->reqs[i].prompt_tokens;
 	g->reqs[3].prompt_tokens = -1;
 	g->reqs[3].tokens_source = TT_TOKENS_EVENTS;
 	g->reqs[3].flags |= TT_REQF_NO_USAGE;
@@ -279,8 +280,8 @@ Test(report, a_prompt_without_usage_is_estimated_from_its_bytes)
 	cr_expect(rep.reqs[3].req.flags & TT_REQF_PROMPT_EST);
 	cr_expect(!(rep.reqs[2].req.flags & TT_REQF_PROMPT_EST));
 	for (uint32_t i = 0; i < n; i++)
-		cr_expect_lt(fabs(rep.reqs[i].gpu_ns / g->truth_ns[i] - 1), 0.01,
-			     "request %u: %llu ns, truth %.0f", i,
+		cr_expect_lt(fabs(rep.reqs[i].gpu_ns / g->truth_ns[i] - 1),
+			     0.01, "request %u: %llu ns, truth %.0f", i,
 			     (unsigned long long)rep.reqs[i].gpu_ns,
 			     g->truth_ns[i]);
 	done(g, &rep);

@@ -513,8 +513,9 @@ Test(steps, chunked_prefill_cut_from_tokens_holds_the_unseen_chunks)
 
 	cr_assert_not_null(g);
 	for (uint32_t i = 0; i < SY_MAXR; i++)
-		q[i] = (struct sy_req){ SY_T0 + (i > 3) * (9 + 11 * i) * 1000000,
-					prompt[i], 6 + i % 5, "t", "tiny" };
+		q[i] = (struct sy_req){ SY_T0 + (i > 3) * (9 + 11 * i) *
+					1000000ull, prompt[i], 6 + i % 5, "t",
+					"tiny" };
 	c.chunk = 128;
 	c.cpu = true;
 	sy_run(g, &c, q, SY_MAXR);
