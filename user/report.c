@@ -59,7 +59,6 @@ static double price_of(const struct report_input *in, const char *name)
 	return in->default_usd_per_hour;
 }
 
-/* Copy the requests and their token times into r. */
 /*
  * A request with no usage block (a stream its client cut before the end,
  * a server that sends none) has no prompt token count, and its prefill
@@ -72,47 +71,95 @@ static double price_of(const struct report_input *in, const char *name)
  * request is flagged prompt_estimated. Without any such request the
  * collector's own estimate (4 bytes a token) stands.
  */
-static double tokens_per_byte(const struct report *r, const char *model)
-{
-	double tok[2] = { 0, 0 }, bytes[2] = { 0, 0 };
+struct per_model {
+	const char *model;	/* NULL: every model */
+	double tok, bytes;
+};
 
+static bool needs_estimate(const struct tt_request *q)
+{
+	return q->prompt_bytes && (q->prompt_tokens <= 0 ||
+				   q->tokens_source == TT_TOKENS_ESTIMATE);
+}
+
+/* Prompt tokens and bytes of the requests with a usage block, per model
+ * in m[1..], all of them in m[0]; *n models in all. */
+static int usage_per_model(const struct report *r, struct per_model **m,
+			   size_t *n)
+{
+	size_t cap = 4;
+
+	*n = 1;
+	*m = calloc(cap, sizeof(**m));
+	if (!*m)
+		return -ENOMEM;
 	for (size_t i = 0; i < r->nreqs; i++) {
 		const struct tt_request *q = &r->reqs[i].req;
+		size_t k = 1;
 
 		if (q->tokens_source != TT_TOKENS_USAGE ||
 		    q->prompt_tokens <= 0 || !q->prompt_bytes)
 			continue;
-		for (int k = 0; k < 2; k++)
-			if (k || !strcmp(q->model, model)) {
-				tok[k] += (double)q->prompt_tokens;
-				bytes[k] += q->prompt_bytes;
-			}
+		while (k < *n && strcmp((*m)[k].model, q->model))
+			k++;
+		if (k == *n && *n == cap) {
+			struct per_model *g = realloc(*m, 2 * cap * sizeof(**m));
+
+			if (!g)
+				return -ENOMEM;
+			*m = g;
+			cap *= 2;
+		}
+		if (k == *n)
+			(*m)[(*n)++] = (struct per_model){ q->model, 0, 0 };
+		for (size_t t = 0; t < 2; t++) {
+			struct per_model *e = &(*m)[t ? k : 0];
+
+			e->tok += (double)q->prompt_tokens;
+			e->bytes += q->prompt_bytes;
+		}
 	}
-	return bytes[0] > 0 ? tok[0] / bytes[0] :
-	       bytes[1] > 0 ? tok[1] / bytes[1] : 0;
+	return 0;
 }
 
-static size_t estimate_prompts(struct report *r)
+/* Tokens a byte for model: its own requests', else all of them; 0. */
+static double tokens_per_byte(const struct per_model *m, size_t n,
+			      const char *model)
 {
-	size_t n = 0;
+	for (size_t k = 1; k < n; k++)
+		if (!strcmp(m[k].model, model))
+			return m[k].tok / m[k].bytes;
+	return m[0].bytes > 0 ? m[0].tok / m[0].bytes : 0;
+}
 
-	for (size_t i = 0; i < r->nreqs; i++) {
+static int estimate_prompts(struct report *r)
+{
+	struct per_model *m = NULL;
+	size_t n = 0, need = 0;
+	int err;
+
+	for (size_t i = 0; i < r->nreqs; i++)
+		need += needs_estimate(&r->reqs[i].req);
+	if (!need)
+		return 0;
+	err = usage_per_model(r, &m, &n);
+	for (size_t i = 0; !err && i < r->nreqs; i++) {
 		struct tt_request *q = &r->reqs[i].req;
 		double per;
 
-		if (!q->prompt_bytes || (q->prompt_tokens > 0 &&
-		    q->tokens_source != TT_TOKENS_ESTIMATE))
+		if (!needs_estimate(q))
 			continue;
-		per = tokens_per_byte(r, q->model);
+		per = tokens_per_byte(m, n, q->model);
 		if (!(per > 0))
 			continue;
 		q->prompt_tokens = llround(q->prompt_bytes * per);
 		if (q->prompt_tokens < 1)
 			q->prompt_tokens = 1;
 		q->flags |= TT_REQF_PROMPT_EST;
-		n++;
+		r->prompts_estimated++;
 	}
-	return n;
+	free(m);
+	return err;
 }
 
 /* *out: in with its requests as estimate_prompts left them. */
@@ -129,6 +176,7 @@ static int estimated_input(const struct report_input *in, struct report *r,
 	return 0;
 }
 
+/* Copy the requests and their token times into r. */
 static int copy_requests(const struct report_input *in, struct report *r)
 {
 	size_t ntok = 0, k = 0;
@@ -154,8 +202,7 @@ static int copy_requests(const struct report_input *in, struct report *r)
 		q->token_ns = r->token_store + k;
 		k += q->token_ns_len;
 	}
-	r->prompts_estimated = estimate_prompts(r);
-	return 0;
+	return estimate_prompts(r);
 }
 
 /* A range's requests keep their busy ns per device of the trace. */
